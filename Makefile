@@ -1,0 +1,64 @@
+# Everything a fresh clone needs, from nothing but python3 and the package registries.
+#   make demo    embedded Postgres + local S3, real Dagster runs, lake checked against the source
+#   make dev     the same stack plus the Dagster webserver and daemon (http://127.0.0.1:3000)
+#   make test    install, lint, format check, type check, tests
+#   make bench   benchmarks (prints a table, writes bench/results/)
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+UV_VERSION := 0.13.9
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+PYTHON := .venv/bin/python
+# uv uses the machine's python3; it must never download an interpreter.
+export UV_PYTHON_DOWNLOADS := never
+export UV_PYTHON := python3
+
+.PHONY: help install lint format typecheck test test-fast test-slow demo dev check-defs clean
+
+help:
+	@grep -E '^#   make' Makefile | sed 's/^#   //'
+
+$(UV):
+	python3 -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+.venv/.installed: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --all-extras --group dev
+	touch $@
+
+install: .venv/.installed
+
+lint: install
+	.venv/bin/ruff check etl_assets etl_assets_tests
+	.venv/bin/ruff format --check etl_assets etl_assets_tests
+
+format: install
+	.venv/bin/ruff check --fix etl_assets etl_assets_tests
+	.venv/bin/ruff format etl_assets etl_assets_tests
+
+typecheck: install
+	.venv/bin/pyright
+
+check-defs: install
+	.venv/bin/dg check defs
+
+# The default suite: everything but the end-to-end suites marked slow.
+test-fast: install
+	$(PYTHON) -m pytest -m "not slow" -n 2 --durations=15
+
+test-slow: install
+	$(PYTHON) -m pytest -m slow --durations=15
+
+test: lint typecheck check-defs test-fast
+
+demo: install
+	$(PYTHON) -m etl_assets.devstack.cli demo
+
+dev: install
+	$(PYTHON) -m etl_assets.devstack.cli dev
+
+clean:
+	rm -rf .devstack .pytest_cache .ruff_cache

@@ -1,0 +1,240 @@
+"""The YAML component that declares one Postgres source and the tables copied from it."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import dagster as dg
+from pydantic import Field, field_validator, model_validator
+
+from etl_assets.components.table_assets import build_table_assets, postgres_io_manager_key
+from etl_assets.lib.tables import NullPartitionRows, TableSpec
+from etl_assets.lib.transforms import TransformError, load_transform
+from etl_assets.lib.windows import Grain, parse_timezone, parse_window_start
+from etl_assets.resources.postgres import PostgresSource, PostgresWindowIOManager
+
+SOURCE_NAME = r"^[a-z][a-z0-9_]{0,39}$"
+ENV_VAR_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class SourceModel(dg.Resolvable, dg.Model):
+    """Which Postgres database the tables come from, and how to reach it."""
+
+    name: str = Field(
+        pattern=SOURCE_NAME,
+        description=(
+            "Short name of the source (lowercase letters, digits, _). It is part of every asset "
+            "key (raw/<name>/<schema>/<table>) and of the IO manager key postgres_<name>."
+        ),
+    )
+    dsn_env: str = Field(
+        pattern=ENV_VAR_NAME,
+        description=(
+            "Name of the environment variable holding the libpq connection string or URI "
+            "(e.g. postgresql://etl_reader@db:5432/shop?sslmode=verify-full). It may be empty: "
+            "libpq then uses PGHOST, PGPORT, PGDATABASE, PGUSER, ..."
+        ),
+    )
+    password_env: str | None = Field(
+        default=None,
+        pattern=ENV_VAR_NAME,
+        description=(
+            "Name of the environment variable holding the password. Without it, libpq's "
+            "PGPASSWORD or ~/.pgpass apply."
+        ),
+    )
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] | None = (
+        Field(default=None, description="libpq sslmode; overrides the one in the DSN.")
+    )
+    sslrootcert: str | None = Field(
+        default=None, description="Path of the CA certificate that verifies the server."
+    )
+    statement_timeout_seconds: int = Field(
+        default=3600, gt=0, description="Longest a single read statement may run on the source."
+    )
+
+
+class TableModel(dg.Resolvable, dg.Model):
+    """One source table copied to the lake, one partition per time window."""
+
+    table_schema: str = Field(
+        alias="schema",
+        min_length=1,
+        max_length=63,
+        description="Postgres schema of the table (case-sensitive, unquoted).",
+    )
+    table: str = Field(
+        min_length=1,
+        max_length=63,
+        description="Postgres table (or view) name (case-sensitive, unquoted).",
+    )
+    partition_column: str = Field(
+        min_length=1,
+        max_length=63,
+        description=(
+            "timestamptz, timestamp or date column that decides a row's partition: a row "
+            "belongs to the window [start, end) containing its value. A timestamp without time "
+            "zone is read as wall-clock time in `timezone`."
+        ),
+    )
+    grain: Literal["hourly", "daily", "weekly", "monthly"] = Field(
+        description="Window length. Weekly windows start on Monday."
+    )
+    start: str = Field(
+        description="Start of the first window, a local date or datetime in `timezone`."
+    )
+    end: str | None = Field(
+        default=None,
+        description="End of the last window (exclusive); omitted, windows continue up to now.",
+    )
+    timezone: str = Field(default="UTC", description="IANA timezone the windows are cut in.")
+    primary_key: list[str] = Field(
+        min_length=1, description="Column(s) identifying a row; must be among `columns`."
+    )
+    columns: list[str] = Field(
+        min_length=1,
+        description=(
+            "The columns to read, in output order. Only these are read: new columns at the "
+            "source are ignored until declared here."
+        ),
+    )
+    transform: str | None = Field(
+        default=None,
+        description=(
+            "Dotted path of a function LazyFrame -> LazyFrame applied to each partition between "
+            "read and write, e.g. etl_assets.defs.shop.transforms:clean_orders."
+        ),
+    )
+    group: str | None = Field(default=None, description="Dagster asset group of the assets.")
+    null_partition_rows: Literal["fail", "report"] = Field(
+        default="fail",
+        description=(
+            "Rows whose partition column is NULL belong to no window. fail: the run fails and "
+            "says how many; report: they are skipped, counted in metadata and logged."
+        ),
+    )
+
+    max_partitions_per_run: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Backfill policy: a backfill reads at most this many partitions per run. Omitted, a "
+            "backfill of any range is one run that reads its windows one after another in one "
+            "snapshot and still publishes and records each partition on its own."
+        ),
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        parse_timezone(value)
+        return value
+
+    @field_validator("columns", "primary_key")
+    @classmethod
+    def _no_duplicates(cls, value: list[str]) -> list[str]:
+        duplicates = sorted({c for c in value if value.count(c) > 1})
+        if duplicates:
+            raise ValueError(f"lists {', '.join(duplicates)} more than once")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TableModel:
+        grain = Grain(self.grain)
+        where = f"table {self.table_schema}.{self.table}"
+        try:
+            start = parse_window_start(self.start, grain)
+        except ValueError as error:
+            raise ValueError(f"{where}, field `start`: {error}") from None
+        if self.end is not None:
+            try:
+                end = parse_window_start(self.end, grain)
+            except ValueError as error:
+                raise ValueError(f"{where}, field `end`: {error}") from None
+            if end <= start:
+                raise ValueError(
+                    f"{where}, field `end`: {self.end} is not after start {self.start}"
+                )
+        missing = [c for c in self.primary_key if c not in self.columns]
+        if missing:
+            raise ValueError(
+                f"{where}, field `primary_key`: {', '.join(missing)} not listed in `columns`"
+            )
+        return self
+
+    def to_spec(self, source: str) -> TableSpec:
+        """The plain declaration used by the reader and writer."""
+        grain = Grain(self.grain)
+        return TableSpec(
+            source=source,
+            schema=self.table_schema,
+            table=self.table,
+            partition_column=self.partition_column,
+            grain=grain,
+            start=parse_window_start(self.start, grain),
+            end=parse_window_start(self.end, grain) if self.end else None,
+            timezone=self.timezone,
+            primary_key=tuple(self.primary_key),
+            columns=tuple(self.columns),
+            transform=self.transform,
+            group=self.group,
+            null_partition_rows=NullPartitionRows(self.null_partition_rows),
+            max_partitions_per_run=self.max_partitions_per_run,
+        )
+
+
+class PostgresTablesComponent(dg.Component, dg.Resolvable, dg.Model):
+    """Copies time windows of Postgres tables into the Parquet lake, one asset per table.
+
+    Each table becomes `raw/<source>/<schema>/<table>`, partitioned by its grain; materializing
+    a partition reads exactly that window in one read-only snapshot and publishes it as one
+    Parquet object on S3. The tables' upstream `postgres/<source>/<schema>/<table>` stands for
+    the source table itself.
+    """
+
+    source: SourceModel = Field(description="The Postgres database the tables are read from.")
+    tables: list[TableModel] = Field(
+        min_length=1, description="The tables to copy, each with its partitioning and columns."
+    )
+
+    @model_validator(mode="after")
+    def _unique_tables(self) -> PostgresTablesComponent:
+        seen: set[tuple[str, str]] = set()
+        for table in self.tables:
+            name = (table.table_schema, table.table)
+            if name in seen:
+                raise ValueError(f"table {table.table_schema}.{table.table} is declared twice")
+            seen.add(name)
+        return self
+
+    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        """The source specs, raw assets and the source's IO manager."""
+        assets: list[dg.AssetsDefinition | dg.AssetSpec] = []
+        for table in self.tables:
+            spec = table.to_spec(self.source.name)
+            transform = None
+            if table.transform:
+                try:
+                    transform = load_transform(table.transform)
+                except TransformError as error:
+                    raise ValueError(
+                        f"{context.path}: table {spec.qualified_name}, field `transform`: {error}"
+                    ) from error
+            built = build_table_assets(spec, transform)
+            assets += [built.source, built.raw]
+        return dg.Definitions(
+            assets=assets,
+            resources={postgres_io_manager_key(self.source.name): self._io_manager()},
+        )
+
+    def _io_manager(self) -> PostgresWindowIOManager:
+        source = self.source
+        return PostgresWindowIOManager(
+            source=PostgresSource(
+                dsn=dg.EnvVar(source.dsn_env),
+                password=dg.EnvVar(source.password_env) if source.password_env else None,
+                sslmode=source.sslmode,
+                sslrootcert=source.sslrootcert,
+                statement_timeout_seconds=source.statement_timeout_seconds,
+            )
+        )

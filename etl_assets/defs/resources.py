@@ -1,0 +1,18 @@
+import dagster as dg
+
+from etl_assets.components.table_assets import LAKE_IO_MANAGER_KEY
+from etl_assets.lib.s3_objects import ServerSideEncryption
+from etl_assets.resources.lake import LakeIOManager, S3Lake
+from etl_assets.resources.settings import optional_env
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    """The lake every asset writes to; see README "Configuration" for each variable."""
+    lake = S3Lake(
+        bucket=dg.EnvVar("ETL_LAKE_BUCKET"),
+        prefix=optional_env("ETL_LAKE_PREFIX") or "",
+        sse=optional_env("ETL_LAKE_SSE") or ServerSideEncryption.S3.value,
+        kms_key_id=optional_env("ETL_LAKE_KMS_KEY_ID"),
+    )
+    return dg.Definitions(resources={LAKE_IO_MANAGER_KEY: LakeIOManager(lake=lake)})

@@ -1,0 +1,68 @@
+"""Writing one partition: stream to a pending upload, verify, then publish atomically."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import IO, cast
+
+import polars as pl
+import pyarrow as pa
+
+from etl_assets.lib.parquet_files import ParquetSettings, WrittenFile, write_frame
+from etl_assets.lib.s3_objects import Encryption, PendingUpload, PublishedObject, S3Client
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class UploadSettings:
+    """How objects are uploaded."""
+
+    encryption: Encryption
+    part_size: int = 16 * MIB
+
+
+@dataclass(frozen=True)
+class PublishedPartition:
+    """A partition that is now visible in the lake, and what it holds."""
+
+    object: PublishedObject
+    file: WrittenFile
+    seconds: float
+
+
+def publish_frame(
+    client: S3Client,
+    bucket: str,
+    key: str,
+    frame: pl.LazyFrame,
+    planned: pa.Schema,
+    *,
+    upload: UploadSettings,
+    parquet: ParquetSettings,
+    verify: Callable[[WrittenFile], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> PublishedPartition:
+    """Write `frame` as one Parquet object at `key`, visible only once complete and verified.
+
+    `verify` runs after the file is finished and before it is published; raising there (or
+    anywhere before) leaves the key holding its previous version, or nothing.
+    """
+    started = time.perf_counter()
+    with PendingUpload(
+        client,
+        bucket,
+        key,
+        encryption=upload.encryption,
+        content_type="application/vnd.apache.parquet",
+        part_size=upload.part_size,
+    ) as pending:
+        # A RawIOBase is a binary file; typeshed just does not count it as IO[bytes].
+        sink = cast("IO[bytes]", pending)
+        written = write_frame(frame, planned, sink, parquet, on_row_group=on_progress)
+        if verify is not None:
+            verify(written)
+        published = pending.publish()
+    return PublishedPartition(object=published, file=written, seconds=time.perf_counter() - started)

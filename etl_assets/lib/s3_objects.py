@@ -1,0 +1,238 @@
+"""Uploading one S3 object so that it appears at its key only when it is complete.
+
+Streaming writers that target an S3 path directly publish whatever they wrote when they fail
+(pyarrow and Polars both complete the multipart upload on close). Here the bytes go to an
+upload that is invisible until `publish()` is called; `abort()` (or any failure before
+`publish()`) leaves the key exactly as it was. A single object is replaced atomically by S3:
+readers see the old version or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+MIB = 1024 * 1024
+S3_MIN_PART_BYTES = 5 * MIB
+S3_MAX_PARTS = 10_000
+
+
+class ServerSideEncryption(StrEnum):
+    """The SSE mode every PUT carries."""
+
+    S3 = "AES256"
+    KMS = "aws:kms"
+
+
+@dataclass(frozen=True)
+class Encryption:
+    """Server-side encryption settings applied to every object written."""
+
+    mode: ServerSideEncryption = ServerSideEncryption.S3
+    kms_key_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kms_key_id and self.mode is not ServerSideEncryption.KMS:
+            raise ValueError("a KMS key id needs the aws:kms encryption mode")
+
+    def request_args(self) -> dict[str, str]:
+        """The PutObject / CreateMultipartUpload arguments for these settings."""
+        args = {"ServerSideEncryption": self.mode.value}
+        if self.kms_key_id:
+            args["SSEKMSKeyId"] = self.kms_key_id
+        return args
+
+
+class S3Client(Protocol):
+    """The subset of a boto3 S3 client used here."""
+
+    def put_object(self, **kwargs: Any) -> Mapping[str, Any]:
+        """PutObject."""
+        ...
+
+    def create_multipart_upload(self, **kwargs: Any) -> Mapping[str, Any]:
+        """CreateMultipartUpload."""
+        ...
+
+    def upload_part(self, **kwargs: Any) -> Mapping[str, Any]:
+        """UploadPart."""
+        ...
+
+    def complete_multipart_upload(self, **kwargs: Any) -> Mapping[str, Any]:
+        """CompleteMultipartUpload."""
+        ...
+
+    def abort_multipart_upload(self, **kwargs: Any) -> Mapping[str, Any]:
+        """AbortMultipartUpload."""
+        ...
+
+
+@dataclass(frozen=True)
+class PublishedObject:
+    """An object that is now visible at its key."""
+
+    bucket: str
+    key: str
+    size: int
+    etag: str
+
+    @property
+    def uri(self) -> str:
+        """`s3://bucket/key`."""
+        return f"s3://{self.bucket}/{self.key}"
+
+
+class PendingUpload(io.RawIOBase):
+    """A writable, non-seekable file whose bytes become an S3 object only on `publish()`.
+
+    Bytes are cut into parts of `part_size`; full parts upload on a background thread (at most
+    `max_parts_in_flight` at once) while the caller keeps producing, so memory stays at a few
+    parts whatever the object's size. An object smaller than one part is sent with a single
+    PutObject at publish time.
+    """
+
+    def __init__(
+        self,
+        client: S3Client,
+        bucket: str,
+        key: str,
+        *,
+        encryption: Encryption,
+        content_type: str = "application/octet-stream",
+        part_size: int = 16 * MIB,
+        max_parts_in_flight: int = 2,
+    ) -> None:
+        super().__init__()
+        if part_size < S3_MIN_PART_BYTES:
+            raise ValueError(f"part_size must be at least {S3_MIN_PART_BYTES} bytes")
+        self._client = client
+        self.bucket = bucket
+        self.key = key
+        self._object_args = {"ContentType": content_type, **encryption.request_args()}
+        self._part_size = part_size
+        self._buffer = bytearray()
+        self._position = 0
+        self._upload_id: str | None = None
+        self._parts: list[Future[Mapping[str, Any]]] = []
+        self._slots = threading.BoundedSemaphore(max_parts_in_flight)
+        self._pool: ThreadPoolExecutor | None = None
+        self._state = "open"
+
+    # io.RawIOBase protocol: pyarrow's ParquetWriter writes through these.
+    def writable(self) -> bool:
+        """Always: this file only takes writes."""
+        return True
+
+    def tell(self) -> int:
+        """Bytes written so far (pyarrow asks for its position)."""
+        return self._position
+
+    def write(self, data: Any) -> int:  # noqa: D102 - io protocol
+        if self._state != "open":
+            raise ValueError(f"upload of s3://{self.bucket}/{self.key} is {self._state}")
+        view = memoryview(data).cast("B")
+        self._buffer += view
+        self._position += len(view)
+        while len(self._buffer) >= self._part_size:
+            chunk = bytes(self._buffer[: self._part_size])
+            del self._buffer[: self._part_size]
+            self._send_part(chunk)
+        return len(view)
+
+    def close(self) -> None:
+        """Closing the file only stops writes; nothing becomes visible until `publish()`."""
+        super().close()
+
+    @property
+    def size(self) -> int:
+        """Bytes written so far."""
+        return self._position
+
+    def publish(self) -> PublishedObject:
+        """Make the object visible at its key, replacing any previous version atomically."""
+        if self._state != "open":
+            raise ValueError(f"upload of s3://{self.bucket}/{self.key} is {self._state}")
+        self._state = "publishing"
+        try:
+            if self._upload_id is None:
+                response = self._client.put_object(
+                    Bucket=self.bucket, Key=self.key, Body=bytes(self._buffer), **self._object_args
+                )
+            else:
+                if self._buffer:
+                    self._send_part(bytes(self._buffer))
+                    self._buffer.clear()
+                parts = [future.result() for future in self._parts]
+                response = self._client.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=self.key,
+                    UploadId=self._upload_id,
+                    MultipartUpload={"Parts": parts},
+                )
+        except BaseException:
+            self.abort()
+            raise
+        self._state = "published"
+        self._shutdown()
+        return PublishedObject(
+            bucket=self.bucket, key=self.key, size=self._position, etag=str(response["ETag"])
+        )
+
+    def abort(self) -> None:
+        """Drop everything written; the key keeps its previous version (or stays absent)."""
+        if self._state in ("aborted", "published"):
+            return
+        self._state = "aborted"
+        self._buffer.clear()
+        for future in self._parts:
+            future.cancel()
+        self._shutdown()
+        if self._upload_id is not None:
+            self._client.abort_multipart_upload(
+                Bucket=self.bucket, Key=self.key, UploadId=self._upload_id
+            )
+
+    def __enter__(self) -> PendingUpload:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Leaving the block without `publish()` aborts, whatever the reason."""
+        self.abort()
+
+    def _send_part(self, chunk: bytes) -> None:
+        if self._upload_id is None:
+            response = self._client.create_multipart_upload(
+                Bucket=self.bucket, Key=self.key, **self._object_args
+            )
+            self._upload_id = str(response["UploadId"])
+            self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="s3-part")
+        if len(self._parts) >= S3_MAX_PARTS:
+            raise ValueError(f"s3://{self.bucket}/{self.key} would exceed {S3_MAX_PARTS} parts")
+        for done in (f for f in self._parts if f.done()):
+            done.result()  # surface a failed part as soon as it is known
+        assert self._pool is not None
+        self._slots.acquire()
+        part_number = len(self._parts) + 1
+        upload_id = self._upload_id
+        future = self._pool.submit(self._upload_part, upload_id, part_number, chunk)
+        future.add_done_callback(lambda _: self._slots.release())
+        self._parts.append(future)
+        # Parts may differ in size: grow them so very large objects stay under the part limit.
+        if part_number % 1000 == 0:
+            self._part_size *= 2
+
+    def _upload_part(self, upload_id: str, part_number: int, chunk: bytes) -> Mapping[str, Any]:
+        response = self._client.upload_part(
+            Bucket=self.bucket, Key=self.key, UploadId=upload_id, PartNumber=part_number, Body=chunk
+        )
+        return {"PartNumber": part_number, "ETag": response["ETag"]}
+
+    def _shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None

@@ -1,0 +1,100 @@
+"""The declaration of one source table: what to read, how to cut it into windows, where it goes."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from enum import StrEnum
+
+from etl_assets.lib.windows import Grain
+
+
+class NullPartitionRows(StrEnum):
+    """What happens to rows whose partition column is NULL (they belong to no window)."""
+
+    FAIL = "fail"
+    """The materialization fails, naming the count, before anything is published."""
+    REPORT = "report"
+    """The rows are not loaded; their count is logged as a warning and recorded in metadata."""
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One declared source table; plain data so the lib code can use it without Dagster."""
+
+    source: str
+    schema: str
+    table: str
+    partition_column: str
+    grain: Grain
+    start: dt.datetime
+    end: dt.datetime | None
+    timezone: str
+    primary_key: tuple[str, ...]
+    columns: tuple[str, ...]
+    transform: str | None = None
+    group: str | None = None
+    null_partition_rows: NullPartitionRows = NullPartitionRows.FAIL
+    max_partitions_per_run: int | None = None
+    """Backfills read at most this many partitions per run; None: a whole range in one run."""
+
+    @property
+    def qualified_name(self) -> str:
+        """`schema.table` as written in messages (not for SQL: see `etl_assets.lib.sql`)."""
+        return f"{self.schema}.{self.table}"
+
+    @property
+    def read_columns(self) -> tuple[str, ...]:
+        """The declared columns, plus the partition column when it was not declared."""
+        if self.partition_column in self.columns:
+            return self.columns
+        return (*self.columns, self.partition_column)
+
+    def to_metadata(self) -> dict[str, object]:
+        """A JSON-friendly description, carried by the asset's input so the reader knows it."""
+        return {
+            "source": self.source,
+            "schema": self.schema,
+            "table": self.table,
+            "partition_column": self.partition_column,
+            "grain": self.grain.value,
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat() if self.end else None,
+            "timezone": self.timezone,
+            "primary_key": list(self.primary_key),
+            "columns": list(self.columns),
+            "transform": self.transform,
+            "group": self.group,
+            "null_partition_rows": self.null_partition_rows.value,
+            "max_partitions_per_run": self.max_partitions_per_run,
+        }
+
+    @classmethod
+    def from_metadata(cls, data: dict[str, object]) -> TableSpec:
+        """Inverse of `to_metadata`."""
+        end = data["end"]
+        transform = data["transform"]
+        group = data["group"]
+        per_run = data.get("max_partitions_per_run")
+        return cls(
+            source=str(data["source"]),
+            schema=str(data["schema"]),
+            table=str(data["table"]),
+            partition_column=str(data["partition_column"]),
+            grain=Grain(str(data["grain"])),
+            start=dt.datetime.fromisoformat(str(data["start"])),
+            end=dt.datetime.fromisoformat(str(end)) if end else None,
+            timezone=str(data["timezone"]),
+            primary_key=tuple(str(c) for c in _as_list(data["primary_key"])),
+            columns=tuple(str(c) for c in _as_list(data["columns"])),
+            transform=str(transform) if transform else None,
+            group=str(group) if group else None,
+            null_partition_rows=NullPartitionRows(str(data["null_partition_rows"])),
+            max_partitions_per_run=int(str(per_run)) if per_run is not None else None,
+        )
+
+
+def _as_list(value: object) -> list[object]:
+    if not isinstance(value, list | tuple):
+        raise TypeError(f"expected a list, got {type(value).__name__}")
+    return list(value)  # pyright: ignore[reportUnknownArgumentType]

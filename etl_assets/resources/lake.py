@@ -1,0 +1,376 @@
+"""The lake side: an S3 bucket resource and the IO manager that writes and reads Parquet there.
+
+Call chain, for orientation:
+
+* A raw asset returns the `TableExtract` it got from the Postgres IO manager; Dagster calls
+  `LakeIOManager.handle_output`, which opens the extract's snapshot and, for each partition
+  of the run, streams the rows into a pending upload, verifies the file against the snapshot's
+  count and publishes it at its hive-style key (`etl_assets.lib.lake`).
+* A curated asset returns a `pl.LazyFrame` (one partition) or a mapping of partition key to
+  `pl.LazyFrame` (a range); `handle_output` publishes each the same way.
+* An asset that takes a lake asset as input gets `LakeIOManager.load_input`: a `pl.LazyFrame`
+  scanning exactly the upstream partitions the run depends on (or a `pl.DataFrame`, if that is
+  the input's annotation).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import boto3
+import botocore.config
+import botocore.exceptions
+import dagster as dg
+import polars as pl
+import pyarrow as pa
+from pydantic import Field, PrivateAttr
+
+from etl_assets.lib.extract import ReadStats, TableExtract
+from etl_assets.lib.lake import LakeLayout
+from etl_assets.lib.parquet_files import ParquetSettings
+from etl_assets.lib.pg_types import TablePlan
+from etl_assets.lib.publish import PublishedPartition, UploadSettings, publish_frame
+from etl_assets.lib.s3_objects import MIB, Encryption, S3Client, ServerSideEncryption
+from etl_assets.lib.windows import grain_for_cron
+
+DEFAULT_PARTITION_NAME = "partition"
+
+
+class S3Lake(dg.ConfigurableResource):  # pyright: ignore[reportMissingTypeArgument]
+    """An S3 bucket (or an S3-compatible endpoint such as MinIO) holding the Parquet lake.
+
+    Credentials always come from the standard AWS chain (environment, profile, instance or
+    task role), never from configuration.
+    """
+
+    bucket: str = Field(description="Bucket holding the lake.")
+    prefix: str = Field(default="", description="Key prefix under which every dataset lives.")
+    region: str | None = Field(
+        default=None, description="AWS region; defaults to the AWS chain (AWS_REGION, profile)."
+    )
+    endpoint_url: str | None = Field(
+        default=None,
+        description=(
+            "S3 endpoint for MinIO or a local server; defaults to AWS_ENDPOINT_URL, then AWS."
+        ),
+    )
+    sse: str = Field(
+        default=ServerSideEncryption.S3.value,
+        description="Server-side encryption on every PUT: AES256 (SSE-S3) or aws:kms (SSE-KMS).",
+    )
+    kms_key_id: str | None = Field(
+        default=None, description="KMS key id or ARN for SSE-KMS; needs sse=aws:kms."
+    )
+    upload_part_mib: int = Field(
+        default=16, ge=5, description="Multipart upload part size in MiB (S3 minimum is 5)."
+    )
+    row_group_mib: int = Field(
+        default=64, ge=1, description="Uncompressed Arrow MiB buffered per Parquet row group."
+    )
+
+    _client: Any = PrivateAttr(default=None)
+
+    def layout(self) -> LakeLayout:
+        """The key scheme of this lake."""
+        return LakeLayout(bucket=self.bucket, prefix=self.prefix)
+
+    def client(self) -> S3Client:
+        """A boto3 S3 client (shared by this resource's threads; boto3 clients are thread-safe)."""
+        if self._client is None:
+            self._client = boto3.client(
+                "s3",
+                region_name=self.region,
+                endpoint_url=self.endpoint_url,
+                config=botocore.config.Config(
+                    retries={"mode": "standard", "max_attempts": 5},
+                    max_pool_connections=16,
+                ),
+            )
+        return self._client
+
+    def upload_settings(self) -> UploadSettings:
+        """How objects are uploaded and encrypted."""
+        try:
+            mode = ServerSideEncryption(self.sse)
+        except ValueError:
+            choices = ", ".join(m.value for m in ServerSideEncryption)
+            raise ValueError(f"sse must be one of {choices}, got {self.sse!r}") from None
+        return UploadSettings(
+            encryption=Encryption(mode=mode, kms_key_id=self.kms_key_id),
+            part_size=self.upload_part_mib * MIB,
+        )
+
+    def parquet_settings(self) -> ParquetSettings:
+        """How files are encoded."""
+        return ParquetSettings(row_group_bytes=self.row_group_mib * MIB)
+
+    def polars_storage_options(self) -> dict[str, str]:
+        """Options for `pl.scan_parquet`; credentials are left to Polars' AWS chain."""
+        options: dict[str, str] = {}
+        endpoint = self.endpoint_url
+        if endpoint:
+            options["aws_endpoint_url"] = endpoint
+            if endpoint.startswith("http://"):
+                options["aws_allow_http"] = "true"
+        if self.region:
+            options["aws_region"] = self.region
+        return options
+
+    def object_exists(self, key: str) -> bool:
+        """Whether an object is published at `key`."""
+        client: Any = self.client()
+        try:
+            client.head_object(Bucket=self.bucket, Key=key)
+        except botocore.exceptions.ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
+
+class LakeIOManager(dg.ConfigurableIOManager):
+    """Writes each partition as one Parquet object on S3, published atomically; reads them back."""
+
+    lake: S3Lake = Field(description="The bucket and prefix of the lake.")
+
+    def handle_output(self, context: dg.OutputContext, obj: object) -> None:
+        """Publish every partition of the output (see the module docstring)."""
+        if isinstance(obj, TableExtract):
+            self._publish_extract(context, obj)
+        elif isinstance(obj, pl.LazyFrame | pl.DataFrame):
+            if context.has_asset_partitions and len(context.asset_partition_keys) > 1:
+                raise dg.Failure(
+                    f"{context.asset_key.to_user_string()}: a run over several partitions must "
+                    "return a mapping of partition key to LazyFrame, not one frame"
+                )
+            key = context.asset_partition_key if context.has_asset_partitions else None
+            self._publish_frames(context, {key: obj.lazy()})
+        elif isinstance(obj, Mapping):
+            frames: dict[str | None, pl.LazyFrame] = {}
+            for key, frame in obj.items():  # pyright: ignore[reportUnknownVariableType]
+                if not isinstance(frame, pl.LazyFrame | pl.DataFrame):
+                    raise dg.Failure(f"partition {key!r}: expected a polars frame")
+                frames[str(key)] = frame.lazy()  # pyright: ignore[reportUnknownArgumentType]
+            missing = set(context.asset_partition_keys) - set(frames)
+            if missing:
+                raise dg.Failure(f"no frame returned for partition(s) {sorted(missing)}")
+            self._publish_frames(context, frames)
+        else:
+            raise dg.Failure(
+                f"{context.asset_key.to_user_string()} returned {type(obj).__name__}; the lake "
+                "stores polars LazyFrames/DataFrames and source extracts"
+            )
+
+    def load_input(self, context: dg.InputContext) -> pl.LazyFrame | pl.DataFrame:
+        """Scan exactly the upstream partitions this run depends on."""
+        path = context.asset_key.path
+        layout = self.lake.layout()
+        if context.has_asset_partitions:
+            name = partition_name(context.asset_partitions_def)
+            keys = [layout.partition_key(path, name, k) for k in context.asset_partition_keys]
+        else:
+            keys = [layout.unpartitioned_key(path)]
+        missing = [k for k in keys if not self.lake.object_exists(k)]
+        if missing:
+            raise dg.Failure(
+                f"{context.asset_key.to_user_string()} has no published data at "
+                f"{', '.join(layout.uri(k) for k in missing[:5])}; materialize those "
+                "partitions first"
+            )
+        frame = pl.scan_parquet(
+            [layout.uri(k) for k in keys],
+            storage_options=self.lake.polars_storage_options(),
+            hive_partitioning=False,
+        )
+        if context.dagster_type.typing_type is pl.DataFrame:
+            return frame.collect()
+        return frame
+
+    def _publish_extract(self, context: dg.OutputContext, extract: TableExtract) -> None:
+        spec = extract.spec
+        name = partition_name(context.asset_partitions_def)
+        with extract.open() as opened:
+            if opened.null_partition_rows:
+                context.log.warning(
+                    f"{spec.qualified_name}: {opened.null_partition_rows} row(s) have a NULL "
+                    f"{spec.partition_column!r} and belong to no partition; they are not loaded"
+                )
+            for read in opened.partitions:
+                key = self.lake.layout().partition_key(
+                    context.asset_key.path, name, read.window.key
+                )
+                published = self._publish(
+                    context,
+                    partition=read.window.key,
+                    key=key,
+                    frame=read.frame,
+                    planned=opened.plan.arrow_schema,
+                    verify=lambda _written, stats=read.stats: stats.check_complete(
+                        spec.qualified_name
+                    ),
+                )
+                metadata = {
+                    **_published_metadata(published, opened.plan),
+                    **_read_metadata(read.stats, opened.plan),
+                    "null_partition_rows": opened.null_partition_rows,
+                }
+                _record_partition(context, read.window.key, metadata)
+
+    def _publish_frames(
+        self, context: dg.OutputContext, frames: Mapping[str | None, pl.LazyFrame]
+    ) -> None:
+        layout = self.lake.layout()
+        path = context.asset_key.path
+        name = partition_name(context.asset_partitions_def) if context.has_asset_partitions else ""
+        for partition, frame in frames.items():
+            key = (
+                layout.unpartitioned_key(path)
+                if partition is None
+                else layout.partition_key(path, name, partition)
+            )
+            published = self._publish(
+                context, partition=partition, key=key, frame=frame, planned=pa.schema([])
+            )
+            _record_partition(context, partition, _published_metadata(published))
+
+    def _publish(
+        self,
+        context: dg.OutputContext,
+        *,
+        partition: str | None,
+        key: str,
+        frame: pl.LazyFrame,
+        planned: pa.Schema,
+        verify: Any = None,
+    ) -> PublishedPartition:
+        label = f"{context.asset_key.to_user_string()}" + (f" [{partition}]" if partition else "")
+        progress = _ProgressLog(context, label)
+        try:
+            published = publish_frame(
+                self.lake.client(),
+                self.lake.bucket,
+                key,
+                frame,
+                planned,
+                upload=self.lake.upload_settings(),
+                parquet=self.lake.parquet_settings(),
+                verify=verify,
+                on_progress=progress,
+            )
+        except Exception as error:
+            raise PartitionWriteError(
+                f"{label}: nothing was published to {self.lake.layout().uri(key)} "
+                f"(the previous version, if any, is unchanged): {error}"
+            ) from error
+        rate = published.file.rows / published.seconds if published.seconds else 0.0
+        context.log.info(
+            f"{label}: published {published.file.rows} rows, {published.object.size} bytes "
+            f"to {published.object.uri} in {published.seconds:.2f}s ({rate:,.0f} rows/s)"
+        )
+        return published
+
+
+class PartitionWriteError(RuntimeError):
+    """Writing a partition failed before it was published."""
+
+
+class _ProgressLog:
+    """Logs a line per row group, at most every few seconds, while a partition streams."""
+
+    def __init__(self, context: dg.OutputContext, label: str, every_seconds: float = 5.0) -> None:
+        self._context = context
+        self._label = label
+        self._every = every_seconds
+        self._started = time.perf_counter()
+        self._last = self._started
+
+    def __call__(self, rows: int, size: int) -> None:
+        now = time.perf_counter()
+        if now - self._last < self._every:
+            return
+        self._last = now
+        rate = rows / (now - self._started)
+        self._context.log.info(
+            f"{self._label}: {rows:,} rows so far, {size / MIB:,.1f} MiB written, "
+            f"{rate:,.0f} rows/s"
+        )
+
+
+def partition_name(partitions_def: dg.PartitionsDefinition[Any] | None) -> str:
+    """The hive partition name for an asset's partitions: `day`, `hour`, ... or `partition`."""
+    if isinstance(partitions_def, dg.TimeWindowPartitionsDefinition):
+        grain = grain_for_cron(partitions_def.cron_schedule)
+        if grain is not None:
+            return grain.hive_name
+    return DEFAULT_PARTITION_NAME
+
+
+def table_schema(schema: pa.Schema, plan: TablePlan | None = None) -> dg.TableSchema:
+    """The column schema shown in the UI: Arrow type, and the Postgres type it came from."""
+    columns: list[dg.TableColumn] = []
+    for field in schema:
+        description = None
+        if plan is not None:
+            try:
+                description = f"postgres {plan.column(field.name).declared_type}"
+            except KeyError:
+                description = "computed by the transform"
+        columns.append(
+            dg.TableColumn(
+                name=field.name,
+                type=str(field.type),
+                description=description,
+                constraints=dg.TableColumnConstraints(nullable=field.nullable),
+            )
+        )
+    return dg.TableSchema(columns=columns)
+
+
+def _published_metadata(
+    published: PublishedPartition, plan: TablePlan | None = None
+) -> dict[str, Any]:
+    seconds = published.seconds
+    return {
+        "dagster/row_count": published.file.rows,
+        "dagster/uri": published.object.uri,
+        "size_bytes": published.object.size,
+        "row_groups": published.file.row_groups,
+        "dagster/column_schema": table_schema(published.file.schema, plan),
+        "duration_seconds": round(seconds, 3),
+        "rows_per_second": round(published.file.rows / seconds, 1) if seconds else 0.0,
+    }
+
+
+def _read_metadata(stats: ReadStats, plan: TablePlan) -> dict[str, Any]:
+    metadata: dict[str, Any] = {
+        "window_start": dg.MetadataValue.timestamp(stats.window.start),
+        "window_end": dg.MetadataValue.timestamp(stats.window.end),
+        "window": stats.window.describe(),
+        "source_snapshot_rows": stats.snapshot_rows,
+        "source_rows_read": stats.rows_read,
+    }
+    if plan.undeclared_columns:
+        metadata["source_undeclared_columns"] = ", ".join(plan.undeclared_columns)
+    return metadata
+
+
+def _record_partition(
+    context: dg.OutputContext, partition: str | None, metadata: Mapping[str, Any]
+) -> None:
+    """Attach metadata to the materialization of one partition.
+
+    `OutputContext.add_output_metadata` would give every partition of a range run the same
+    values; the step context's `add_asset_metadata(partition_key=...)` is the per-partition
+    form that `AssetExecutionContext.add_asset_metadata` also uses.
+    """
+    if partition is None or not context.has_asset_partitions:
+        context.add_output_metadata(dict(metadata))
+        return
+    if len(context.asset_partition_keys) == 1:
+        context.add_output_metadata(dict(metadata))
+        return
+    context.step_context.add_asset_metadata(
+        dict(metadata), asset_key=context.asset_key, partition_key=partition
+    )

@@ -1,0 +1,127 @@
+"""The Postgres side: a source database resource and the IO manager that reads windows from it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import dagster as dg
+from psycopg.conninfo import make_conninfo
+from pydantic import Field
+
+from etl_assets.lib.extract import ConnectionSettings, TableExtract
+from etl_assets.lib.tables import TableSpec
+from etl_assets.lib.windows import PartitionWindow
+
+TABLE_METADATA_KEY = "etl_assets/table"
+"""Input metadata carrying the table declaration (`TableSpec.to_metadata()`)."""
+READER_METADATA_KEY = "etl_assets/reader"
+"""Input metadata naming the asset that reads, for the session's `application_name`."""
+
+
+class PostgresSource(dg.ConfigurableResource):  # pyright: ignore[reportMissingTypeArgument]
+    """A Postgres database that tables are read from (read-only: it never writes).
+
+    Settings not given here come from libpq's environment and files, as for `psql`:
+    `PGHOST`, `PGPORT`, `PGDATABASE`, `PGUSER`, `PGPASSWORD`, `PGSSLMODE`, `PGSSLROOTCERT`,
+    `~/.pgpass`, `PGSERVICE`.
+    """
+
+    dsn: str = Field(
+        default="",
+        description=(
+            "libpq connection string or URI, e.g. postgresql://etl_reader@db:5432/shop. "
+            "Bind with dg.EnvVar; keep the password out of it and use `password`."
+        ),
+    )
+    password: str | None = Field(
+        default=None,
+        description="Password for the role in `dsn`; bind with dg.EnvVar, never a literal.",
+    )
+    sslmode: str | None = Field(
+        default=None,
+        description="libpq sslmode (disable, require, verify-ca, verify-full); overrides the DSN.",
+    )
+    sslrootcert: str | None = Field(
+        default=None, description="Path of the CA certificate that verifies the server."
+    )
+    statement_timeout_seconds: int = Field(
+        default=3600, gt=0, description="Longest a single read statement may run."
+    )
+    idle_in_transaction_timeout_seconds: int = Field(
+        default=600,
+        gt=0,
+        description="Longest the read's snapshot may sit idle before the server ends it.",
+    )
+    connect_timeout_seconds: int = Field(
+        default=10, gt=0, description="Longest to wait for a connection."
+    )
+
+    def connection_settings(self) -> ConnectionSettings:
+        """The settings the extract code connects with."""
+        overrides = {
+            key: value
+            for key, value in (("sslmode", self.sslmode), ("sslrootcert", self.sslrootcert))
+            if value
+        }
+        return ConnectionSettings(
+            conninfo=make_conninfo(self.dsn, **overrides),
+            password=self.password,
+            statement_timeout_ms=self.statement_timeout_seconds * 1000,
+            idle_in_transaction_timeout_ms=self.idle_in_transaction_timeout_seconds * 1000,
+            connect_timeout_s=self.connect_timeout_seconds,
+        )
+
+
+class PostgresWindowIOManager(dg.ConfigurableIOManager):
+    """Loads the time windows of the partitions a run targets, as a `TableExtract`.
+
+    The extract is lazy: the asset adds its transform, and the lake IO manager opens one
+    `REPEATABLE READ READ ONLY` snapshot and streams every window through it. Source tables are
+    never written: `handle_output` refuses.
+    """
+
+    source: PostgresSource = Field(description="The database the tables are read from.")
+
+    def load_input(self, context: dg.InputContext) -> TableExtract:
+        """The windows of every partition of this input, in partition order."""
+        spec = TableSpec.from_metadata(
+            _json_metadata(context.definition_metadata, TABLE_METADATA_KEY)
+        )
+        if not context.has_asset_partitions:
+            raise dg.Failure(
+                f"{spec.qualified_name} is read by time window, but the run targets no partition; "
+                "launch it for a partition or a partition range"
+            )
+        partitions_def = context.asset_partitions_def
+        if not isinstance(partitions_def, dg.TimeWindowPartitionsDefinition):
+            raise dg.Failure(f"{spec.qualified_name} needs time-window partitions")
+        windows = [
+            PartitionWindow(key=key, start=window.start, end=window.end)
+            for key in context.asset_partition_keys
+            for window in [partitions_def.time_window_for_partition_key(key)]
+        ]
+        reader = str(context.definition_metadata.get(READER_METADATA_KEY, spec.qualified_name))
+        keys = windows[0].key if len(windows) == 1 else f"{windows[0].key}...{windows[-1].key}"
+        return TableExtract(
+            spec=spec,
+            windows=windows,
+            settings=self.source.connection_settings(),
+            application_name=f"{_metadata_text(reader)}/{keys}",
+        )
+
+    def handle_output(self, context: dg.OutputContext, obj: object) -> None:
+        """Sources are read-only."""
+        raise dg.Failure("etl_assets never writes to a Postgres source")
+
+
+def _metadata_text(value: object) -> str:
+    text = getattr(value, "value", value)
+    return str(text)
+
+
+def _json_metadata(metadata: Mapping[str, object], key: str) -> dict[str, object]:
+    value = metadata.get(key)
+    data = getattr(value, "data", value)
+    if not isinstance(data, dict):
+        raise dg.Failure(f"input metadata {key!r} is missing; declare the table in a defs.yaml")
+    return {str(k): v for k, v in data.items()}  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]
