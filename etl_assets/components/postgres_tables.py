@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Literal, cast
 
 import dagster as dg
-from pydantic import Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from etl_assets.components.table_assets import build_table_assets, postgres_io_manager_key
 from etl_assets.lib.tables import NullPartitionRows, TableSpec
@@ -124,6 +133,15 @@ class TableModel(dg.Resolvable, dg.Model):
         ),
     )
 
+    partition_name: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description=(
+            "Name of the lake's partition directories (<name>=<key>); defaults to the grain's: "
+            "hour, day, week or month. It must differ from every column name."
+        ),
+    )
+
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
@@ -141,25 +159,27 @@ class TableModel(dg.Resolvable, dg.Model):
     @model_validator(mode="after")
     def _consistent(self) -> TableModel:
         grain = Grain(self.grain)
-        where = f"table {self.table_schema}.{self.table}"
         try:
             start = parse_window_start(self.start, grain)
         except ValueError as error:
-            raise ValueError(f"{where}, field `start`: {error}") from None
+            raise ValueError(f"field `start`: {error}") from None
         if self.end is not None:
             try:
                 end = parse_window_start(self.end, grain)
             except ValueError as error:
-                raise ValueError(f"{where}, field `end`: {error}") from None
+                raise ValueError(f"field `end`: {error}") from None
             if end <= start:
-                raise ValueError(
-                    f"{where}, field `end`: {self.end} is not after start {self.start}"
-                )
+                raise ValueError(f"field `end`: {self.end} is not after start {self.start}")
+        hive_name = self.partition_name or grain.hive_name
+        if hive_name in self.columns:
+            raise ValueError(
+                f"field `partition_name`: the lake's partition directories are named "
+                f"{hive_name}=<key>, which readers would confuse with column `{hive_name}`; "
+                "set `partition_name` to a name no column has"
+            )
         missing = [c for c in self.primary_key if c not in self.columns]
         if missing:
-            raise ValueError(
-                f"{where}, field `primary_key`: {', '.join(missing)} not listed in `columns`"
-            )
+            raise ValueError(f"field `primary_key`: {', '.join(missing)} not in `columns`")
         return self
 
     def to_spec(self, source: str) -> TableSpec:
@@ -180,7 +200,74 @@ class TableModel(dg.Resolvable, dg.Model):
             group=self.group,
             null_partition_rows=NullPartitionRows(self.null_partition_rows),
             max_partitions_per_run=self.max_partitions_per_run,
+            partition_name=self.partition_name,
         )
+
+
+def _table_label(data: object) -> str:
+    if isinstance(data, Mapping):
+        entry = cast("Mapping[str, object]", data)
+        return f"table {entry.get('schema', '?')}.{entry.get('table', '?')}"
+    return "table entry"
+
+
+def _describe_problems(error: ValidationError) -> str:
+    problems: list[str] = []
+    for problem in error.errors():
+        field = ".".join(str(part) for part in problem["loc"])
+        if problem["type"] == "extra_forbidden":
+            problems.append(f"unknown field `{field}`")
+        elif problem["type"] == "missing":
+            problems.append(f"field `{field}` is required")
+        elif field:
+            problems.append(f"field `{field}`: {problem['msg']}")
+        else:
+            problems.append(problem["msg"].removeprefix("Value error, "))
+    return "; ".join(problems)
+
+
+def _schema_of_entries(model: type[BaseModel]) -> type[BaseModel]:
+    """`model`'s fields and descriptions, every field optional and of any type.
+
+    Dagster validates YAML against this before the component sees it; keeping it permissive
+    lets `TableModel` do the validation, so each message can name the table it is about.
+    """
+    fields: dict[str, Any] = {
+        name: (Any, Field(default=None, alias=info.alias, description=info.description))
+        for name, info in model.model_fields.items()
+    }
+    return create_model(
+        "TableEntry",
+        __config__=ConfigDict(extra="allow", populate_by_name=True),
+        __doc__=model.__doc__,
+        **fields,
+    )
+
+
+def resolve_tables(context: dg.ResolutionContext, entries: Sequence[Any]) -> list[TableModel]:
+    """Validate each table entry; a problem is reported with the table it belongs to."""
+    tables: list[TableModel] = []
+    for entry in entries:
+        data: dict[str, Any] = (
+            entry.model_dump(by_alias=True, exclude_unset=True)
+            if isinstance(entry, BaseModel)
+            else dict(entry)
+        )
+        try:
+            tables.append(TableModel.model_validate(data))
+        except ValidationError as error:
+            raise ValueError(f"{_table_label(data)}: {_describe_problems(error)}") from None
+    return tables
+
+
+ResolvedTables = Annotated[
+    list[TableModel],
+    dg.Resolver(
+        resolve_tables,
+        model_field_type=list[_schema_of_entries(TableModel)],  # pyright: ignore[reportInvalidTypeForm]
+        description="The tables to copy, each with its partitioning and columns.",
+    ),
+]
 
 
 class PostgresTablesComponent(dg.Component, dg.Resolvable, dg.Model):
@@ -193,7 +280,7 @@ class PostgresTablesComponent(dg.Component, dg.Resolvable, dg.Model):
     """
 
     source: SourceModel = Field(description="The Postgres database the tables are read from.")
-    tables: list[TableModel] = Field(
+    tables: ResolvedTables = Field(
         min_length=1, description="The tables to copy, each with its partitioning and columns."
     )
 

@@ -10,6 +10,7 @@ from etl_assets.lib.extract import TableExtract
 from etl_assets.lib.lake import PART_FILE_NAME
 from etl_assets.lib.tables import TableSpec
 from etl_assets.lib.transforms import Transform
+from etl_assets.resources.lake import HIVE_PARTITION_METADATA_KEY
 from etl_assets.resources.postgres import READER_METADATA_KEY, TABLE_METADATA_KEY
 
 RAW_KEY_PREFIX = "raw"
@@ -62,7 +63,7 @@ class TableAssets:
 def build_table_assets(spec: TableSpec, transform: Transform | None) -> TableAssets:
     """The assets for one declared table."""
     partitions_def = table_partitions(spec)
-    hive_name = spec.grain.hive_name
+    hive_name = spec.hive_partition_name
     raw_key = raw_asset_key(spec)
     source_key = source_asset_key(spec)
     lake_path = "/".join(raw_key.path)
@@ -113,6 +114,7 @@ def build_table_assets(spec: TableSpec, transform: Transform | None) -> TableAss
             "etl_assets/partition_column": spec.partition_column,
             "etl_assets/window": window_rule,
             "etl_assets/lake_path": f"{lake_path}/{hive_name}=<key>/{PART_FILE_NAME}",
+            HIVE_PARTITION_METADATA_KEY: hive_name,
             "etl_assets/primary_key": ", ".join(spec.primary_key),
         },
     )

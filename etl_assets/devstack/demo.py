@@ -13,14 +13,13 @@ from typing import Any
 import dagster as dg
 import psycopg
 
-from etl_assets.components.table_assets import table_partitions
 from etl_assets.devstack.stack import LAKE_BUCKET, LAKE_PREFIX, PROJECT_ROOT, DevStack
 from etl_assets.devstack.verify import (
     Comparison,
     compare_rows,
+    compare_table_partition,
     lake_rows,
     read_lake_partition,
-    read_source_window,
 )
 from etl_assets.lib.tables import TableSpec
 from etl_assets.resources.postgres import TABLE_METADATA_KEY
@@ -123,25 +122,6 @@ def materializations(stack: DevStack) -> list[tuple[str, str, dict[str, Any]]]:
     return [(asset, partition, meta) for (asset, partition), meta in sorted(latest.items())]
 
 
-def verify_table_partition(stack: DevStack, asset: str, spec: TableSpec, key: str) -> Comparison:
-    """Compare one published raw partition with its source window, each read independently."""
-    window = table_partitions(spec).time_window_for_partition_key(key)
-    source = read_source_window(
-        stack.source_conninfo(),
-        schema=spec.schema,
-        table=spec.table,
-        columns=spec.read_columns,
-        partition_column=spec.partition_column,
-        start=window.start,
-        end=window.end,
-        order_by=spec.primary_key,
-    )
-    lake = read_lake_partition(
-        stack.s3, f"{LAKE_BUCKET}/{LAKE_PREFIX}/{asset}", spec.grain.hive_name, key
-    )
-    return compare_rows(source, lake_rows(lake, spec.primary_key))
-
-
 CURATED_SQL = """
     SELECT o.order_id, o.customer_id, o.placed_at, o.status::text AS status, o.currency,
            o.total, p.payment_id, p.paid_at, p.amount AS paid_amount,
@@ -170,7 +150,13 @@ def summarize(stack: DevStack, tables: Mapping[str, TableSpec]) -> list[SummaryR
     rows: list[SummaryRow] = []
     for asset, partition, metadata in materializations(stack):
         if asset in tables:
-            comparison = verify_table_partition(stack, asset, tables[asset], partition)
+            comparison = compare_table_partition(
+                stack.source_conninfo(),
+                stack.s3,
+                f"{LAKE_BUCKET}/{LAKE_PREFIX}",
+                tables[asset],
+                partition,
+            )
         elif asset == CURATED:
             comparison = verify_curated(stack, partition)
         else:

@@ -11,6 +11,7 @@ Postgres refuses to run as root, so under root the server runs as the `postgres`
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import pwd
 import secrets
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 BINDIR_ENV = "ETL_ASSETS_PG_BINDIR"
 SERVICE_USER = "postgres"
@@ -36,10 +37,10 @@ def find_bindir() -> Path:
     configured = os.environ.get(BINDIR_ENV)
     if configured:
         return Path(configured)
-    with contextlib.suppress(ImportError):
-        import pgserver  # noqa: PLC0415 - optional: only the devstack extra installs it
-
-        bundled = Path(pgserver.__file__).parent / "pginstall" / "bin"
+    # Located without importing: importing pgserver starts its own server machinery.
+    package = importlib.util.find_spec("pgserver")
+    if package is not None and package.submodule_search_locations:
+        bundled = Path(package.submodule_search_locations[0]) / "pginstall" / "bin"
         if (bundled / "pg_ctl").exists():
             return bundled
     on_path = shutil.which("pg_ctl")
@@ -82,6 +83,28 @@ class ServerAddress:
     def url(self, dbname: str, driver: str = "postgresql") -> str:
         """`driver://user:password@host:port/dbname` (for SQLAlchemy-style consumers)."""
         return f"{driver}://{self.user}:{self.password}@{self.host}:{self.port}/{dbname}"
+
+
+def external_server(conninfo: str) -> ServerAddress:
+    """The address of a server someone else runs, from a superuser libpq connection string."""
+    parts = conninfo_to_dict(conninfo)
+    return ServerAddress(
+        host=str(parts.get("host") or "127.0.0.1"),
+        port=int(str(parts.get("port") or 5432)),
+        user=str(parts.get("user") or "postgres"),
+        password=str(parts.get("password") or ""),
+    )
+
+
+def create_database(address: ServerAddress, name: str) -> str:
+    """Create database `name` (if missing); returns its superuser conninfo."""
+    with psycopg.connect(address.conninfo(), autocommit=True) as connection:
+        exists = connection.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
+        ).fetchone()
+        if not exists:
+            connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return address.conninfo(name)
 
 
 class EmbeddedPostgres:
@@ -136,13 +159,7 @@ class EmbeddedPostgres:
 
     def create_database(self, name: str) -> str:
         """Create database `name` (if missing); returns its superuser conninfo."""
-        with psycopg.connect(self.address.conninfo(), autocommit=True) as connection:
-            exists = connection.execute(
-                "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
-            ).fetchone()
-            if not exists:
-                connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        return self.address.conninfo(name)
+        return create_database(self.address, name)
 
     def log_tail(self, lines: int = 40) -> str:
         """The end of the server log, for error messages."""

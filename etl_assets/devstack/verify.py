@@ -21,7 +21,9 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 from psycopg import sql
 
+from etl_assets.components.table_assets import raw_asset_key, table_partitions
 from etl_assets.devstack.s3 import S3Endpoint
+from etl_assets.lib.tables import TableSpec
 
 
 def lake_filesystem(endpoint: S3Endpoint) -> pafs.S3FileSystem:
@@ -185,3 +187,26 @@ def values_equal(expected: object, actual: object) -> bool:
     return (type(expected) is type(actual) and expected == actual) or (
         expected is None and actual is None
     )
+
+
+def compare_table_partition(
+    conninfo: str, endpoint: S3Endpoint, lake_prefix: str, table: TableSpec, key: str
+) -> Comparison:
+    """One published raw partition against its source window, each read independently.
+
+    `lake_prefix` is `bucket/prefix`; the dataset is the raw asset's path under it.
+    """
+    window = table_partitions(table).time_window_for_partition_key(key)
+    source = read_source_window(
+        conninfo,
+        schema=table.schema,
+        table=table.table,
+        columns=table.read_columns,
+        partition_column=table.partition_column,
+        start=window.start,
+        end=window.end,
+        order_by=table.primary_key,
+    )
+    dataset = f"{lake_prefix}/{raw_asset_key(table).to_user_string()}"
+    lake = read_lake_partition(endpoint, dataset, table.hive_partition_name, key)
+    return compare_rows(source, lake_rows(lake, table.primary_key))

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeAlias
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-AnyArray = pa.Array[Any]
-AnyField = pa.Field[Any]
+# pyarrow's classes are generic only in its type stubs, so the aliases stay strings.
+AnyArray: TypeAlias = "pa.Array[Any]"
+AnyField: TypeAlias = "pa.Field[Any]"
 
 
 def conform_array(array: AnyArray, target: pa.DataType) -> AnyArray:

@@ -56,6 +56,8 @@ class ConnectionSettings:
     statement_timeout_ms: int = 3_600_000
     idle_in_transaction_timeout_ms: int = 600_000
     connect_timeout_s: int = 10
+    batch_size_hint_bytes: int = 8 * 1024 * 1024
+    """Arrow bytes per batch the driver aims for: bounds memory, keeps the pipeline moving."""
 
     def session_conninfo(self, application_name: str) -> str:
         """The libpq connection string for one named session, with its time limits.
@@ -120,7 +122,16 @@ class ReadStats:
             )
 
 
+BATCH_SIZE_HINT_OPTION = "adbc.postgresql.batch_size_hint_bytes"
+
+
+class _Statement(Protocol):
+    def set_options(self, **options: str) -> None: ...
+
+
 class _Cursor(Protocol):
+    adbc_statement: _Statement
+
     def execute(self, operation: str) -> None: ...
     def fetchall(self) -> list[tuple[Any, ...]]: ...
     def fetch_record_batch(self) -> pa.RecordBatchReader: ...
@@ -195,6 +206,9 @@ class Snapshot:
             raise ExtractError("a window is already streaming on this snapshot's connection")
         cursor = self._cursor()
         try:
+            cursor.adbc_statement.set_options(
+                **{BATCH_SIZE_HINT_OPTION: str(self._settings.batch_size_hint_bytes)}
+            )
             cursor.execute(statement)
             reader = cursor.fetch_record_batch()
             yield from reader

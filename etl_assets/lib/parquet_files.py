@@ -72,12 +72,12 @@ def write_frame(
             buffered.append(table)
             buffered_bytes += table.nbytes
             if buffered_bytes >= settings.row_group_bytes:
-                rows += _flush(writer, buffered)
+                rows += _flush(writer, buffered, settings.row_group_bytes)
                 if on_row_group is not None:
                     on_row_group(rows, sink.tell())
                 buffered, buffered_bytes = [], 0
         if buffered:
-            rows += _flush(writer, buffered)
+            rows += _flush(writer, buffered, settings.row_group_bytes)
     finally:
         writer.close()
     metadata = writer.writer.metadata
@@ -91,7 +91,9 @@ def write_frame(
     )
 
 
-def _flush(writer: pq.ParquetWriter, tables: list[pa.Table]) -> int:
+def _flush(writer: pq.ParquetWriter, tables: list[pa.Table], row_group_bytes: int) -> int:
     table = pa.concat_tables(tables).combine_chunks()
-    writer.write_table(table, row_group_size=max(table.num_rows, 1))
+    bytes_per_row = max(table.nbytes / max(table.num_rows, 1), 1.0)
+    rows_per_group = max(int(row_group_bytes / bytes_per_row), 1)
+    writer.write_table(table, row_group_size=rows_per_group)
     return table.num_rows

@@ -52,6 +52,14 @@ def bound_literals(window: PartitionWindow, kind: BoundKind) -> tuple[sql.Litera
     if kind is BoundKind.TIMESTAMPTZ:
         start, end = window.start, window.end
     elif kind is BoundKind.TIMESTAMP:
+        for bound in (window.start, window.end):
+            if not is_unambiguous_wall_time(bound):
+                raise ValueError(
+                    f"window {window.key!r} starts or ends at {bound.isoformat()}, a wall-clock "
+                    "time that a daylight-saving change repeats or skips, so a timestamp "
+                    "without time zone cannot say which side a row is on; use a timestamptz "
+                    "partition column, a daily or coarser grain, or the UTC timezone"
+                )
         start, end = window.start.replace(tzinfo=None), window.end.replace(tzinfo=None)
     else:
         if any(
@@ -64,6 +72,13 @@ def bound_literals(window: PartitionWindow, kind: BoundKind) -> tuple[sql.Litera
             )
         start, end = window.start.date(), window.end.date()
     return sql.Literal(start), sql.Literal(end)
+
+
+def is_unambiguous_wall_time(moment: dt.datetime) -> bool:
+    """Whether `moment`'s local wall-clock time occurs exactly once in its timezone."""
+    wall = moment.replace(tzinfo=None)
+    offsets = {wall.replace(fold=fold).replace(tzinfo=moment.tzinfo).utcoffset() for fold in (0, 1)}
+    return len(offsets) == 1
 
 
 def window_predicate(column: str, window: PartitionWindow, kind: BoundKind) -> sql.Composed:

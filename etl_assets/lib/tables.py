@@ -37,11 +37,18 @@ class TableSpec:
     null_partition_rows: NullPartitionRows = NullPartitionRows.FAIL
     max_partitions_per_run: int | None = None
     """Backfills read at most this many partitions per run; None: a whole range in one run."""
+    partition_name: str | None = None
+    """Name of the hive partition directories; None: the grain's (`day`, `hour`, ...)."""
 
     @property
     def qualified_name(self) -> str:
         """`schema.table` as written in messages (not for SQL: see `etl_assets.lib.sql`)."""
         return f"{self.schema}.{self.table}"
+
+    @property
+    def hive_partition_name(self) -> str:
+        """The `<name>` of the lake's `<name>=<key>` partition directories."""
+        return self.partition_name or self.grain.hive_name
 
     @property
     def read_columns(self) -> tuple[str, ...]:
@@ -67,6 +74,7 @@ class TableSpec:
             "group": self.group,
             "null_partition_rows": self.null_partition_rows.value,
             "max_partitions_per_run": self.max_partitions_per_run,
+            "partition_name": self.partition_name,
         }
 
     @classmethod
@@ -91,6 +99,7 @@ class TableSpec:
             group=str(group) if group else None,
             null_partition_rows=NullPartitionRows(str(data["null_partition_rows"])),
             max_partitions_per_run=int(str(per_run)) if per_run is not None else None,
+            partition_name=str(data["partition_name"]) if data.get("partition_name") else None,
         )
 
 

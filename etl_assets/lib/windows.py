@@ -116,7 +116,9 @@ class PartitionWindow:
     def __post_init__(self) -> None:
         if self.start.tzinfo is None or self.end.tzinfo is None:
             raise ValueError(f"window {self.key!r} needs timezone-aware bounds")
-        if not self.start < self.end:
+        # Compare instants: Python compares two times of one timezone by wall clock, which
+        # would call the repeated hour of a daylight-saving change empty.
+        if not self.start.timestamp() < self.end.timestamp():
             raise ValueError(f"window {self.key!r} is empty: {self.start} >= {self.end}")
 
     def describe(self) -> str:

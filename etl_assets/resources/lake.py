@@ -36,6 +36,8 @@ from etl_assets.lib.s3_objects import MIB, Encryption, S3Client, ServerSideEncry
 from etl_assets.lib.windows import grain_for_cron
 
 DEFAULT_PARTITION_NAME = "partition"
+HIVE_PARTITION_METADATA_KEY = "etl_assets/hive_partition"
+"""Asset metadata naming the hive partition directories; else derived from the partitions."""
 
 
 class S3Lake(dg.ConfigurableResource):  # pyright: ignore[reportMissingTypeArgument]
@@ -168,7 +170,11 @@ class LakeIOManager(dg.ConfigurableIOManager):
         path = context.asset_key.path
         layout = self.lake.layout()
         if context.has_asset_partitions:
-            name = partition_name(context.asset_partitions_def)
+            upstream = context.upstream_output
+            name = partition_name(
+                context.asset_partitions_def,
+                upstream.definition_metadata if upstream is not None else {},
+            )
             keys = [layout.partition_key(path, name, k) for k in context.asset_partition_keys]
         else:
             keys = [layout.unpartitioned_key(path)]
@@ -190,7 +196,7 @@ class LakeIOManager(dg.ConfigurableIOManager):
 
     def _publish_extract(self, context: dg.OutputContext, extract: TableExtract) -> None:
         spec = extract.spec
-        name = partition_name(context.asset_partitions_def)
+        name = partition_name(context.asset_partitions_def, context.definition_metadata)
         with extract.open() as opened:
             if opened.null_partition_rows:
                 context.log.warning(
@@ -207,6 +213,7 @@ class LakeIOManager(dg.ConfigurableIOManager):
                     key=key,
                     frame=read.frame,
                     planned=opened.plan.arrow_schema,
+                    hive_name=name,
                     verify=lambda _written, stats=read.stats: stats.check_complete(
                         spec.qualified_name
                     ),
@@ -223,7 +230,11 @@ class LakeIOManager(dg.ConfigurableIOManager):
     ) -> None:
         layout = self.lake.layout()
         path = context.asset_key.path
-        name = partition_name(context.asset_partitions_def) if context.has_asset_partitions else ""
+        name = (
+            partition_name(context.asset_partitions_def, context.definition_metadata)
+            if context.has_asset_partitions
+            else ""
+        )
         for partition, frame in frames.items():
             key = (
                 layout.unpartitioned_key(path)
@@ -231,7 +242,12 @@ class LakeIOManager(dg.ConfigurableIOManager):
                 else layout.partition_key(path, name, partition)
             )
             published = self._publish(
-                context, partition=partition, key=key, frame=frame, planned=pa.schema([])
+                context,
+                partition=partition,
+                key=key,
+                frame=frame,
+                planned=pa.schema([]),
+                hive_name=name if partition is not None else None,
             )
             _record_partition(context, partition, _published_metadata(published))
 
@@ -243,9 +259,17 @@ class LakeIOManager(dg.ConfigurableIOManager):
         key: str,
         frame: pl.LazyFrame,
         planned: pa.Schema,
+        hive_name: str | None,
         verify: Any = None,
     ) -> PublishedPartition:
         label = f"{context.asset_key.to_user_string()}" + (f" [{partition}]" if partition else "")
+        if hive_name is not None and hive_name in frame.collect_schema().names():
+            raise PartitionWriteError(
+                f"{label}: the output has a column `{hive_name}`, the name of the lake's "
+                f"{hive_name}=<key> partition directories; readers that apply hive "
+                f"partitioning would see two `{hive_name}` columns. Rename the column, or set "
+                "a different `partition_name`"
+            )
         progress = _ProgressLog(context, label)
         try:
             published = publish_frame(
@@ -277,18 +301,18 @@ class PartitionWriteError(RuntimeError):
 
 
 class _ProgressLog:
-    """Logs a line per row group, at most every few seconds, while a partition streams."""
+    """Logs the first row group, then at most one line every few seconds, while rows stream."""
 
     def __init__(self, context: dg.OutputContext, label: str, every_seconds: float = 5.0) -> None:
         self._context = context
         self._label = label
         self._every = every_seconds
         self._started = time.perf_counter()
-        self._last = self._started
+        self._last: float | None = None
 
     def __call__(self, rows: int, size: int) -> None:
         now = time.perf_counter()
-        if now - self._last < self._every:
+        if self._last is not None and now - self._last < self._every:
             return
         self._last = now
         rate = rows / (now - self._started)
@@ -298,8 +322,16 @@ class _ProgressLog:
         )
 
 
-def partition_name(partitions_def: dg.PartitionsDefinition[Any] | None) -> str:
-    """The hive partition name for an asset's partitions: `day`, `hour`, ... or `partition`."""
+def partition_name(
+    partitions_def: dg.PartitionsDefinition[Any] | None, metadata: Mapping[str, Any]
+) -> str:
+    """The hive partition name of an asset: declared in its metadata, or `day`, `hour`, ...
+
+    for time partitions of a standard grain, or `partition`.
+    """
+    declared = metadata.get(HIVE_PARTITION_METADATA_KEY)
+    if declared is not None:
+        return str(getattr(declared, "value", declared))
     if isinstance(partitions_def, dg.TimeWindowPartitionsDefinition):
         grain = grain_for_cron(partitions_def.cron_schedule)
         if grain is not None:

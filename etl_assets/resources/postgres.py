@@ -55,6 +55,9 @@ class PostgresSource(dg.ConfigurableResource):  # pyright: ignore[reportMissingT
     connect_timeout_seconds: int = Field(
         default=10, gt=0, description="Longest to wait for a connection."
     )
+    read_batch_mib: int = Field(
+        default=8, gt=0, description="Arrow MiB per batch read from the server."
+    )
 
     def connection_settings(self) -> ConnectionSettings:
         """The settings the extract code connects with."""
@@ -69,6 +72,7 @@ class PostgresSource(dg.ConfigurableResource):  # pyright: ignore[reportMissingT
             statement_timeout_ms=self.statement_timeout_seconds * 1000,
             idle_in_transaction_timeout_ms=self.idle_in_transaction_timeout_seconds * 1000,
             connect_timeout_s=self.connect_timeout_seconds,
+            batch_size_hint_bytes=self.read_batch_mib * 1024 * 1024,
         )
 
 

@@ -1,0 +1,130 @@
+"""The YAML component: good declarations build assets, bad ones fail naming file, table, field."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Generator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster.components.testing import DefsFolderSandbox, create_defs_folder_sandbox
+
+from etl_assets.components.table_assets import LAKE_IO_MANAGER_KEY
+from etl_assets.lib.tables import TableSpec
+from etl_assets.resources.lake import LakeIOManager, S3Lake
+from etl_assets.resources.postgres import TABLE_METADATA_KEY
+
+GOOD_TABLE = """
+    - schema: sales
+      table: orders
+      partition_column: placed_at
+      grain: daily
+      start: "2026-10-01"
+      primary_key: [order_id]
+      columns: [order_id, placed_at, total]
+"""
+
+
+def defs_yaml(tables: str, source: str = "{name: shop, dsn_env: SHOP_DSN}") -> str:
+    return (
+        "type: etl_assets.components.PostgresTablesComponent\n"
+        "attributes:\n"
+        f"  source: {source}\n"
+        "  tables:\n" + textwrap.indent(textwrap.dedent(tables).strip("\n"), "    ") + "\n"
+    )
+
+
+@pytest.fixture
+def sandbox() -> Generator[DefsFolderSandbox]:
+    with create_defs_folder_sandbox() as folder:
+        yield folder
+
+
+def load(sandbox: DefsFolderSandbox, text: str) -> dg.Definitions:
+    path = sandbox.defs_folder_path / "shop"
+    path.mkdir(exist_ok=True)
+    (path / "defs.yaml").write_text(text)
+    with sandbox.build_all_defs() as defs:
+        return defs
+
+
+def load_error(sandbox: DefsFolderSandbox, text: str) -> str:
+    with pytest.raises(Exception) as raised:  # noqa: PT011 - the chain is inspected below
+        load(sandbox, text)
+    messages: list[str] = []
+    error: BaseException | None = raised.value
+    while error is not None:
+        messages.append(str(error))
+        error = error.__cause__ or error.__context__
+    return "\n".join(messages)
+
+
+def test_a_declared_table_becomes_a_source_spec_and_a_raw_asset(sandbox: DefsFolderSandbox) -> None:
+    lake = dg.Definitions(
+        resources={LAKE_IO_MANAGER_KEY: LakeIOManager(lake=S3Lake(bucket="lake"))}
+    )
+    defs = dg.Definitions.merge(load(sandbox, defs_yaml(GOOD_TABLE)), lake)
+    specs = {s.key.to_user_string(): s for s in defs.resolve_all_asset_specs()}
+    assert set(specs) == {"postgres/shop/sales/orders", "raw/shop/sales/orders"}
+    raw = specs["raw/shop/sales/orders"]
+    assert raw.kinds == {"postgres", "polars", "parquet", "s3"}
+    assert [dep.asset_key.to_user_string() for dep in raw.deps] == ["postgres/shop/sales/orders"]
+    assert raw.description is not None
+    assert "Postgres `sales.orders`" in raw.description
+    assert "[start, end)" in raw.description
+    assert "raw/shop/sales/orders/day=<key>/part-00000.parquet" in raw.description
+    declared = raw.metadata[TABLE_METADATA_KEY]
+    table = TableSpec.from_metadata(dict(getattr(declared, "data", declared)))
+    assert table.columns == ("order_id", "placed_at", "total")
+    assert isinstance(raw.partitions_def, dg.TimeWindowPartitionsDefinition)
+    assert raw.partitions_def.get_first_partition_key() == "2026-10-01"
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (("grain: daily", "grain: fortnightly"), "field `grain`"),
+        (("      columns: [order_id, placed_at, total]\n", ""), "field `columns` is required"),
+        (("grain: daily", "grain: daily\n      colour: red"), "unknown field `colour`"),
+        (('start: "2026-10-01"', 'start: "2026-10-01T12:00"'), "field `start`"),
+        (
+            ("timezone" if False else "grain: daily", "grain: daily\n      timezone: Mars/Base"),
+            "field `timezone`",
+        ),
+        (("primary_key: [order_id]", "primary_key: [id]"), "field `primary_key`"),
+        (("columns: [order_id, placed_at, total]", "columns: []"), "field `columns`"),
+        (
+            ("columns: [order_id, placed_at, total]", "columns: [order_id, day]"),
+            "field `partition_name`",
+        ),
+    ],
+)
+def test_a_bad_entry_fails_naming_the_file_the_table_and_the_field(
+    sandbox: DefsFolderSandbox, change: tuple[str, str], field: str
+) -> None:
+    text = defs_yaml(GOOD_TABLE.replace(*change))
+    message = load_error(sandbox, text)
+    assert str(Path("defs") / "shop" / "defs.yaml") in message
+    assert "table sales.orders" in message
+    assert field in message
+
+
+def test_a_bad_transform_path_fails_naming_the_file_the_table_and_the_field(
+    sandbox: DefsFolderSandbox,
+) -> None:
+    text = defs_yaml(GOOD_TABLE + "      transform: no_such_package.transforms:clean\n")
+    message = load_error(sandbox, text)
+    assert str(Path("defs") / "shop") in message
+    assert "table sales.orders, field `transform`" in message
+    assert "cannot import module 'no_such_package.transforms'" in message
+
+
+def test_a_table_declared_twice_is_refused(sandbox: DefsFolderSandbox) -> None:
+    assert "declared twice" in load_error(sandbox, defs_yaml(GOOD_TABLE + GOOD_TABLE))
+
+
+def test_source_settings_are_validated(sandbox: DefsFolderSandbox) -> None:
+    message = load_error(sandbox, defs_yaml(GOOD_TABLE, source="{name: Shop!, dsn_env: X}"))
+    assert "name" in message
+    assert "should match pattern" in message

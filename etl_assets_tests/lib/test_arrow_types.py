@@ -1,0 +1,45 @@
+import decimal
+import uuid
+
+import polars as pl
+import pyarrow as pa
+import pytest
+
+from etl_assets.lib.arrow_types import conform_array, conform_batch, output_schema, polars_schema
+
+
+def test_numeric_text_becomes_an_exact_decimal() -> None:
+    text = pa.array(["1.50", None, "-99999999.99"])
+    result = conform_array(text, pa.decimal128(10, 2))
+    assert result.to_pylist() == [decimal.Decimal("1.50"), None, decimal.Decimal("-99999999.99")]
+
+
+def test_a_value_that_does_not_fit_raises_instead_of_rounding() -> None:
+    with pytest.raises(pa.ArrowInvalid):
+        conform_array(pa.array(["1.234"]), pa.decimal128(10, 2))
+
+
+def test_bytes_become_uuid_and_back() -> None:
+    value = uuid.uuid4()
+    as_uuid = conform_array(pa.array([value.bytes, None], pa.large_binary()), pa.uuid())
+    assert as_uuid.type == pa.uuid()
+    assert as_uuid.to_pylist() == [value, None]
+    assert conform_array(as_uuid, pa.binary(16)).to_pylist() == [value.bytes, None]
+
+
+def test_batches_take_the_plans_types_by_position() -> None:
+    schema = pa.schema([("a", pa.decimal128(5, 1)), ("b", pa.string())])
+    batch = pa.record_batch([pa.array(["1.5"]), pa.array(["x"])], names=["a", "b"])
+    assert conform_batch(batch, schema).schema == schema
+
+
+def test_columns_a_transform_passed_through_get_their_planned_types_back() -> None:
+    planned = pa.schema([("ref", pa.uuid()), ("payload", pa.json_(pa.string())), ("n", pa.int32())])
+    frame = pl.DataFrame(schema=polars_schema(planned)).with_columns(
+        pl.col("n").cast(pl.Int64), pl.lit("x").alias("added")
+    )
+    schema = output_schema(frame.schema, planned)
+    assert schema.field("ref").type == pa.uuid()
+    assert schema.field("payload").type == pa.json_(pa.string())
+    assert schema.field("n").type == pa.int64()  # retyped by the transform: Polars' type wins
+    assert schema.field("added").type == pa.large_string()

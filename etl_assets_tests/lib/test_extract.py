@@ -1,0 +1,141 @@
+"""The reader against a real Postgres: one snapshot, exact counts, streamed batches."""
+
+import datetime as dt
+
+import polars as pl
+import pyarrow as pa
+import pytest
+from psycopg.conninfo import make_conninfo
+
+from etl_assets.lib.extract import (
+    ConnectionSettings,
+    ExtractError,
+    Snapshot,
+    TableExtract,
+    frame_from_batches,
+)
+from etl_assets.lib.pg_types import ContractError
+from etl_assets.lib.tables import NullPartitionRows
+from etl_assets.lib.windows import PartitionWindow
+from etl_assets_tests.support import run_sql, spec
+
+UTC = dt.UTC
+DAY1 = PartitionWindow(
+    "2026-10-01", dt.datetime(2026, 10, 1, tzinfo=UTC), dt.datetime(2026, 10, 2, tzinfo=UTC)
+)
+DAY2 = PartitionWindow("2026-10-02", DAY1.end, dt.datetime(2026, 10, 3, tzinfo=UTC))
+
+
+@pytest.fixture
+def events_db(source_db: str) -> str:
+    run_sql(
+        source_db,
+        """
+        CREATE TABLE events (id bigint PRIMARY KEY, created_at timestamptz, amount numeric(8, 2),
+                             label text);
+        INSERT INTO events
+        SELECT g, timestamptz '2026-10-01 00:00+00' + (g - 1) * interval '1 hour', g * 1.5, 'e' || g
+        FROM generate_series(1, 48) g;
+        """,
+    )
+    return source_db
+
+
+def extract_of(conninfo: str, *windows: PartitionWindow, **overrides: object) -> TableExtract:
+    return TableExtract(
+        spec(**overrides),  # pyright: ignore[reportArgumentType]
+        windows,
+        ConnectionSettings(conninfo=conninfo),
+        application_name="raw/test/events/2026-10-01",
+    )
+
+
+def test_each_window_is_counted_and_read_in_one_snapshot(events_db: str) -> None:
+    with extract_of(events_db, DAY1, DAY2).open() as opened:
+        reads = list(opened.partitions)
+        # Rows committed after the snapshot began are not part of this load.
+        run_sql(events_db, "INSERT INTO events VALUES (1000, '2026-10-02 12:30+00', 1, 'late')")
+        frames = [read.frame.collect() for read in reads]
+    assert [read.stats.snapshot_rows for read in reads] == [24, 24]
+    assert [f.height for f in frames] == [24, 24]
+    assert [read.stats.rows_read for read in reads] == [24, 24]
+    for read in reads:
+        read.stats.check_complete("public.events")
+    assert frames[0]["id"].to_list() == list(range(1, 25))
+    assert frames[0].schema["amount"] == pl.Decimal(8, 2)
+
+
+def test_the_session_is_named_read_only_and_time_limited(events_db: str) -> None:
+    settings = ConnectionSettings(conninfo=events_db, statement_timeout_ms=1234)
+    with Snapshot(settings, "raw/test/events/2026-10-01") as snapshot:
+        row = snapshot.query(
+            "SELECT current_setting('application_name'), current_setting('statement_timeout'),"
+            " current_setting('transaction_read_only'), current_setting('transaction_isolation')"
+        )[0]
+        assert row == ("raw/test/events/2026-10-01", "1234ms", "on", "repeatable read")
+        with pytest.raises(Exception, match="read-only transaction"):
+            snapshot.query("CREATE TABLE should_not_exist (a int)")
+
+
+def test_a_statement_over_the_time_limit_is_cancelled_with_a_clear_error(events_db: str) -> None:
+    settings = ConnectionSettings(conninfo=events_db, statement_timeout_ms=100)
+    with Snapshot(settings, "t") as snapshot, pytest.raises(Exception, match="statement timeout"):
+        snapshot.query("SELECT pg_sleep(2)")
+
+
+def test_rows_with_a_null_partition_column_fail_or_are_reported(events_db: str) -> None:
+    run_sql(events_db, "INSERT INTO events VALUES (999, NULL, 1, 'orphan'), (998, NULL, 2, 'x')")
+    failing = extract_of(events_db, DAY1)
+    with (
+        pytest.raises(ContractError, match=r"2 row\(s\) whose partition column 'created_at'"),
+        failing.open(),
+    ):
+        pass
+    reporting = extract_of(events_db, DAY1, null_partition_rows=NullPartitionRows.REPORT)
+    with reporting.open() as opened:
+        assert opened.null_partition_rows == 2
+        assert sum(read.frame.collect().height for read in opened.partitions) == 24
+
+
+def test_a_missing_column_is_refused_before_any_row_is_read(events_db: str) -> None:
+    with (
+        pytest.raises(ContractError, match=r"has no column\(s\) colour"),
+        extract_of(events_db, DAY1, columns=("id", "colour")).open(),
+    ):
+        pass
+
+
+def test_a_row_limit_in_the_transform_still_drains_and_counts_the_window(events_db: str) -> None:
+    with extract_of(events_db, DAY1, DAY2).with_transform(lambda f: f.head(3)).open() as opened:
+        for read in opened.partitions:
+            # The stream of the first window was drained, so the second one can start.
+            assert read.frame.collect().height == 3
+            read.stats.check_complete("public.events")
+            assert read.stats.rows_read == 24
+
+
+def test_a_window_can_only_be_streamed_once(events_db: str) -> None:
+    with extract_of(events_db, DAY1).open() as opened:
+        read = next(opened.partitions)
+        read.frame.collect()
+        with pytest.raises(Exception, match="read twice"):
+            read.frame.collect()
+
+
+def test_pushed_down_predicates_and_projections_are_applied() -> None:
+    schema = pa.schema([("a", pa.int64()), ("b", pa.string())])
+    batches = [pa.record_batch([pa.array([1, 2, 3]), pa.array(["x", "y", "z"])], schema=schema)]
+    frame = frame_from_batches(schema, lambda: iter(batches), "test")
+    result = frame.filter(pl.col("a") >= 2).select("b").collect()
+    assert result["b"].to_list() == ["y", "z"]
+
+
+def test_connection_failures_never_show_the_password(events_db: str) -> None:
+    dsn = make_conninfo(events_db, user="nobody_here", host="127.0.0.1")
+    settings = ConnectionSettings(conninfo=dsn, password="s3cr3t-Pa55word")
+    with pytest.raises(ExtractError) as raised, Snapshot(settings, "t"):
+        pass
+    assert "s3cr3t-Pa55word" not in str(raised.value)
+    assert "nobody_here@127.0.0.1" in str(raised.value)
+    assert settings.redact("password=s3cr3t-Pa55word x") == "password=*** x"
+    assert "s3cr3t" not in repr(settings)

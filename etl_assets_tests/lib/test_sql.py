@@ -1,0 +1,88 @@
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+import pytest
+from psycopg import sql
+
+from etl_assets.lib.sql import (
+    BoundKind,
+    Relation,
+    begin_snapshot,
+    count_null_partition_rows,
+    count_window,
+    is_unambiguous_wall_time,
+    render,
+    select_window,
+    window_predicate,
+)
+from etl_assets.lib.windows import PartitionWindow
+
+UTC = dt.UTC
+BERLIN = ZoneInfo("Europe/Berlin")
+DAY = PartitionWindow(
+    "2026-10-02", dt.datetime(2026, 10, 2, tzinfo=UTC), dt.datetime(2026, 10, 3, tzinfo=UTC)
+)
+
+
+def test_timestamptz_windows_compare_instants() -> None:
+    assert render(window_predicate("created_at", DAY, BoundKind.TIMESTAMPTZ)) == (
+        "\"created_at\" >= '2026-10-02 00:00:00+00:00'::timestamptz"
+        " AND \"created_at\" < '2026-10-03 00:00:00+00:00'::timestamptz"
+    )
+
+
+def test_timestamp_windows_compare_wall_clock_time_in_the_tables_timezone() -> None:
+    window = PartitionWindow(
+        "2026-10-25",
+        dt.datetime(2026, 10, 25, tzinfo=BERLIN),
+        dt.datetime(2026, 10, 26, tzinfo=BERLIN),
+    )
+    assert render(window_predicate("ts", window, BoundKind.TIMESTAMP)) == (
+        "\"ts\" >= '2026-10-25 00:00:00'::timestamp AND \"ts\" < '2026-10-26 00:00:00'::timestamp"
+    )
+
+
+def test_date_windows_compare_dates_and_refuse_hours() -> None:
+    assert render(window_predicate("d", DAY, BoundKind.DATE)) == (
+        "\"d\" >= '2026-10-02'::date AND \"d\" < '2026-10-03'::date"
+    )
+    hour = PartitionWindow("h", DAY.start, DAY.start + dt.timedelta(hours=1))
+    with pytest.raises(ValueError, match="date column"):
+        window_predicate("d", hour, BoundKind.DATE)
+
+
+def test_the_repeated_hour_of_a_dst_change_cannot_bound_a_naive_column() -> None:
+    first_two_am = dt.datetime(2026, 10, 25, 2, tzinfo=BERLIN)
+    assert not is_unambiguous_wall_time(first_two_am)
+    assert is_unambiguous_wall_time(dt.datetime(2026, 10, 25, 3, tzinfo=BERLIN))
+    assert is_unambiguous_wall_time(dt.datetime(2026, 10, 25, 2, tzinfo=UTC))
+    window = PartitionWindow("2026-10-25T02", first_two_am, first_two_am + dt.timedelta(hours=1))
+    with pytest.raises(ValueError, match="repeats or skips"):
+        window_predicate("ts", window, BoundKind.TIMESTAMP)
+    # The same window is fine for a timestamptz column.
+    assert "timestamptz" in render(window_predicate("ts", window, BoundKind.TIMESTAMPTZ))
+
+
+@pytest.mark.parametrize(
+    ("schema", "table", "column", "quoted"),
+    [
+        ("sales", "orders", "placed_at", '"sales"."orders"'),
+        ('we"ird', "Mixed Case", "a;b--c", '"we""ird"."Mixed Case"'),
+        ("données", "tablé; DROP TABLE x; --", "col", '"données"."tablé; DROP TABLE x; --"'),
+    ],
+)
+def test_identifiers_are_always_quoted(schema: str, table: str, column: str, quoted: str) -> None:
+    statement = select_window(
+        Relation(schema, table), [sql.Identifier(column)], column, DAY, BoundKind.TIMESTAMPTZ
+    )
+    assert statement.startswith(f"SELECT {sql.Identifier(column).as_string()} FROM {quoted} WHERE ")
+    assert count_window(Relation(schema, table), column, DAY, BoundKind.TIMESTAMPTZ).startswith(
+        f"SELECT count(*) FROM {quoted} WHERE "
+    )
+    assert count_null_partition_rows(Relation(schema, table), column).endswith(
+        f"{sql.Identifier(column).as_string()} IS NULL"
+    )
+
+
+def test_the_snapshot_is_repeatable_read_and_read_only() -> None:
+    assert begin_snapshot() == "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"

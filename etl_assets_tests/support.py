@@ -1,0 +1,169 @@
+"""Building and running one table's assets against the test services."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+import psycopg
+
+from etl_assets.components.table_assets import (
+    LAKE_IO_MANAGER_KEY,
+    build_table_assets,
+    postgres_io_manager_key,
+    raw_asset_key,
+)
+from etl_assets.devstack.s3 import S3Endpoint
+from etl_assets.lib.tables import NullPartitionRows, TableSpec
+from etl_assets.lib.transforms import Transform
+from etl_assets.lib.windows import Grain
+from etl_assets.resources.lake import LakeIOManager, S3Lake
+from etl_assets.resources.postgres import PostgresSource, PostgresWindowIOManager
+
+LAKE_PREFIX = "lake"
+
+
+def run_sql(conninfo: str, statement: str, params: Sequence[Any] | None = None) -> None:
+    """Execute one or more statements (autocommit)."""
+    with psycopg.connect(conninfo, autocommit=True) as connection:
+        connection.execute(statement, params)  # pyright: ignore[reportArgumentType]
+
+
+def query(conninfo: str, statement: str, params: Sequence[Any] | None = None) -> list[Any]:
+    """All rows of a query."""
+    with psycopg.connect(conninfo, autocommit=True) as connection:
+        return connection.execute(statement, params).fetchall()  # pyright: ignore[reportArgumentType]
+
+
+def spec(
+    *,
+    schema: str = "public",
+    table: str = "events",
+    partition_column: str = "created_at",
+    grain: Grain = Grain.DAILY,
+    start: dt.datetime = dt.datetime(2026, 10, 1),
+    end: dt.datetime | None = dt.datetime(2026, 10, 8),
+    timezone: str = "UTC",
+    primary_key: Sequence[str] = ("id",),
+    columns: Sequence[str] = ("id", "created_at", "amount", "label"),
+    null_partition_rows: NullPartitionRows = NullPartitionRows.FAIL,
+    source: str = "testsrc",
+) -> TableSpec:
+    """A table declaration with test defaults."""
+    return TableSpec(
+        source=source,
+        schema=schema,
+        table=table,
+        partition_column=partition_column,
+        grain=grain,
+        start=start,
+        end=end,
+        timezone=timezone,
+        primary_key=tuple(primary_key),
+        columns=tuple(columns),
+        null_partition_rows=null_partition_rows,
+    )
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """One source database, one bucket and one instance: where a test's runs happen."""
+
+    instance: dg.DagsterInstance
+    conninfo: str
+    bucket: str
+    endpoint: S3Endpoint
+
+    def materialize(
+        self,
+        table: TableSpec,
+        *,
+        partition: str | None = None,
+        partition_range: tuple[str, str] | None = None,
+        transform: Transform | None = None,
+        raise_on_error: bool = True,
+        lake: Mapping[str, Any] | None = None,
+        source: Mapping[str, Any] | None = None,
+    ) -> dg.ExecuteInProcessResult:
+        """Materialize the table's raw asset for one partition or a range."""
+        built = build_table_assets(table, transform)
+        tags: dict[str, str] = {}
+        if partition_range is not None:
+            tags = {
+                "dagster/asset_partition_range_start": partition_range[0],
+                "dagster/asset_partition_range_end": partition_range[1],
+            }
+        return dg.materialize(
+            [built.source, built.raw],
+            partition_key=partition,
+            tags=tags,
+            instance=self.instance,
+            resources=self.resources(table, lake=lake, source=source),
+            raise_on_error=raise_on_error,
+            selection=[built.raw.key],
+        )
+
+    def resources(
+        self,
+        table: TableSpec,
+        *,
+        lake: Mapping[str, Any] | None = None,
+        source: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The two IO managers, pointed at this pipeline's database and bucket."""
+        return {
+            postgres_io_manager_key(table.source): PostgresWindowIOManager(
+                source=PostgresSource(dsn=self.conninfo, **(source or {}))
+            ),
+            LAKE_IO_MANAGER_KEY: LakeIOManager(
+                lake=S3Lake(
+                    bucket=self.bucket,
+                    prefix=LAKE_PREFIX,
+                    endpoint_url=self.endpoint.url,
+                    **(lake or {}),
+                )
+            ),
+        }
+
+    def objects(self) -> dict[str, int]:
+        """Every object in the bucket: key -> size."""
+        return lake_objects(self.endpoint, self.bucket)
+
+    def metadata(self, table: TableSpec, partition: str) -> dict[str, Any]:
+        """Metadata of the latest materialization of one partition of the table's raw asset."""
+        return partition_metadata(self.instance, raw_asset_key(table), partition)
+
+
+def lake_objects(endpoint: S3Endpoint, bucket: str) -> dict[str, int]:
+    """Every object in the bucket: key -> size."""
+    client = endpoint.client()
+    objects: dict[str, int] = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for item in page.get("Contents", []):
+            objects[item["Key"]] = item["Size"]
+    return objects
+
+
+def partition_metadata(
+    instance: dg.DagsterInstance, asset_key: dg.AssetKey, partition: str
+) -> dict[str, Any]:
+    """Metadata values of the latest materialization of one partition."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition]), limit=1
+    ).records
+    assert records, f"{asset_key.to_user_string()} [{partition}] was never materialized"
+    event = records[0].asset_materialization
+    assert event is not None
+    return {k: getattr(v, "value", v) for k, v in event.metadata.items()}
+
+
+def failure_text(result: dg.ExecuteInProcessResult) -> str:
+    """The whole error of the run's first failed step, causes included, as the UI shows it."""
+    failures = result.get_step_failure_events()
+    assert failures, "the run has no failed step"
+    error = failures[0].step_failure_data.error
+    assert error is not None
+    return error.to_string()
