@@ -17,6 +17,8 @@ from etl_assets.components.table_assets import (
     raw_asset_key,
 )
 from etl_assets.devstack.s3 import S3Endpoint
+from etl_assets.lib.contract import ColumnSpec
+from etl_assets.lib.lake import LakeLayout
 from etl_assets.lib.tables import NullPartitionRows, TableSpec
 from etl_assets.lib.transforms import Transform
 from etl_assets.lib.windows import Grain
@@ -48,7 +50,7 @@ def spec(
     end: dt.datetime | None = dt.datetime(2026, 10, 8),
     timezone: str = "UTC",
     primary_key: Sequence[str] = ("id",),
-    columns: Sequence[str] = ("id", "created_at", "amount", "label"),
+    columns: Sequence[str | ColumnSpec] = ("id", "created_at", "amount", "label"),
     null_partition_rows: NullPartitionRows = NullPartitionRows.FAIL,
     source: str = "testsrc",
 ) -> TableSpec:
@@ -63,7 +65,7 @@ def spec(
         end=end,
         timezone=timezone,
         primary_key=tuple(primary_key),
-        columns=tuple(columns),
+        columns=tuple(ColumnSpec(c) if isinstance(c, str) else c for c in columns),
         null_partition_rows=null_partition_rows,
     )
 
@@ -131,6 +133,13 @@ class Pipeline:
     def objects(self) -> dict[str, int]:
         """Every object in the bucket: key -> size."""
         return lake_objects(self.endpoint, self.bucket)
+
+    def partition_bytes(self, table: TableSpec, partition: str) -> bytes:
+        """The published Parquet object of one partition of the table's raw asset."""
+        key = LakeLayout(self.bucket, LAKE_PREFIX).partition_key(
+            raw_asset_key(table).path, table.hive_partition_name, partition
+        )
+        return self.endpoint.client().get_object(Bucket=self.bucket, Key=key)["Body"].read()
 
     def metadata(self, table: TableSpec, partition: str) -> dict[str, Any]:
         """Metadata of the latest materialization of one partition of the table's raw asset."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, cast
 
@@ -17,11 +18,15 @@ from pydantic import (
 )
 
 from etl_assets.components.table_assets import build_table_assets, postgres_io_manager_key
-from etl_assets.lib.tables import NullPartitionRows, TableSpec
+from etl_assets.lib.contract import ColumnChecks, ColumnSpec, Representation
+from etl_assets.lib.tables import NullPartitionRows, PrimaryKeyCheck, TableSpec
 from etl_assets.lib.transforms import TransformError, load_transform
 from etl_assets.lib.windows import Grain, parse_timezone, parse_window_start
 from etl_assets.resources.postgres import PostgresSource, PostgresWindowIOManager
 
+_CRON = re.compile(
+    r"^\s*([0-9*/,\-]+|[A-Za-z]{3}(-[A-Za-z]{3})?)(\s+([0-9*/,\-]+|[A-Za-z]{3}(-[A-Za-z]{3})?)){4}\s*$"
+)
 SOURCE_NAME = r"^[a-z][a-z0-9_]{0,39}$"
 ENV_VAR_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
@@ -63,6 +68,75 @@ class SourceModel(dg.Resolvable, dg.Model):
     )
 
 
+class ColumnChecksModel(dg.Resolvable, dg.Model):
+    """Data checks of one column, evaluated on every row read, reported per partition."""
+
+    not_null: bool = Field(default=False, description="No row may hold NULL.")
+    accepted_values: list[str | int | float | bool] | None = Field(
+        default=None, min_length=1, description="Every non-NULL value must be one of these."
+    )
+    min: float | int | str | None = Field(
+        default=None, description="Every non-NULL value must be >= this (numbers, dates as text)."
+    )
+    max: float | int | str | None = Field(
+        default=None, description="Every non-NULL value must be <= this."
+    )
+    blocking: bool = Field(
+        default=False,
+        description=(
+            "A failing blocking check keeps the partition from being published and fails the "
+            "run; a non-blocking one is reported with the published partition."
+        ),
+    )
+
+    def to_checks(self) -> ColumnChecks:
+        """The plain form."""
+        return ColumnChecks(
+            not_null=self.not_null,
+            accepted_values=tuple(self.accepted_values) if self.accepted_values else None,
+            min=self.min,
+            max=self.max,
+            blocking=self.blocking,
+        )
+
+
+class ColumnModel(dg.Resolvable, dg.Model):
+    """One column of the contract. A bare name in `columns` is a column with no pinned type."""
+
+    name: str = Field(min_length=1, max_length=63, description="Column name, as in Postgres.")
+    type: str | None = Field(
+        default=None,
+        description=(
+            "The Postgres type the contract expects, as `format_type()` prints it (e.g. "
+            "numeric(12,2), timestamp with time zone, text[]); the run fails if the live column "
+            "has another type. Omitted: any type."
+        ),
+    )
+    nullable: bool | None = Field(
+        default=None,
+        description="Whether the contract allows NULLs; the run fails if the live column differs.",
+    )
+    as_: Literal["text"] | None = Field(
+        default=None,
+        alias="as",
+        description=(
+            "Representation for a type or value with no exact Parquet mapping (money, inet, "
+            "ranges, infinite timestamps, ...): text keeps Postgres' own text output."
+        ),
+    )
+    checks: ColumnChecksModel | None = Field(default=None, description="Data checks.")
+
+    def to_spec(self) -> ColumnSpec:
+        """The plain form."""
+        return ColumnSpec(
+            name=self.name,
+            pg_type=self.type,
+            nullable=self.nullable,
+            representation=Representation(self.as_) if self.as_ else None,
+            checks=self.checks.to_checks() if self.checks else ColumnChecks(),
+        )
+
+
 class TableModel(dg.Resolvable, dg.Model):
     """One source table copied to the lake, one partition per time window."""
 
@@ -100,11 +174,12 @@ class TableModel(dg.Resolvable, dg.Model):
     primary_key: list[str] = Field(
         min_length=1, description="Column(s) identifying a row; must be among `columns`."
     )
-    columns: list[str] = Field(
+    columns: list[str | ColumnModel] = Field(
         min_length=1,
         description=(
-            "The columns to read, in output order. Only these are read: new columns at the "
-            "source are ignored until declared here."
+            "The columns to read, in output order: names, or objects with name, type, "
+            "nullable, as and checks (the contract; `etl-assets introspect` prints one). Only "
+            "these are read: new columns at the source are ignored until declared here."
         ),
     )
     transform: str | None = Field(
@@ -148,13 +223,51 @@ class TableModel(dg.Resolvable, dg.Model):
         parse_timezone(value)
         return value
 
-    @field_validator("columns", "primary_key")
+    asset_name: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_]+$",
+        description=(
+            "Last segment of the asset key raw/<source>/<schema>/<asset_name>; defaults to the "
+            "table name (made key-safe: letters, digits and _, with a short hash otherwise)."
+        ),
+    )
+    primary_key_check: Literal["warn", "blocking", "off"] = Field(
+        default="warn",
+        description=(
+            "The per-partition check that the primary key is unique and never NULL: warn "
+            "reports a failure, blocking also keeps the partition from being published."
+        ),
+    )
+    freshness_deadline_cron: str | None = Field(
+        default=None,
+        description=(
+            "Cron (in `timezone`) by which the newest closed partition must be materialized, "
+            "e.g. '0 3 * * *': a freshness check fails after that deadline until it is."
+        ),
+    )
+
+    @field_validator("freshness_deadline_cron")
     @classmethod
-    def _no_duplicates(cls, value: list[str]) -> list[str]:
-        duplicates = sorted({c for c in value if value.count(c) > 1})
-        if duplicates:
-            raise ValueError(f"lists {', '.join(duplicates)} more than once")
+    def _valid_cron(cls, value: str | None) -> str | None:
+        if value is not None and not _CRON.match(value):
+            raise ValueError(f"{value!r} is not a cron expression (e.g. '0 3 * * *')")
         return value
+
+    @field_validator("primary_key")
+    @classmethod
+    def _no_duplicate_keys(cls, value: list[str]) -> list[str]:
+        return _without_duplicates(value)
+
+    @field_validator("columns")
+    @classmethod
+    def _no_duplicate_columns(cls, value: list[str | ColumnModel]) -> list[str | ColumnModel]:
+        _without_duplicates([c if isinstance(c, str) else c.name for c in value])
+        return value
+
+    @property
+    def column_names(self) -> list[str]:
+        """The declared columns' names."""
+        return [c if isinstance(c, str) else c.name for c in self.columns]
 
     @model_validator(mode="after")
     def _consistent(self) -> TableModel:
@@ -171,13 +284,13 @@ class TableModel(dg.Resolvable, dg.Model):
             if end <= start:
                 raise ValueError(f"field `end`: {self.end} is not after start {self.start}")
         hive_name = self.partition_name or grain.hive_name
-        if hive_name in self.columns:
+        if hive_name in self.column_names:
             raise ValueError(
                 f"field `partition_name`: the lake's partition directories are named "
                 f"{hive_name}=<key>, which readers would confuse with column `{hive_name}`; "
                 "set `partition_name` to a name no column has"
             )
-        missing = [c for c in self.primary_key if c not in self.columns]
+        missing = [c for c in self.primary_key if c not in self.column_names]
         if missing:
             raise ValueError(f"field `primary_key`: {', '.join(missing)} not in `columns`")
         return self
@@ -195,13 +308,25 @@ class TableModel(dg.Resolvable, dg.Model):
             end=parse_window_start(self.end, grain) if self.end else None,
             timezone=self.timezone,
             primary_key=tuple(self.primary_key),
-            columns=tuple(self.columns),
+            columns=tuple(
+                ColumnSpec(c) if isinstance(c, str) else c.to_spec() for c in self.columns
+            ),
             transform=self.transform,
             group=self.group,
             null_partition_rows=NullPartitionRows(self.null_partition_rows),
             max_partitions_per_run=self.max_partitions_per_run,
             partition_name=self.partition_name,
+            primary_key_check=PrimaryKeyCheck(self.primary_key_check),
+            asset_name=self.asset_name,
+            freshness_deadline_cron=self.freshness_deadline_cron,
         )
+
+
+def _without_duplicates(names: list[str]) -> list[str]:
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"lists {', '.join(duplicates)} more than once")
+    return names
 
 
 def _table_label(data: object) -> str:
@@ -297,6 +422,7 @@ class PostgresTablesComponent(dg.Component, dg.Resolvable, dg.Model):
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         """The source specs, raw assets and the source's IO manager."""
         assets: list[dg.AssetsDefinition | dg.AssetSpec] = []
+        freshness_checks: list[dg.AssetChecksDefinition] = []
         for table in self.tables:
             spec = table.to_spec(self.source.name)
             transform = None
@@ -309,8 +435,27 @@ class PostgresTablesComponent(dg.Component, dg.Resolvable, dg.Model):
                     ) from error
             built = build_table_assets(spec, transform)
             assets += [built.source, built.raw]
+            if spec.freshness_deadline_cron:
+                freshness_checks += dg.build_time_partition_freshness_checks(
+                    assets=[built.raw],
+                    deadline_cron=spec.freshness_deadline_cron,
+                    timezone=spec.timezone,
+                )
+        sensors = (
+            [
+                dg.build_sensor_for_freshness_checks(
+                    freshness_checks=freshness_checks,
+                    name=f"{self.source.name}_freshness_checks",
+                    default_status=dg.DefaultSensorStatus.STOPPED,
+                )
+            ]
+            if freshness_checks
+            else []
+        )
         return dg.Definitions(
             assets=assets,
+            asset_checks=freshness_checks,
+            sensors=sensors,
             resources={postgres_io_manager_key(self.source.name): self._io_manager()},
         )
 

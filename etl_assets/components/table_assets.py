@@ -1,31 +1,60 @@
-"""The Dagster objects one declared table becomes: a source spec and a raw asset."""
+"""The Dagster objects one declared table becomes: a source spec and a raw asset.
 
-from __future__ import annotations
+(No `from __future__ import annotations` here: Dagster reads the asset body's annotations.)
+"""
 
+import hashlib
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import dagster as dg
 
+from etl_assets.lib.checks import (
+    PRIMARY_KEY_CHECK,
+    ROW_COUNT_CHECK,
+    SCHEMA_CHECK,
+    CheckOutcome,
+    column_check_name,
+)
 from etl_assets.lib.extract import TableExtract
 from etl_assets.lib.lake import PART_FILE_NAME
-from etl_assets.lib.tables import TableSpec
+from etl_assets.lib.tables import PrimaryKeyCheck, TableSpec
 from etl_assets.lib.transforms import Transform
 from etl_assets.resources.lake import HIVE_PARTITION_METADATA_KEY
 from etl_assets.resources.postgres import READER_METADATA_KEY, TABLE_METADATA_KEY
 
+_SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9_]+$")
 RAW_KEY_PREFIX = "raw"
 SOURCE_KEY_PREFIX = "postgres"
 LAKE_IO_MANAGER_KEY = "lake_io_manager"
 
 
+def key_segment(name: str) -> str:
+    """`name` as an asset-key segment, which Dagster limits to letters, digits and `_`.
+
+    Other names keep their safe characters and get a short hash of the original, so two
+    tables whose names differ only in unsafe characters still get different keys.
+    """
+    if _SAFE_SEGMENT.match(name):
+        return name
+    readable = re.sub(r"[^A-Za-z0-9_]+", "_", name).strip("_") or "x"
+    digest = hashlib.sha1(name.encode(), usedforsecurity=False).hexdigest()[:8]
+    return f"{readable}_{digest}"
+
+
+def _table_segments(spec: TableSpec) -> list[str]:
+    return [spec.source, key_segment(spec.schema), spec.asset_name or key_segment(spec.table)]
+
+
 def raw_asset_key(spec: TableSpec) -> dg.AssetKey:
     """`raw/<source>/<schema>/<table>`: the key of the asset holding the table in the lake."""
-    return dg.AssetKey([RAW_KEY_PREFIX, spec.source, spec.schema, spec.table])
+    return dg.AssetKey([RAW_KEY_PREFIX, *_table_segments(spec)])
 
 
 def source_asset_key(spec: TableSpec) -> dg.AssetKey:
     """`postgres/<source>/<schema>/<table>`: the key of the Postgres table itself."""
-    return dg.AssetKey([SOURCE_KEY_PREFIX, spec.source, spec.schema, spec.table])
+    return dg.AssetKey([SOURCE_KEY_PREFIX, *_table_segments(spec)])
 
 
 def postgres_io_manager_key(source: str) -> str:
@@ -80,31 +109,26 @@ def build_table_assets(spec: TableSpec, transform: Transform | None) -> TableAss
         group_name=spec.group,
         kinds={"postgres"},
         partitions_def=partitions_def,
-        metadata={"etl_assets/primary_key": ", ".join(spec.primary_key)},
+        # The Postgres IO manager reads the declaration and the reader's name from here.
+        metadata={
+            TABLE_METADATA_KEY: spec.to_metadata(),
+            READER_METADATA_KEY: raw_key.to_user_string(),
+            "etl_assets/primary_key": ", ".join(spec.primary_key),
+        },
     ).with_io_manager_key(postgres_io_manager_key(spec.source))
 
     description = (
         f"Copy of Postgres `{spec.qualified_name}` (source `{spec.source}`): the rows whose "
         f"{window_rule}.\n\nLake: `<lake>/{lake_path}/{hive_name}=<key>/{PART_FILE_NAME}`, one "
-        f"object per partition, replaced atomically.\n\nColumns: {', '.join(spec.columns)}."
+        f"object per partition, replaced atomically.\n\nColumns: {', '.join(spec.column_names)}."
     )
     if transform is not None:
         description += f"\n\nTransform: `{spec.transform}`."
 
-    @dg.asset(
+    raw_spec = dg.AssetSpec(
         key=raw_key,
-        ins={
-            "source": dg.AssetIn(
-                key=source_key,
-                metadata={
-                    TABLE_METADATA_KEY: spec.to_metadata(),
-                    READER_METADATA_KEY: raw_key.to_user_string(),
-                },
-            )
-        },
+        deps=[source_key],
         partitions_def=partitions_def,
-        backfill_policy=backfill_policy(spec.max_partitions_per_run),
-        io_manager_key=LAKE_IO_MANAGER_KEY,
         group_name=spec.group,
         kinds={"postgres", "polars", "parquet", "s3"},
         description=description,
@@ -117,8 +141,96 @@ def build_table_assets(spec: TableSpec, transform: Transform | None) -> TableAss
             HIVE_PARTITION_METADATA_KEY: hive_name,
             "etl_assets/primary_key": ", ".join(spec.primary_key),
         },
+    ).with_io_manager_key(LAKE_IO_MANAGER_KEY)
+
+    # A multi_asset that can subset, so that check results may be reported per partition
+    # (a range run has several) rather than once per step.
+    @dg.multi_asset(
+        name=raw_key.to_python_identifier(),
+        specs=[raw_spec],
+        check_specs=check_specs(spec, raw_key, partitions_def),
+        ins={"source": dg.AssetIn(key=source_key)},
+        backfill_policy=backfill_policy(spec.max_partitions_per_run),
+        can_subset=True,
     )
-    def raw_table(source: TableExtract) -> TableExtract:
-        return source.with_transform(transform)
+    def raw_table(
+        context: dg.AssetExecutionContext, source: TableExtract
+    ) -> Iterator[dg.Output[TableExtract] | dg.AssetCheckEvaluation]:
+        if raw_key not in context.selected_asset_keys:
+            # The checks are computed while the partition is written; alone they have no data.
+            context.log.info(f"{raw_key.to_user_string()} not selected: nothing to read")
+            return
+        extract = source.with_transform(transform)
+        # The lake IO manager publishes each partition once its blocking checks pass (a
+        # failing one stops the publish and the run); their evaluations are reported here.
+        yield dg.Output(extract, output_name=raw_key.to_python_identifier())
+        yield from check_evaluations(raw_key, extract.check_results)
 
     return TableAssets(source=source_spec, raw=raw_table)
+
+
+def check_specs(
+    spec: TableSpec, asset_key: dg.AssetKey, partitions_def: dg.PartitionsDefinition[str]
+) -> list[dg.AssetCheckSpec]:
+    """The per-partition checks of a raw asset."""
+
+    def check(name: str, description: str, *, blocking: bool) -> dg.AssetCheckSpec:
+        return dg.AssetCheckSpec(
+            name,
+            asset=asset_key,
+            description=description,
+            blocking=blocking,
+            partitions_def=partitions_def,
+        )
+
+    specs = [
+        check(
+            ROW_COUNT_CHECK,
+            "Rows read equal count(*) of the window in the same snapshot; checked before the "
+            "partition is published.",
+            blocking=True,
+        ),
+        check(
+            SCHEMA_CHECK,
+            "The live table has every declared column with its declared type and nullability; "
+            "checked before a row is read.",
+            blocking=True,
+        ),
+    ]
+    if spec.primary_key_check is not PrimaryKeyCheck.OFF:
+        specs.append(
+            check(
+                PRIMARY_KEY_CHECK,
+                f"({', '.join(spec.primary_key)}) is unique and never NULL in the partition.",
+                blocking=spec.primary_key_check is PrimaryKeyCheck.BLOCKING,
+            )
+        )
+    specs += [
+        check(
+            column_check_name(column.name),
+            f"Declared checks of column {column.name}: "
+            + ", ".join(k for k, v in column.checks.to_metadata().items() if v and k != "blocking"),
+            blocking=column.checks.blocking,
+        )
+        for column in spec.columns
+        if column.checks.any
+    ]
+    return specs
+
+
+def check_evaluations(
+    asset_key: dg.AssetKey, results: Mapping[str, Sequence[CheckOutcome]]
+) -> Iterator[dg.AssetCheckEvaluation]:
+    """One evaluation per check and published partition."""
+    for partition, outcomes in results.items():
+        for outcome in outcomes:
+            yield dg.AssetCheckEvaluation(
+                asset_key=asset_key,
+                check_name=outcome.name,
+                passed=outcome.passed,
+                metadata=outcome.metadata,
+                severity=dg.AssetCheckSeverity(outcome.severity.value),
+                description=outcome.description,
+                blocking=outcome.blocking,
+                partition=partition,
+            )

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,14 +45,18 @@ class DemoRun:
         return [dg_cli, "launch", "--assets", ",".join(self.assets), flag, self.partitions]
 
 
+# Stages run one after the other; the runs of a stage are independent and run two at a time.
 DEMO_RUNS = (
-    DemoRun((ORDERS, PAYMENTS), "2026-10-01"),
-    DemoRun((ORDERS, PAYMENTS), "2026-10-02"),
-    DemoRun((PAGE_VIEWS,), "2026-10-01"),
-    DemoRun((PAGE_VIEWS,), "2026-10-02"),
-    # One run over a 7-day range: one streaming read per window, one object per partition.
-    DemoRun((ORDERS, PAYMENTS), "2026-10-03...2026-10-09"),
-    DemoRun((CURATED,), "2026-10-01...2026-10-08"),
+    (
+        DemoRun((ORDERS, PAYMENTS), "2026-10-01"),
+        DemoRun((ORDERS, PAYMENTS), "2026-10-02"),
+        DemoRun((PAGE_VIEWS,), "2026-10-01"),
+        DemoRun((PAGE_VIEWS,), "2026-10-02"),
+        # One run over a 7-day range: one streaming read per window, one object per partition.
+        DemoRun((ORDERS, PAYMENTS), "2026-10-03...2026-10-09"),
+    ),
+    # The curated asset reads the raw partitions published above.
+    (DemoRun((CURATED,), "2026-10-01...2026-10-08"),),
 )
 
 
@@ -64,34 +69,43 @@ class SummaryRow:
     rows: int
     bytes: int
     key: str
+    checks: str
     check: str
 
     @property
     def passed(self) -> bool:
-        """Whether the lake partition equals the source."""
-        return self.check.startswith("equal")
+        """Whether the lake partition equals the source and its Dagster checks passed."""
+        return self.check.startswith("equal") and "failed" not in self.checks
 
 
-def launch_runs(stack: DevStack, runs: Sequence[DemoRun] = DEMO_RUNS) -> None:
+def launch_runs(
+    stack: DevStack, stages: Sequence[Sequence[DemoRun]] = DEMO_RUNS, parallel: int = 2
+) -> None:
     """Launch each run with `dg launch`, as a user would; they are recorded on the instance."""
     environment = stack.process_environment()
-    for run in runs:
-        started = time.perf_counter()
-        result = subprocess.run(  # noqa: S603 - fixed command built above
-            run.command(),
-            cwd=PROJECT_ROOT,
-            env=environment,
-            capture_output=True,
-            text=True,
-            check=False,
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        for stage in stages:
+            for line in pool.map(lambda run: _launch(run, environment), stage):
+                print(line, flush=True)  # noqa: T201
+
+
+def _launch(run: DemoRun, environment: Mapping[str, str]) -> str:
+    started = time.perf_counter()
+    result = subprocess.run(  # noqa: S603 - fixed command built above
+        run.command(),
+        cwd=PROJECT_ROOT,
+        env=dict(environment),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"dg launch {','.join(run.assets)} {run.partitions} failed:\n"
+            f"{result.stdout[-4000:]}\n{result.stderr[-8000:]}"
         )
-        if result.returncode != 0:
-            raise RuntimeError(
-                f"dg launch {','.join(run.assets)} {run.partitions} failed:\n"
-                f"{result.stdout[-4000:]}\n{result.stderr[-8000:]}"
-            )
-        seconds = time.perf_counter() - started
-        print(f"  ran {', '.join(run.assets)} [{run.partitions}] in {seconds:.1f}s")  # noqa: T201
+    seconds = time.perf_counter() - started
+    return f"  ran {', '.join(run.assets)} [{run.partitions}] in {seconds:.1f}s"
 
 
 def declared_tables() -> dict[str, TableSpec]:
@@ -145,9 +159,37 @@ def verify_curated(stack: DevStack, key: str) -> Comparison:
     return compare_rows(source, lake_rows(lake, ("order_id",)))
 
 
+def check_evaluations(stack: DevStack) -> dict[tuple[str, str], dict[str, bool]]:
+    """The latest outcome of every asset check, per (asset, partition)."""
+    latest: dict[tuple[str, str], dict[str, bool]] = {}
+    with dg.DagsterInstance.from_config(str(stack.dagster_home)) as instance:
+        for run in reversed(instance.get_runs()):
+            for entry in instance.all_logs(
+                run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+            ):
+                event = entry.dagster_event
+                evaluation = event.event_specific_data if event is not None else None
+                if isinstance(evaluation, dg.AssetCheckEvaluation):
+                    target = (evaluation.asset_key.to_user_string(), evaluation.partition or "")
+                    latest.setdefault(target, {})[evaluation.check_name] = evaluation.passed
+    return latest
+
+
+def describe_checks(outcomes: Mapping[str, bool]) -> str:
+    """`5/5 passed`, or which failed."""
+    if not outcomes:
+        return "-"
+    failed = sorted(name for name, passed in outcomes.items() if not passed)
+    passed = len(outcomes) - len(failed)
+    if failed:
+        return f"{passed}/{len(outcomes)} passed, failed: {', '.join(failed)}"
+    return f"{passed}/{len(outcomes)} passed"
+
+
 def summarize(stack: DevStack, tables: Mapping[str, TableSpec]) -> list[SummaryRow]:
     """One row per materialized partition, each checked against the source."""
     rows: list[SummaryRow] = []
+    checks = check_evaluations(stack)
     for asset, partition, metadata in materializations(stack):
         if asset in tables:
             comparison = compare_table_partition(
@@ -169,6 +211,7 @@ def summarize(stack: DevStack, tables: Mapping[str, TableSpec]) -> list[SummaryR
                 rows=int(metadata.get("dagster/row_count", -1)),
                 bytes=int(metadata.get("size_bytes", -1)),
                 key=uri.removeprefix(f"s3://{LAKE_BUCKET}/"),
+                checks=describe_checks(checks.get((asset, partition), {})),
                 check=comparison.describe(),
             )
         )
@@ -177,10 +220,13 @@ def summarize(stack: DevStack, tables: Mapping[str, TableSpec]) -> list[SummaryR
 
 def format_summary(rows: Sequence[SummaryRow]) -> str:
     """The summary as an aligned text table."""
-    header = ("asset", "partition", "rows", "bytes", "key", "lake vs source")
+    header = ("asset", "partition", "rows", "bytes", "key", "dagster checks", "lake vs source")
     table = [
         header,
-        *((r.asset, r.partition, str(r.rows), str(r.bytes), r.key, r.check) for r in rows),
+        *(
+            (r.asset, r.partition, str(r.rows), str(r.bytes), r.key, r.checks, r.check)
+            for r in rows
+        ),
     ]
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)) for line in table]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -36,6 +38,49 @@ def conform_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
+_MONTH_DAY_NANO = np.dtype([("months", "<i4"), ("days", "<i4"), ("nanoseconds", "<i8")])
+_NANOS_PER_MICRO = 1000
+
+
+def interval_struct(array: AnyArray, target: pa.StructType) -> AnyArray:
+    """A month_day_nano interval array as a struct of months, days and microseconds.
+
+    Parquet cannot store month_day_nano; Postgres intervals are exactly months, days and
+    microseconds, so this split loses nothing (and refuses values that are not whole µs).
+    """
+    if array.type != pa.month_day_nano_interval():
+        raise TypeError(f"expected month_day_nano_interval, got {array.type}")
+    data_buffer = array.buffers()[1]
+    assert data_buffer is not None
+    raw = memoryview(data_buffer)
+    values = np.frombuffer(raw, dtype=_MONTH_DAY_NANO, count=len(array) + array.offset)
+    values = values[array.offset :]
+    if np.any(values["nanoseconds"] % _NANOS_PER_MICRO):
+        raise ValueError("an interval holds a fraction of a microsecond")
+    children = [
+        pa.array(values["months"], pa.int32()),
+        pa.array(values["days"], pa.int32()),
+        pa.array(values["nanoseconds"] // _NANOS_PER_MICRO, pa.int64()),
+    ]
+    return pa.StructArray.from_arrays(
+        children,
+        fields=[target.field(i) for i in range(target.num_fields)],
+        mask=array.is_null(),
+    )
+
+
+def struct_from_fields(
+    fields: list[AnyArray], validity: AnyArray, target: pa.StructType
+) -> AnyArray:
+    """A struct array from one array per field and a boolean validity array."""
+    converted = [conform_array(array, target.field(i).type) for i, array in enumerate(fields)]
+    return pa.StructArray.from_arrays(
+        converted,
+        fields=[target.field(i) for i in range(target.num_fields)],
+        mask=pc.equal(validity.fill_null(False), pa.scalar(False)),
+    )
+
+
 def conform_table(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """The table with every column converted to its type in `schema` (matched by name)."""
     columns = [
@@ -58,20 +103,35 @@ def polars_schema(schema: pa.Schema) -> pl.Schema:
     return frame_from_arrow(schema.empty_table()).schema
 
 
-def output_schema(frame_schema: pl.Schema, planned: pa.Schema) -> pa.Schema:
+@dataclass(frozen=True)
+class PlannedSchema:
+    """What a plan promises: the lake's Arrow types, and the types frames carry them in."""
+
+    lake: pa.Schema
+    frames: pa.Schema
+
+    @classmethod
+    def none(cls) -> PlannedSchema:
+        """No plan: every column keeps the type Polars gives it."""
+        return cls(pa.schema([]), pa.schema([]))
+
+
+def output_schema(frame_schema: pl.Schema, planned: PlannedSchema) -> pa.Schema:
     """The Arrow schema to write for a frame whose columns may come from a plan.
 
     A column a transform passed through unchanged gets its planned type back (a uuid stays a
-    Parquet UUID, not bytes); any other column keeps the type Polars gives it.
+    Parquet UUID, not bytes; a wide decimal carried as text is decimal256 again); any other
+    column keeps the type Polars gives it.
     """
     natural = pl.DataFrame(schema=frame_schema).to_arrow().schema
-    planned_by_name: Mapping[str, AnyField] = {
-        planned.field(i).name: planned.field(i) for i in range(len(planned))
+    lake = planned.lake
+    lake_by_name: Mapping[str, AnyField] = {
+        lake.field(i).name: lake.field(i) for i in range(len(lake))
     }
-    planned_polars = polars_schema(planned) if len(planned) else pl.Schema()
+    planned_polars = polars_schema(planned.frames) if len(planned.frames) else pl.Schema()
     fields: list[AnyField] = []
     for name in natural.names:
-        plan_field = planned_by_name.get(name)
+        plan_field = lake_by_name.get(name)
         if plan_field is not None and planned_polars.get(name) == frame_schema[name]:
             fields.append(plan_field)
         else:

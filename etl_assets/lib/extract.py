@@ -1,19 +1,19 @@
 """Reading a table's windows from Postgres in one read-only snapshot, as streamed Arrow batches.
 
 One load opens one connection and one `REPEATABLE READ READ ONLY` transaction. Inside it, in
-order: the catalog is read and every declared column planned (nothing is read if a column is
-missing or unmappable); rows with a NULL partition column are counted; then for each window its
-`count(*)` is taken and its rows are streamed through `COPY (SELECT ...) TO STDOUT` by the ADBC
-driver. Counts and rows come from the same snapshot, so they must agree exactly.
+order: the catalog is read and every declared column planned against the contract (nothing is
+read if the table drifted or a column is unmappable); rows with a NULL partition column are
+counted; then for each window its `count(*)` is taken and its rows are streamed through
+`COPY (SELECT ...) TO STDOUT` by the ADBC driver. Counts and rows come from the same snapshot,
+so they must agree exactly. Each batch is checked for values no Arrow type holds (refused with
+the row's primary key), converted to the plan's types and observed by the row checks.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 import threading
-import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -22,29 +22,65 @@ from typing import Any, Protocol, Self
 import adbc_driver_postgresql.dbapi as adbc  # pyright: ignore[reportMissingTypeStubs]
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 from polars.io.plugins import register_io_source
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from etl_assets.lib import sql as q
-from etl_assets.lib.arrow_types import conform_batch, polars_schema
+from etl_assets.lib.arrow_types import (
+    conform_array,
+    frame_from_arrow,
+    interval_struct,
+    polars_schema,
+    struct_from_fields,
+)
+from etl_assets.lib.checks import (
+    ROW_COUNT_CHECK,
+    SCHEMA_CHECK,
+    CheckOutcome,
+    RowChecks,
+    describe_key,
+)
 from etl_assets.lib.pg_types import (
+    HAZARD_ALIAS,
     CatalogColumn,
     CatalogType,
     ContractError,
+    ReadKind,
     TablePlan,
     catalog_column_from_row,
     catalog_type_from_row,
     columns_query,
     plan_table,
+    referenced_type_oids,
     types_query,
+    unique_indexes_query,
 )
-from etl_assets.lib.tables import NullPartitionRows, TableSpec
+from etl_assets.lib.tables import NullPartitionRows, PrimaryKeyCheck, TableSpec
 from etl_assets.lib.transforms import Transform
 from etl_assets.lib.windows import PartitionWindow
+
+# Settings that make every text rendering (`as: text`, timetz) the same whatever the server's
+# defaults or the client's environment (PGTZ, PGDATESTYLE, PGOPTIONS, ...): the same rows always
+# give the same bytes. They are SET after connecting, so nothing libpq applies overrides them.
+DETERMINISTIC_SESSION = (
+    "SET TimeZone = 'UTC'",
+    "SET DateStyle = 'ISO, YMD'",
+    "SET IntervalStyle = 'postgres'",
+    "SET extra_float_digits = 3",
+    "SET lc_monetary = 'C'",
+    "SET lc_numeric = 'C'",
+    "SET client_encoding = 'UTF8'",
+)
 
 
 class ExtractError(RuntimeError):
     """Reading from the source failed; the message says which table and window."""
+
+
+class UnrepresentableValueError(ExtractError):
+    """A row holds a value that no Arrow type holds exactly; nothing of its window is published."""
 
 
 @dataclass(frozen=True)
@@ -108,7 +144,6 @@ class ReadStats:
     rows_read: int = 0
     batches: int = 0
     arrow_bytes: int = 0
-    seconds: float = 0.0
     complete: bool = False
 
     def check_complete(self, table: str) -> None:
@@ -120,6 +155,16 @@ class ReadStats:
                 f"{table} window {self.window.key}: read {self.rows_read} rows but the "
                 f"snapshot counts {self.snapshot_rows}"
             )
+
+
+@dataclass(frozen=True)
+class TableCatalog:
+    """The catalog's description of one table."""
+
+    relation: q.Relation
+    columns: Sequence[CatalogColumn]
+    types: Mapping[int, CatalogType]
+    unique_indexes: Sequence[tuple[str, Sequence[str]]]
 
 
 BATCH_SIZE_HINT_OPTION = "adbc.postgresql.batch_size_hint_bytes"
@@ -157,7 +202,14 @@ class Snapshot:
             raise ExtractError(
                 f"cannot connect to {self._settings.describe()}: {message}"
             ) from None
-        self._execute(q.begin_snapshot())
+        try:
+            for statement in DETERMINISTIC_SESSION:
+                self._execute(statement)
+            self._execute(q.begin_snapshot())
+        except BaseException:
+            self._connection.close()
+            self._connection = None
+            raise
         return self
 
     def __exit__(
@@ -193,12 +245,27 @@ class Snapshot:
         rows = self.query(statement)
         return rows[0][0]
 
+    def catalog(self, relation: q.Relation) -> TableCatalog:
+        """What the catalog says about a table: columns, their types, unique indexes."""
+        columns = [catalog_column_from_row(r) for r in self.query(columns_query(relation))]
+        unique_indexes = [
+            (str(name), tuple(str(c) for c in index_columns))
+            for name, index_columns in self.query(unique_indexes_query(relation))
+        ]
+        return TableCatalog(relation, columns, self._types_for(columns), unique_indexes)
+
     def plan(self, spec: TableSpec) -> TablePlan:
         """Plan every declared column against the live catalog (see `etl_assets.lib.pg_types`)."""
-        relation = q.Relation(spec.schema, spec.table)
-        columns = [catalog_column_from_row(r) for r in self.query(columns_query(relation))]
-        types = self._types_for(columns)
-        return plan_table(relation, columns, types, spec.read_columns, spec.partition_column)
+        catalog = self.catalog(q.Relation(spec.schema, spec.table))
+        return plan_table(
+            catalog.relation,
+            catalog.columns,
+            catalog.types,
+            spec.read_column_specs,
+            spec.partition_column,
+            primary_key=spec.primary_key,
+            unique_indexes=catalog.unique_indexes,
+        )
 
     def stream(self, statement: str) -> Iterator[pa.RecordBatch]:
         """The rows of `statement` as Arrow batches, pulled from the server as they are used."""
@@ -223,9 +290,7 @@ class Snapshot:
             for row in self.query(types_query(wanted)):
                 found = catalog_type_from_row(row)
                 types[found.oid] = found
-            referenced = {t.base_oid for t in types.values() if t.kind == "d"}
-            referenced |= {t.element_oid for t in types.values() if t.element_oid}
-            wanted = referenced - types.keys()
+            wanted = referenced_type_oids(types.values()) - types.keys()
         return types
 
     def _cursor(self) -> _Cursor:
@@ -248,6 +313,75 @@ class PartitionRead:
     window: PartitionWindow
     frame: pl.LazyFrame
     stats: ReadStats
+    checks: RowChecks
+    _snapshot: Snapshot
+    _spec: TableSpec
+    _plan: TablePlan
+
+    def check_outcomes(self, written: pa.Schema) -> list[CheckOutcome]:
+        """Every check of this window, once its rows are read and written.
+
+        Blocking ones gate publishing. `written` is the schema of the file about to be published.
+        """
+        table = self._spec.qualified_name
+        complete = self.stats.complete and self.stats.rows_read == self.stats.snapshot_rows
+        outcomes = [
+            CheckOutcome(
+                name=ROW_COUNT_CHECK,
+                passed=complete,
+                blocking=True,
+                description=(
+                    f"{self.stats.rows_read} rows read, {self.stats.snapshot_rows} counted by "
+                    "count(*) in the same snapshot"
+                ),
+                metadata={
+                    "rows_read": self.stats.rows_read,
+                    "snapshot_count": self.stats.snapshot_rows,
+                    "read_finished": self.stats.complete,
+                },
+            ),
+            CheckOutcome(
+                name=SCHEMA_CHECK,
+                passed=True,
+                blocking=True,
+                description=f"{table} has every declared column with its declared type and "
+                "nullability (checked before reading)",
+                metadata={
+                    "declared_columns": ", ".join(
+                        f"{c.name} {c.declared_type}" for c in self._plan.columns
+                    ),
+                    "undeclared_columns": ", ".join(self._plan.undeclared_columns) or "none",
+                    "written_vs_planned": written_vs_planned(self._plan.arrow_schema, written),
+                },
+            ),
+        ]
+        if self.checks.checks_primary_key:
+            duplicates = self._confirmed_duplicates() if self.checks.duplicate_key_hashes() else []
+            outcomes.append(
+                self.checks.primary_key_outcome(
+                    blocking=self._spec.primary_key_check is PrimaryKeyCheck.BLOCKING,
+                    unique_index=self._plan.unique_index,
+                    duplicates=duplicates,
+                )
+            )
+        outcomes += self.checks.column_outcomes()
+        return outcomes
+
+    def _confirmed_duplicates(self) -> list[str]:
+        key = self._spec.primary_key
+        statement = q.render(
+            sql.SQL(
+                "SELECT {key} FROM {relation} WHERE {predicate} GROUP BY {key}"
+                " HAVING count(*) > 1 LIMIT 5"
+            ).format(
+                key=sql.SQL(", ").join(sql.Identifier(c) for c in key),
+                relation=self._plan.relation.identifier(),
+                predicate=q.window_predicate(
+                    self._spec.partition_column, self.window, self._plan.partition_bound
+                ),
+            )
+        )
+        return [describe_key(key, row) for row in self._snapshot.query(statement)]
 
 
 @dataclass
@@ -283,6 +417,8 @@ class TableExtract:
         self.settings = settings
         self.application_name = application_name
         self.transform = transform
+        self.check_results: dict[str, list[CheckOutcome]] = {}
+        """Per partition key, the checks of every published partition (filled by the writer)."""
 
     def with_transform(self, transform: Transform | None) -> TableExtract:
         """The same extract with `transform` applied to every window's frame."""
@@ -316,61 +452,127 @@ class TableExtract:
             )
 
     def _partitions(self, snapshot: Snapshot, plan: TablePlan) -> Iterator[PartitionRead]:
+        spec = self.spec
+        frame_schema = polars_schema(plan.frame_schema)
         for window in self.windows:
             count = q.count_window(
-                plan.relation, self.spec.partition_column, window, plan.partition_bound
+                plan.relation, spec.partition_column, window, plan.partition_bound
             )
             stats = ReadStats(window=window, snapshot_rows=int(snapshot.scalar(count)))
-            statement = q.select_window(
-                plan.relation,
-                plan.select_list,
-                self.spec.partition_column,
-                window,
-                plan.partition_bound,
+            checks = RowChecks(
+                spec.primary_key,
+                spec.columns,
+                hash_keys=plan.unique_index is None,
+                check_primary_key=spec.primary_key_check is not PrimaryKeyCheck.OFF,
             )
-            frame = frame_from_batches(
-                plan.arrow_schema,
-                lambda statement=statement, stats=stats: _counted(
-                    snapshot.stream(statement), plan.arrow_schema, stats
+            statement = q.select_window(
+                plan.relation, plan.select_list, spec.partition_column, window, plan.partition_bound
+            )
+            frame = lazy_frame(
+                frame_schema,
+                lambda statement=statement, stats=stats, checks=checks: read_frames(
+                    snapshot.stream(statement), plan, spec, stats, checks
                 ),
-                name=f"{self.spec.qualified_name} {window.key}",
+                name=f"{spec.qualified_name} {window.key}",
             )
             if self.transform is not None:
                 frame = self.transform(frame)
-            yield PartitionRead(window=window, frame=frame, stats=stats)
+            yield PartitionRead(window, frame, stats, checks, snapshot, spec, plan)
 
 
-def _counted(
-    batches: Iterator[pa.RecordBatch], schema: pa.Schema, stats: ReadStats
-) -> Iterator[pa.RecordBatch]:
-    started = time.perf_counter()
+def written_vs_planned(planned: pa.Schema, written: pa.Schema) -> str:
+    """How the written file differs from the plan: columns the transform dropped or retyped."""
+    notes: list[str] = []
+    for name in planned.names:
+        if name not in written.names:
+            notes.append(f"{name}: dropped by the transform")
+        elif written.field(name).type != planned.field(name).type:
+            notes.append(
+                f"{name}: planned {planned.field(name).type}, written "
+                f"{written.field(name).type} (retyped by the transform)"
+            )
+    added = [name for name in written.names if name not in planned.names]
+    if added:
+        notes.append(f"added by the transform: {', '.join(added)}")
+    return "; ".join(notes) or "as planned"
+
+
+def read_frames(
+    batches: Iterator[pa.RecordBatch],
+    plan: TablePlan,
+    spec: TableSpec,
+    stats: ReadStats,
+    checks: RowChecks,
+) -> Iterator[pl.DataFrame]:
+    """Each batch refused if it holds an unrepresentable value, converted, checked, counted."""
     if stats.batches or stats.complete:
         raise ExtractError(
             f"window {stats.window.key} was read twice: the transform must use its input once "
             "(add .cache() where the plan reuses it)"
         )
     for batch in batches:
-        conformed = conform_batch(batch, schema)
+        if plan.hazards:
+            refuse_unrepresentable(batch, plan, spec)
+        converted = to_plan(batch, plan)
+        frame = frame_from_arrow(converted)
+        checks.observe(frame)
         stats.batches += 1
-        stats.rows_read += conformed.num_rows
-        stats.arrow_bytes += conformed.nbytes
-        yield conformed
+        stats.rows_read += converted.num_rows
+        stats.arrow_bytes += converted.nbytes
+        yield frame
     stats.complete = True
-    stats.seconds = time.perf_counter() - started
 
 
-def frame_from_batches(
-    schema: pa.Schema,
-    open_batches: Callable[[], Iterator[pa.RecordBatch]],
+def refuse_unrepresentable(batch: pa.RecordBatch, plan: TablePlan, spec: TableSpec) -> None:
+    """Raise, naming the column, its type and the row's key, if a row holds such a value."""
+    flags = batch.column(HAZARD_ALIAS)
+    if flags.null_count == len(flags):
+        return
+    index = int(pc.index(pc.is_valid(flags), True).as_py())
+    column = plan.column(str(flags[index].as_py()))
+    names = batch.schema.names
+    key = [batch.column(k)[index].as_py() if k in names else "?" for k in spec.primary_key]
+    values = " or ".join(h.values for h in column.hazards)
+    raise UnrepresentableValueError(
+        f"{spec.schema}.{spec.table}.{column.name} ({column.declared_type}): the row with "
+        f"primary key {describe_key(spec.primary_key, key)} holds {values}, which no Parquet "
+        f"type holds exactly. Declare the column with `as: text` to keep Postgres' text form "
+        "of every value, or fix the row at the source"
+    )
+
+
+def to_plan(batch: pa.RecordBatch, plan: TablePlan) -> pa.RecordBatch:
+    """The driver's batch as the plan's schema: one array per declared column."""
+    arrays: list[Any] = []
+    position = 0
+    for column in plan.columns:
+        width = len(column.selects)
+        selected = [batch.column(position + i) for i in range(width)]
+        position += width
+        if column.kind is ReadKind.INTERVAL:
+            assert isinstance(column.arrow_type, pa.StructType)
+            arrays.append(interval_struct(selected[0], column.arrow_type))
+        elif column.kind is ReadKind.COMPOSITE:
+            assert isinstance(column.arrow_type, pa.StructType)
+            frame_struct = column.frame_type
+            assert isinstance(frame_struct, pa.StructType)
+            arrays.append(struct_from_fields(selected[:-1], selected[-1], frame_struct))
+        else:
+            arrays.append(conform_array(selected[0], column.frame_type))
+    return pa.RecordBatch.from_arrays(arrays, schema=plan.frame_schema)
+
+
+def lazy_frame(
+    schema: pl.Schema,
+    open_frames: Callable[[], Iterator[pl.DataFrame]],
     name: str,
 ) -> pl.LazyFrame:
-    """A LazyFrame whose rows are pulled from `open_batches()` when the plan executes.
+    """A LazyFrame whose rows are pulled from `open_frames()` when the plan executes.
 
-    Projections, predicates and row limits that Polars pushes down are applied here batch by
-    batch. The underlying stream is always drained to the end, even under a row limit, so the
+    Projections, predicates and row limits that Polars pushes down are applied here frame by
+    frame. The underlying stream is always drained to the end, even under a row limit, so the
     read's row count is complete and the connection is left ready for the next statement.
     """
-    frame_schema = polars_schema(schema)
 
     def source(
         with_columns: list[str] | None,
@@ -379,30 +581,23 @@ def frame_from_batches(
         batch_size: int | None,
     ) -> Iterator[pl.DataFrame]:
         remaining = n_rows
-        batches = open_batches()
+        frames = open_frames()
         try:
-            for batch in batches:
+            for frame in frames:
                 if remaining is not None and remaining <= 0:
                     continue
-                frame = pl.from_arrow(batch)
-                assert isinstance(frame, pl.DataFrame)
                 if predicate is not None:
-                    frame = frame.filter(predicate)
+                    frame = frame.filter(predicate)  # noqa: PLW2901 - narrowed step by step
                 if with_columns is not None:
-                    frame = frame.select(with_columns)
+                    frame = frame.select(with_columns)  # noqa: PLW2901
                 if remaining is not None:
-                    frame = frame.head(remaining)
+                    frame = frame.head(remaining)  # noqa: PLW2901
                     remaining -= frame.height
                 yield frame
         finally:
-            for _ in batches:
+            for _ in frames:
                 pass
 
     return register_io_source(
-        source, schema=frame_schema, is_pure=False, explain_name="postgres", explain_detail=name
+        source, schema=schema, is_pure=False, explain_name="postgres", explain_detail=name
     )
-
-
-def now_utc() -> dt.datetime:
-    """The current time, timezone-aware (UTC)."""
-    return dt.datetime.now(dt.UTC)

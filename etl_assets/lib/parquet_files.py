@@ -10,7 +10,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from etl_assets.lib.arrow_types import conform_table, output_schema
+from etl_assets.lib.arrow_types import PlannedSchema, conform_table, output_schema
 
 MIB = 1024 * 1024
 
@@ -41,7 +41,7 @@ class WrittenFile:
 
 def write_frame(
     frame: pl.LazyFrame,
-    planned: pa.Schema,
+    planned: PlannedSchema,
     sink: IO[bytes],
     settings: ParquetSettings,
     on_row_group: Callable[[int, int], None] | None = None,

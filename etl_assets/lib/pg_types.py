@@ -3,25 +3,58 @@
 A plan is made inside the read's snapshot before a row is read. Each column either maps to an
 Arrow type that holds every value exactly, or the load is refused with an error that names the
 column and its type: a value is never silently altered.
+
+Some types hold values that no Arrow type can (infinite dates, `time '24:00'`, a NaN in a
+`numeric(p,s)`, multi-dimensional arrays): for those the plan carries a *hazard*, a predicate
+the server evaluates on every row, so the reader can refuse such a row and name its primary key
+before anything is published. A column declared `as: text` is read as Postgres' text output
+instead, which holds every value of every type.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import pyarrow as pa
 from psycopg import sql
 
+from etl_assets.lib.contract import ColumnSpec, LiveColumn, Representation, contract_differences
 from etl_assets.lib.sql import BoundKind, Relation, render
+
+RESERVED_PREFIX = "__etl_assets_"
+"""Select aliases the reader adds start with this; a source column may not."""
+HAZARD_ALIAS = f"{RESERVED_PREFIX}unrepresentable"
 
 
 class UnsupportedColumnError(ValueError):
-    """A declared column whose type has no exact Arrow representation (yet)."""
+    """A declared column whose type has no exact Arrow representation."""
 
 
 class ContractError(ValueError):
     """The live table does not have what the declaration expects."""
+
+
+class ReadKind(StrEnum):
+    """How a column's Arrow array is built from what the reader selects."""
+
+    DIRECT = "direct"
+    """One selected value, converted to the planned type."""
+    INTERVAL = "interval"
+    """An interval: the driver's month_day_nano, split into months, days and microseconds."""
+    COMPOSITE = "composite"
+    """A composite: one selected value per field plus a validity flag, built into a struct."""
+
+
+INTERVAL_TYPE = pa.struct(
+    [
+        pa.field("months", pa.int32()),
+        pa.field("days", pa.int32()),
+        pa.field("microseconds", pa.int64()),
+    ]
+)
+"""Postgres keeps an interval as months, days and microseconds; so does the lake."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +71,17 @@ class CatalogType:
     base_oid: int
     base_typmod: int
     enum_labels: tuple[str, ...] = ()
+    fields: tuple[CompositeField, ...] = ()
+    """For a composite: its attributes, in order."""
+
+
+@dataclass(frozen=True)
+class CompositeField:
+    """One attribute of a composite type."""
+
+    name: str
+    type_oid: int
+    typmod: int
 
 
 @dataclass(frozen=True)
@@ -54,6 +98,15 @@ class CatalogColumn:
 
 
 @dataclass(frozen=True)
+class Hazard:
+    """Values of a column that no Arrow type holds, as a predicate the server evaluates."""
+
+    predicate: sql.Composable
+    values: str
+    """What such values are, for the error message (e.g. "infinity or -infinity")."""
+
+
+@dataclass(frozen=True)
 class ColumnPlan:
     """How one column is read and what Arrow type carries it."""
 
@@ -61,8 +114,21 @@ class ColumnPlan:
     declared_type: str
     nullable: bool
     arrow_type: pa.DataType
-    select: sql.Composable
+    selects: tuple[sql.Composable, ...]
+    """The expressions selected for this column (one, or one per field plus validity)."""
+    kind: ReadKind = ReadKind.DIRECT
+    hazards: tuple[Hazard, ...] = ()
     enum_labels: tuple[str, ...] = ()
+    representation: Representation | None = None
+
+    @property
+    def frame_type(self) -> pa.DataType:
+        """The type in Polars frames, where it differs from the lake's (Polars has no decimal256).
+
+        Decimals wider than 38 digits travel as their exact text and become decimal256 again
+        when written.
+        """
+        return frame_type(self.arrow_type)
 
 
 @dataclass(frozen=True)
@@ -74,6 +140,10 @@ class TablePlan:
     partition_bound: BoundKind
     undeclared_columns: tuple[str, ...] = field(default=())
     """Live columns not in the declaration: not read, reported so drift is visible."""
+    unique_index: str | None = None
+    """A unique index guaranteeing the declared primary key's uniqueness, if the table has one."""
+    primary_key_not_null: bool = False
+    """Whether every primary key column is NOT NULL in the catalog."""
 
     @property
     def arrow_schema(self) -> pa.Schema:
@@ -83,9 +153,34 @@ class TablePlan:
         )
 
     @property
+    def frame_schema(self) -> pa.Schema:
+        """The Arrow schema of the frames the transform sees."""
+        return pa.schema(
+            [pa.field(c.name, c.frame_type, nullable=c.nullable) for c in self.columns]
+        )
+
+    @property
+    def hazards(self) -> list[tuple[ColumnPlan, Hazard]]:
+        """Every hazard of every column."""
+        return [(column, hazard) for column in self.columns for hazard in column.hazards]
+
+    @property
     def select_list(self) -> list[sql.Composable]:
-        """The expressions that read each column, in order."""
-        return [c.select for c in self.columns]
+        """Everything the reader selects: each column's expressions, then the hazard flag."""
+        items = [item for column in self.columns for item in column.selects]
+        if self.hazards:
+            cases = sql.SQL(" ").join(
+                sql.SQL("WHEN {predicate} THEN {name}").format(
+                    predicate=hazard.predicate, name=sql.Literal(column.name)
+                )
+                for column, hazard in self.hazards
+            )
+            items.append(
+                sql.SQL("CASE {cases} END AS {alias}").format(
+                    cases=cases, alias=sql.Identifier(HAZARD_ALIAS)
+                )
+            )
+        return items
 
     def column(self, name: str) -> ColumnPlan:
         """The plan of the column called `name`."""
@@ -113,22 +208,48 @@ def columns_query(relation: Relation) -> str:
 
 
 def types_query(oids: Iterable[int]) -> str:
-    """`pg_type` rows (and enum labels) for the given type oids."""
+    """`pg_type` rows (with enum labels and composite attributes) for the given type oids."""
     oid_list = sorted(set(oids))
     return render(
         sql.SQL(
             "SELECT t.oid::int8, t.typname::text, t.typtype::text, t.typcategory::text,"
             " t.typelem::int8, t.typbasetype::int8, t.typtypmod::int4,"
             " ARRAY(SELECT e.enumlabel::text FROM pg_catalog.pg_enum e"
-            "       WHERE e.enumtypid = t.oid ORDER BY e.enumsortorder)"
+            "       WHERE e.enumtypid = t.oid ORDER BY e.enumsortorder),"
+            " ARRAY(SELECT a.attname::text || ':' || a.atttypid::text || ':' || a.atttypmod::text"
+            "       FROM pg_catalog.pg_attribute a"
+            "       WHERE a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped"
+            "       ORDER BY a.attnum)"
             " FROM pg_catalog.pg_type t WHERE t.oid::int8 = ANY({oids})"
         ).format(oids=sql.Literal(oid_list))
     )
 
 
+def unique_indexes_query(relation: Relation) -> str:
+    """Names and column lists of the table's unique, non-partial, non-expression indexes."""
+    return render(
+        sql.SQL(
+            "SELECT ic.relname::text,"
+            " ARRAY(SELECT a.attname::text FROM unnest(i.indkey) WITH ORDINALITY k(attnum, n)"
+            "       JOIN pg_catalog.pg_attribute a"
+            "         ON a.attrelid = i.indrelid AND a.attnum = k.attnum ORDER BY k.n)"
+            " FROM pg_catalog.pg_index i"
+            " JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid"
+            " JOIN pg_catalog.pg_class c ON c.oid = i.indrelid"
+            " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = {schema} AND c.relname = {table}"
+            " AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL"
+        ).format(schema=sql.Literal(relation.schema), table=sql.Literal(relation.table))
+    )
+
+
 def catalog_type_from_row(row: Sequence[object]) -> CatalogType:
     """Build a `CatalogType` from a row of `types_query`."""
-    oid, name, kind, category, element_oid, base_oid, base_typmod, labels = row
+    oid, name, kind, category, element_oid, base_oid, base_typmod, labels, fields = row
+    parsed_fields: list[CompositeField] = []
+    for entry in _as_sequence(fields):
+        field_name, type_oid, typmod = str(entry).rsplit(":", 2)
+        parsed_fields.append(CompositeField(field_name, int(type_oid), int(typmod)))
     return CatalogType(
         oid=int(str(oid)),
         name=str(name),
@@ -138,6 +259,7 @@ def catalog_type_from_row(row: Sequence[object]) -> CatalogType:
         base_oid=int(str(base_oid)),
         base_typmod=int(str(base_typmod)),
         enum_labels=tuple(str(label) for label in _as_sequence(labels)),
+        fields=tuple(parsed_fields),
     )
 
 
@@ -152,6 +274,18 @@ def catalog_column_from_row(row: Sequence[object]) -> CatalogColumn:
         typmod=int(str(typmod)),
         not_null=bool(not_null),
     )
+
+
+def referenced_type_oids(types: Iterable[CatalogType]) -> set[int]:
+    """Type oids that the given types refer to (domain bases, array elements, composite fields)."""
+    referenced: set[int] = set()
+    for catalog_type in types:
+        if catalog_type.kind == "d":
+            referenced.add(catalog_type.base_oid)
+        if catalog_type.element_oid:
+            referenced.add(catalog_type.element_oid)
+        referenced.update(f.type_oid for f in catalog_type.fields)
+    return referenced
 
 
 def _as_sequence(value: object) -> Sequence[object]:
@@ -175,6 +309,7 @@ _SCALARS: Mapping[str, pa.DataType] = {
     "name": pa.string(),
     "bytea": pa.binary(),
     "date": pa.date32(),
+    "time": pa.time64("us"),
     "timestamp": pa.timestamp("us"),
     "timestamptz": pa.timestamp("us", tz="UTC"),
     "json": pa.json_(pa.string()),
@@ -182,7 +317,12 @@ _SCALARS: Mapping[str, pa.DataType] = {
     "uuid": pa.uuid(),
 }
 
-_TEXT = sql.SQL("text")
+# Types read as Postgres' text output by design: it is exact, and Arrow has no type for them.
+_AS_TEXT_BY_DESIGN: Mapping[str, str] = {
+    "timetz": "time with a UTC offset",
+}
+
+_INFINITE = "infinity or -infinity"
 
 _PARTITION_BOUNDS: Mapping[str, BoundKind] = {
     "timestamptz": BoundKind.TIMESTAMPTZ,
@@ -192,6 +332,23 @@ _PARTITION_BOUNDS: Mapping[str, BoundKind] = {
 
 _DECIMAL128_MAX_PRECISION = 38
 _DECIMAL256_MAX_PRECISION = 76
+_TEXT = sql.SQL("text")
+
+
+def frame_type(arrow_type: pa.DataType) -> pa.DataType:
+    """`arrow_type` with every decimal256 replaced by string (see `ColumnPlan.frame_type`)."""
+    if isinstance(arrow_type, pa.Decimal256Type):
+        return pa.string()
+    if isinstance(arrow_type, pa.ListType):
+        return pa.list_(frame_type(arrow_type.value_type))
+    if isinstance(arrow_type, pa.StructType):
+        return pa.struct(
+            [
+                pa.field(f.name, frame_type(f.type), nullable=f.nullable)
+                for f in (arrow_type.field(i) for i in range(arrow_type.num_fields))
+            ]
+        )
+    return arrow_type
 
 
 def numeric_precision_scale(typmod: int) -> tuple[int, int] | None:
@@ -207,6 +364,15 @@ def numeric_precision_scale(typmod: int) -> tuple[int, int] | None:
     return precision, scale
 
 
+@dataclass(frozen=True)
+class _Scalar:
+    arrow_type: pa.DataType
+    cast: sql.Composable | None = None
+    kind: ReadKind = ReadKind.DIRECT
+    hazard: str | None = None
+    """What unrepresentable values look like, when the type has any."""
+
+
 class Planner:
     """Maps catalog types to Arrow types for one table, resolving domains to their base type."""
 
@@ -214,24 +380,39 @@ class Planner:
         self._relation = relation
         self._types = types
 
-    def plan_column(self, column: CatalogColumn) -> ColumnPlan:
-        """The plan for one column, or `UnsupportedColumnError` naming it."""
-        base, typmod = self.resolve_domain(column.type_oid, column.typmod)
-        arrow_type, cast_to = self._arrow_type(base, typmod, column)
-        select: sql.Composable = sql.Identifier(column.name)
-        if cast_to is not None:
-            select = sql.SQL("{col}::{type} AS {alias}").format(
-                col=sql.Identifier(column.name),
-                type=cast_to,
-                alias=sql.Identifier(column.name),
+    def plan_column(self, column: CatalogColumn, spec: ColumnSpec | None = None) -> ColumnPlan:
+        """The plan for one column, or `UnsupportedColumnError` naming it and the way out."""
+        if column.name.startswith(RESERVED_PREFIX):
+            raise UnsupportedColumnError(
+                f"{self._where(column)}: column names starting with {RESERVED_PREFIX} are "
+                "reserved for the reader"
             )
+        expression = sql.Identifier(column.name)
+        representation = spec.representation if spec else None
+        base, typmod = self.resolve_domain(column.type_oid, column.typmod)
         labels = base.enum_labels or self._element_labels(base)
+        if representation is Representation.TEXT:
+            return ColumnPlan(
+                name=column.name,
+                declared_type=column.declared_type,
+                nullable=not column.not_null,
+                arrow_type=pa.string(),
+                selects=(_aliased(_cast(expression, _TEXT), column.name),),
+                enum_labels=labels,
+                representation=representation,
+            )
+        if base.kind == "c":
+            return self._plan_composite(column, base, expression)
+        scalar, hazards = self._plan_value(column, base, typmod, expression)
+        select = expression if scalar.cast is None else _cast(expression, scalar.cast)
         return ColumnPlan(
             name=column.name,
             declared_type=column.declared_type,
             nullable=not column.not_null,
-            arrow_type=arrow_type,
-            select=select,
+            arrow_type=scalar.arrow_type,
+            selects=(_aliased(select, column.name),),
+            kind=scalar.kind,
+            hazards=hazards,
             enum_labels=labels,
         )
 
@@ -255,88 +436,199 @@ class Planner:
             current = self._types[current.base_oid]
         return current, typmod
 
+    def _plan_value(
+        self, column: CatalogColumn, base: CatalogType, typmod: int, expression: sql.Composable
+    ) -> tuple[_Scalar, tuple[Hazard, ...]]:
+        if base.category == "A":
+            element, element_typmod = self.resolve_domain(base.element_oid, typmod)
+            if element.category == "A" or element.kind == "c":
+                raise self._unsupported(column, f"arrays of {element.name}")
+            scalar = self._scalar(element, element_typmod, column)
+            if scalar.kind is not ReadKind.DIRECT:
+                raise self._unsupported(column, f"arrays of {element.name}")
+            cast = sql.SQL("{}[]").format(scalar.cast) if scalar.cast is not None else None
+            shape = sql.SQL("(array_ndims({e}) > 1 OR array_lower({e}, 1) <> 1)").format(
+                e=expression
+            )
+            array_hazards = [Hazard(shape, "a multi-dimensional array, or one not indexed from 1")]
+            if scalar.hazard is not None:
+                inner = _hazard_predicate(element.name, sql.SQL("u.v"))
+                array_hazards.append(
+                    Hazard(
+                        sql.SQL("EXISTS (SELECT 1 FROM unnest({e}) AS u(v) WHERE {p})").format(
+                            e=expression, p=inner
+                        ),
+                        f"an element that is {scalar.hazard}",
+                    )
+                )
+            return _Scalar(pa.list_(scalar.arrow_type), cast), tuple(array_hazards)
+        scalar = self._scalar(base, typmod, column)
+        hazards: tuple[Hazard, ...] = ()
+        if scalar.hazard is not None:
+            hazards = (Hazard(_hazard_predicate(base.name, expression), scalar.hazard),)
+        return scalar, hazards
+
+    def _plan_composite(
+        self, column: CatalogColumn, base: CatalogType, expression: sql.Composable
+    ) -> ColumnPlan:
+        fields: list[pa.Field[pa.DataType]] = []
+        selects: list[sql.Composable] = []
+        hazards: list[Hazard] = []
+        for index, member in enumerate(base.fields):
+            member_base, member_typmod = self.resolve_domain(member.type_oid, member.typmod)
+            if member_base.kind == "c":
+                raise self._unsupported(column, "composites nested in composites")
+            member_expression = sql.SQL("({}).{}").format(expression, sql.Identifier(member.name))
+            scalar, member_hazards = self._plan_value(
+                column, member_base, member_typmod, member_expression
+            )
+            if scalar.kind is not ReadKind.DIRECT:
+                raise self._unsupported(column, f"a composite with a {member_base.name} field")
+            select = (
+                member_expression if scalar.cast is None else _cast(member_expression, scalar.cast)
+            )
+            selects.append(_aliased(select, f"{RESERVED_PREFIX}{column.name}.{index}"))
+            fields.append(pa.field(member.name, scalar.arrow_type))
+            hazards += [
+                Hazard(h.predicate, f"{h.values} in field {member.name}") for h in member_hazards
+            ]
+        # A NULL composite and a composite whose fields are all NULL are different values.
+        validity = sql.SQL("num_nulls({}) = 0").format(expression)
+        selects.append(_aliased(validity, f"{RESERVED_PREFIX}{column.name}.valid"))
+        return ColumnPlan(
+            name=column.name,
+            declared_type=column.declared_type,
+            nullable=not column.not_null,
+            arrow_type=pa.struct(fields),
+            selects=tuple(selects),
+            kind=ReadKind.COMPOSITE,
+            hazards=tuple(hazards),
+        )
+
     def _element_labels(self, base: CatalogType) -> tuple[str, ...]:
         if base.category != "A":
             return ()
         element, _ = self.resolve_domain(base.element_oid, -1)
         return element.enum_labels
 
-    def _arrow_type(
-        self, base: CatalogType, typmod: int, column: CatalogColumn
-    ) -> tuple[pa.DataType, sql.Composable | None]:
-        if base.category == "A":
-            element, element_typmod = self.resolve_domain(base.element_oid, typmod)
-            if element.category == "A":
-                raise self._unsupported(column, "arrays of arrays")
-            element_type, element_cast = self._scalar(element, element_typmod, column)
-            cast = sql.SQL("{}[]").format(element_cast) if element_cast else None
-            return pa.list_(element_type), cast
-        return self._scalar(base, typmod, column)
-
-    def _scalar(
-        self, base: CatalogType, typmod: int, column: CatalogColumn
-    ) -> tuple[pa.DataType, sql.Composable | None]:
+    def _scalar(self, base: CatalogType, typmod: int, column: CatalogColumn) -> _Scalar:
         if base.kind == "e":
             # Enum values arrive as text; the label set goes to metadata.
-            return pa.string(), _TEXT
+            return _Scalar(pa.string(), _TEXT)
         if base.name == "numeric":
-            return _numeric_arrow_type(typmod), None
+            return _numeric(typmod)
+        if base.name == "interval":
+            return _Scalar(INTERVAL_TYPE, kind=ReadKind.INTERVAL)
+        if base.name in _AS_TEXT_BY_DESIGN:
+            return _Scalar(pa.string(), _TEXT)
         arrow_type = _SCALARS.get(base.name)
         if arrow_type is None:
             raise self._unsupported(column, f"type {base.name}")
-        return arrow_type, None
+        hazard = {
+            "date": _INFINITE,
+            "timestamp": _INFINITE,
+            "timestamptz": _INFINITE,
+            "time": "24:00:00",
+        }.get(base.name)
+        return _Scalar(arrow_type, hazard=hazard)
 
     def _unsupported(self, column: CatalogColumn, what: str) -> UnsupportedColumnError:
         return UnsupportedColumnError(
             f"{self._where(column)} has type {column.declared_type}: {what} has no exact "
-            "Parquet mapping; leave the column out of `columns` or cast it in a view"
+            "Parquet mapping. Declare the column with `as: text` to keep Postgres' text form "
+            "of every value, or leave it out of `columns`"
         )
 
     def _where(self, column: CatalogColumn) -> str:
         return f"{self._relation.schema}.{self._relation.table}.{column.name}"
 
 
-def _numeric_arrow_type(typmod: int) -> pa.DataType:
+def _numeric(typmod: int) -> _Scalar:
     precision_scale = numeric_precision_scale(typmod)
+    # Unconstrained numeric has no fixed scale: Postgres' exact decimal text is kept (the
+    # driver's own rendering would spell NaN "nan").
     if precision_scale is None:
-        # Unconstrained numeric has no fixed scale: its exact decimal text is kept.
-        return pa.string()
+        return _Scalar(pa.string(), _TEXT)
     precision, scale = precision_scale
-    if scale < 0 or scale > precision:
-        return pa.string()
+    if scale < 0 or scale > precision or precision > _DECIMAL256_MAX_PRECISION:
+        return _Scalar(pa.string(), _TEXT)
+    # A constrained numeric cannot hold ±Infinity, but it can hold NaN.
     if precision <= _DECIMAL128_MAX_PRECISION:
-        return pa.decimal128(precision, scale)
-    if precision <= _DECIMAL256_MAX_PRECISION:
-        return pa.decimal256(precision, scale)
-    return pa.string()
+        return _Scalar(pa.decimal128(precision, scale), hazard="NaN")
+    # Read as Postgres' exact text: the frame carries it as a string (see frame_type).
+    return _Scalar(pa.decimal256(precision, scale), _TEXT, hazard="NaN")
+
+
+def _hazard_predicate(type_name: str, expression: sql.Composable) -> sql.Composable:
+    if type_name in ("date", "timestamp", "timestamptz"):
+        return sql.SQL("NOT isfinite({})").format(expression)
+    if type_name == "time":
+        return sql.SQL("{} = '24:00:00'::time").format(expression)
+    if type_name == "numeric":
+        return sql.SQL("{} = 'NaN'::numeric").format(expression)
+    raise ValueError(f"no hazard predicate for {type_name}")
+
+
+def _cast(expression: sql.Composable, to: sql.Composable) -> sql.Composable:
+    return sql.SQL("({})::{}").format(expression, to)
+
+
+def _aliased(expression: sql.Composable, alias: str) -> sql.Composable:
+    return sql.SQL("{} AS {}").format(expression, sql.Identifier(alias))
 
 
 def plan_table(
     relation: Relation,
     live_columns: Sequence[CatalogColumn],
     types: Mapping[int, CatalogType],
-    declared_columns: Sequence[str],
+    declared: Sequence[ColumnSpec],
     partition_column: str,
+    *,
+    primary_key: Sequence[str] = (),
+    unique_indexes: Sequence[tuple[str, Sequence[str]]] = (),
 ) -> TablePlan:
-    """Plan the declared columns against the live table, or raise naming what is wrong."""
+    """Plan the declared columns against the live table, or raise naming what is wrong.
+
+    The live table must honour the declared contract (see `contract_differences`); every
+    declared column must have an exact mapping or a chosen representation.
+    """
     if not live_columns:
         raise ContractError(
             f"table {relation.schema}.{relation.table} does not exist or is not visible to the "
             "connecting role"
         )
     by_name = {c.name: c for c in live_columns}
-    missing = [name for name in [*declared_columns, partition_column] if name not in by_name]
-    if missing:
+    differences = contract_differences(
+        declared,
+        [LiveColumn(c.name, c.declared_type, not c.not_null) for c in live_columns],
+    )
+    if partition_column not in by_name:
+        differences.append(f"{partition_column}: the partition column does not exist")
+    if differences:
         raise ContractError(
-            f"{relation.schema}.{relation.table} has no column(s) {', '.join(missing)}; "
-            f"its columns are {', '.join(by_name)}"
+            f"the live table {relation.schema}.{relation.table} does not match its contract:\n"
+            + "\n".join(f"  - {line}" for line in differences)
+            + "\nUpdate the table's `columns` in its defs.yaml (`etl-assets introspect` prints "
+            "the live contract), or fix the table."
         )
     planner = Planner(relation, types)
-    plans = tuple(planner.plan_column(by_name[name]) for name in declared_columns)
-    declared = set(declared_columns) | {partition_column}
+    plans = tuple(planner.plan_column(by_name[spec.name], spec) for spec in declared)
+    for spec, column_plan in zip(declared, plans, strict=True):
+        bounded = spec.checks.min is not None or spec.checks.max is not None
+        if bounded and column_plan.frame_type != column_plan.arrow_type:
+            raise UnsupportedColumnError(
+                f"{relation.schema}.{relation.table}.{spec.name} ({column_plan.declared_type}): "
+                "min/max checks need a type Polars can compare; numeric wider than 38 digits "
+                "is carried as text"
+            )
+    declared_names = {spec.name for spec in declared} | {partition_column}
+    key = set(primary_key)
+    enforced = next((name for name, columns in unique_indexes if key and set(columns) <= key), None)
     return TablePlan(
         relation=relation,
         columns=plans,
         partition_bound=planner.partition_bound(by_name[partition_column]),
-        undeclared_columns=tuple(c.name for c in live_columns if c.name not in declared),
+        undeclared_columns=tuple(c.name for c in live_columns if c.name not in declared_names),
+        unique_index=enforced,
+        primary_key_not_null=bool(key) and all(by_name[c].not_null for c in key if c in by_name),
     )

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import IO, cast
 
 import polars as pl
-import pyarrow as pa
 
+from etl_assets.lib.arrow_types import PlannedSchema
 from etl_assets.lib.parquet_files import ParquetSettings, WrittenFile, write_frame
 from etl_assets.lib.s3_objects import Encryption, PendingUpload, PublishedObject, S3Client
 
@@ -38,7 +38,7 @@ def publish_frame(
     bucket: str,
     key: str,
     frame: pl.LazyFrame,
-    planned: pa.Schema,
+    planned: PlannedSchema,
     *,
     upload: UploadSettings,
     parquet: ParquetSettings,

@@ -6,6 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 from enum import StrEnum
 
+from etl_assets.lib.contract import ColumnSpec
 from etl_assets.lib.windows import Grain
 
 
@@ -16,6 +17,14 @@ class NullPartitionRows(StrEnum):
     """The materialization fails, naming the count, before anything is published."""
     REPORT = "report"
     """The rows are not loaded; their count is logged as a warning and recorded in metadata."""
+
+
+class PrimaryKeyCheck(StrEnum):
+    """How the per-partition "primary key unique and not null" check acts."""
+
+    WARN = "warn"
+    BLOCKING = "blocking"
+    OFF = "off"
 
 
 @dataclass(frozen=True)
@@ -31,7 +40,7 @@ class TableSpec:
     end: dt.datetime | None
     timezone: str
     primary_key: tuple[str, ...]
-    columns: tuple[str, ...]
+    columns: tuple[ColumnSpec, ...]
     transform: str | None = None
     group: str | None = None
     null_partition_rows: NullPartitionRows = NullPartitionRows.FAIL
@@ -39,6 +48,11 @@ class TableSpec:
     """Backfills read at most this many partitions per run; None: a whole range in one run."""
     partition_name: str | None = None
     """Name of the hive partition directories; None: the grain's (`day`, `hour`, ...)."""
+    primary_key_check: PrimaryKeyCheck = PrimaryKeyCheck.WARN
+    asset_name: str | None = None
+    """The last segment of the asset key; None: derived from the table name."""
+    freshness_deadline_cron: str | None = None
+    """Cron by which the newest closed partition must be materialized (in `timezone`)."""
 
     @property
     def qualified_name(self) -> str:
@@ -51,11 +65,23 @@ class TableSpec:
         return self.partition_name or self.grain.hive_name
 
     @property
+    def column_names(self) -> tuple[str, ...]:
+        """The declared columns' names, in order."""
+        return tuple(c.name for c in self.columns)
+
+    @property
     def read_columns(self) -> tuple[str, ...]:
         """The declared columns, plus the partition column when it was not declared."""
-        if self.partition_column in self.columns:
+        if self.partition_column in self.column_names:
+            return self.column_names
+        return (*self.column_names, self.partition_column)
+
+    @property
+    def read_column_specs(self) -> tuple[ColumnSpec, ...]:
+        """Specs of `read_columns` (an undeclared partition column has no pinned type)."""
+        if self.partition_column in self.column_names:
             return self.columns
-        return (*self.columns, self.partition_column)
+        return (*self.columns, ColumnSpec(self.partition_column))
 
     def to_metadata(self) -> dict[str, object]:
         """A JSON-friendly description, carried by the asset's input so the reader knows it."""
@@ -69,12 +95,15 @@ class TableSpec:
             "end": self.end.isoformat() if self.end else None,
             "timezone": self.timezone,
             "primary_key": list(self.primary_key),
-            "columns": list(self.columns),
+            "columns": [c.to_metadata() for c in self.columns],
             "transform": self.transform,
             "group": self.group,
             "null_partition_rows": self.null_partition_rows.value,
             "max_partitions_per_run": self.max_partitions_per_run,
             "partition_name": self.partition_name,
+            "primary_key_check": self.primary_key_check.value,
+            "freshness_deadline_cron": self.freshness_deadline_cron,
+            "asset_name": self.asset_name,
         }
 
     @classmethod
@@ -94,12 +123,22 @@ class TableSpec:
             end=dt.datetime.fromisoformat(str(end)) if end else None,
             timezone=str(data["timezone"]),
             primary_key=tuple(str(c) for c in _as_list(data["primary_key"])),
-            columns=tuple(str(c) for c in _as_list(data["columns"])),
+            columns=tuple(
+                ColumnSpec.from_metadata(c)  # pyright: ignore[reportArgumentType]
+                for c in _as_list(data["columns"])
+            ),
             transform=str(transform) if transform else None,
             group=str(group) if group else None,
             null_partition_rows=NullPartitionRows(str(data["null_partition_rows"])),
             max_partitions_per_run=int(str(per_run)) if per_run is not None else None,
             partition_name=str(data["partition_name"]) if data.get("partition_name") else None,
+            primary_key_check=PrimaryKeyCheck(str(data.get("primary_key_check") or "warn")),
+            asset_name=str(data["asset_name"]) if data.get("asset_name") else None,
+            freshness_deadline_cron=(
+                str(data["freshness_deadline_cron"])
+                if data.get("freshness_deadline_cron")
+                else None
+            ),
         )
 
 

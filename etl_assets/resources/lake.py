@@ -16,7 +16,7 @@ Call chain, for orientation:
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import boto3
@@ -27,10 +27,12 @@ import polars as pl
 import pyarrow as pa
 from pydantic import Field, PrivateAttr
 
-from etl_assets.lib.extract import ReadStats, TableExtract
+from etl_assets.lib.arrow_types import PlannedSchema
+from etl_assets.lib.checks import CheckOutcome
+from etl_assets.lib.extract import PartitionRead, ReadStats, TableExtract
 from etl_assets.lib.lake import LakeLayout
-from etl_assets.lib.parquet_files import ParquetSettings
-from etl_assets.lib.pg_types import TablePlan
+from etl_assets.lib.parquet_files import ParquetSettings, WrittenFile
+from etl_assets.lib.pg_types import ColumnPlan, TablePlan
 from etl_assets.lib.publish import PublishedPartition, UploadSettings, publish_frame
 from etl_assets.lib.s3_objects import MIB, Encryption, S3Client, ServerSideEncryption
 from etl_assets.lib.windows import grain_for_cron
@@ -203,20 +205,29 @@ class LakeIOManager(dg.ConfigurableIOManager):
                     f"{spec.qualified_name}: {opened.null_partition_rows} row(s) have a NULL "
                     f"{spec.partition_column!r} and belong to no partition; they are not loaded"
                 )
+            if opened.plan.undeclared_columns:
+                context.log.info(
+                    f"{spec.qualified_name} has columns the contract does not declare (not "
+                    f"read): {', '.join(opened.plan.undeclared_columns)}"
+                )
             for read in opened.partitions:
                 key = self.lake.layout().partition_key(
                     context.asset_key.path, name, read.window.key
                 )
+
+                def verify(written: WrittenFile, read: PartitionRead = read) -> None:
+                    outcomes = read.check_outcomes(written.schema)
+                    refuse_on_blocking_failures(outcomes, spec.qualified_name, read.window.key)
+                    extract.check_results[read.window.key] = outcomes
+
                 published = self._publish(
                     context,
                     partition=read.window.key,
                     key=key,
                     frame=read.frame,
-                    planned=opened.plan.arrow_schema,
+                    planned=PlannedSchema(opened.plan.arrow_schema, opened.plan.frame_schema),
                     hive_name=name,
-                    verify=lambda _written, stats=read.stats: stats.check_complete(
-                        spec.qualified_name
-                    ),
+                    verify=verify,
                 )
                 metadata = {
                     **_published_metadata(published, opened.plan),
@@ -246,7 +257,7 @@ class LakeIOManager(dg.ConfigurableIOManager):
                 partition=partition,
                 key=key,
                 frame=frame,
-                planned=pa.schema([]),
+                planned=PlannedSchema.none(),
                 hive_name=name if partition is not None else None,
             )
             _record_partition(context, partition, _published_metadata(published))
@@ -258,7 +269,7 @@ class LakeIOManager(dg.ConfigurableIOManager):
         partition: str | None,
         key: str,
         frame: pl.LazyFrame,
-        planned: pa.Schema,
+        planned: PlannedSchema,
         hive_name: str | None,
         verify: Any = None,
     ) -> PublishedPartition:
@@ -298,6 +309,25 @@ class LakeIOManager(dg.ConfigurableIOManager):
 
 class PartitionWriteError(RuntimeError):
     """Writing a partition failed before it was published."""
+
+
+class BlockingCheckError(RuntimeError):
+    """A blocking check failed: the partition was not published."""
+
+
+def refuse_on_blocking_failures(outcomes: Sequence[CheckOutcome], table: str, key: str) -> None:
+    """Raise, describing every failed blocking check, if any failed."""
+    failed = [o for o in outcomes if o.blocking and not o.passed]
+    if failed:
+        details = "; ".join(
+            f"{o.name}: {o.description} {_evidence(o.metadata)}".strip() for o in failed
+        )
+        raise BlockingCheckError(f"{table} [{key}]: blocking check(s) failed: {details}")
+
+
+def _evidence(metadata: Mapping[str, Any]) -> str:
+    samples = {k: v for k, v in metadata.items() if k.endswith("_sample") and v != "none"}
+    return f"({', '.join(f'{k}: {v}' for k, v in samples.items())})" if samples else ""
 
 
 class _ProgressLog:
@@ -346,7 +376,7 @@ def table_schema(schema: pa.Schema, plan: TablePlan | None = None) -> dg.TableSc
         description = None
         if plan is not None:
             try:
-                description = f"postgres {plan.column(field.name).declared_type}"
+                description = _column_origin(plan.column(field.name))
             except KeyError:
                 description = "computed by the transform"
         columns.append(
@@ -358,6 +388,15 @@ def table_schema(schema: pa.Schema, plan: TablePlan | None = None) -> dg.TableSc
             )
         )
     return dg.TableSchema(columns=columns)
+
+
+def _column_origin(column: ColumnPlan) -> str:
+    text = f"postgres {column.declared_type}"
+    if column.representation is not None:
+        text += f", as {column.representation.value}"
+    if column.enum_labels:
+        text += f"; labels: {', '.join(column.enum_labels)}"
+    return text
 
 
 def _published_metadata(
@@ -382,6 +421,7 @@ def _read_metadata(stats: ReadStats, plan: TablePlan) -> dict[str, Any]:
         "window": stats.window.describe(),
         "source_snapshot_rows": stats.snapshot_rows,
         "source_rows_read": stats.rows_read,
+        "source_batches": stats.batches,
     }
     if plan.undeclared_columns:
         metadata["source_undeclared_columns"] = ", ".join(plan.undeclared_columns)

@@ -88,9 +88,9 @@ class PostgresWindowIOManager(dg.ConfigurableIOManager):
 
     def load_input(self, context: dg.InputContext) -> TableExtract:
         """The windows of every partition of this input, in partition order."""
-        spec = TableSpec.from_metadata(
-            _json_metadata(context.definition_metadata, TABLE_METADATA_KEY)
-        )
+        upstream = context.upstream_output
+        declared = upstream.definition_metadata if upstream is not None else {}
+        spec = TableSpec.from_metadata(_json_metadata(declared, TABLE_METADATA_KEY))
         if not context.has_asset_partitions:
             raise dg.Failure(
                 f"{spec.qualified_name} is read by time window, but the run targets no partition; "
@@ -104,7 +104,7 @@ class PostgresWindowIOManager(dg.ConfigurableIOManager):
             for key in context.asset_partition_keys
             for window in [partitions_def.time_window_for_partition_key(key)]
         ]
-        reader = str(context.definition_metadata.get(READER_METADATA_KEY, spec.qualified_name))
+        reader = declared.get(READER_METADATA_KEY, spec.qualified_name)
         keys = windows[0].key if len(windows) == 1 else f"{windows[0].key}...{windows[-1].key}"
         return TableExtract(
             spec=spec,

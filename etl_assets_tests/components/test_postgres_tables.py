@@ -76,7 +76,7 @@ def test_a_declared_table_becomes_a_source_spec_and_a_raw_asset(sandbox: DefsFol
     assert "raw/shop/sales/orders/day=<key>/part-00000.parquet" in raw.description
     declared = raw.metadata[TABLE_METADATA_KEY]
     table = TableSpec.from_metadata(dict(getattr(declared, "data", declared)))
-    assert table.columns == ("order_id", "placed_at", "total")
+    assert table.column_names == ("order_id", "placed_at", "total")
     assert isinstance(raw.partitions_def, dg.TimeWindowPartitionsDefinition)
     assert raw.partitions_def.get_first_partition_key() == "2026-10-01"
 

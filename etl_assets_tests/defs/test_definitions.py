@@ -37,6 +37,7 @@ def io_manager_key(definitions: dg.Definitions, spec: dg.AssetSpec) -> object:
 
 def asset_graph() -> dict[str, object]:
     definitions = defs()
+    checks = definitions.resolve_asset_graph()
     graph: dict[str, object] = {}
     for spec in sorted(definitions.resolve_all_asset_specs(), key=lambda s: s.key.to_user_string()):
         graph[spec.key.to_user_string()] = {
@@ -45,6 +46,10 @@ def asset_graph() -> dict[str, object]:
             "kinds": sorted(spec.kinds),
             "partitions": describe_partitions(spec.partitions_def),
             "io_manager": io_manager_key(definitions, spec),
+            "checks": sorted(
+                f"{key.name}{' (blocking)' if checks.get_check_spec(key).blocking else ''}"
+                for key in checks.get_check_keys_for_assets({spec.key})
+            ),
         }
     return graph
 

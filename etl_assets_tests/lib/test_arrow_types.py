@@ -5,7 +5,13 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from etl_assets.lib.arrow_types import conform_array, conform_batch, output_schema, polars_schema
+from etl_assets.lib.arrow_types import (
+    PlannedSchema,
+    conform_array,
+    conform_batch,
+    output_schema,
+    polars_schema,
+)
 
 
 def test_numeric_text_becomes_an_exact_decimal() -> None:
@@ -38,8 +44,16 @@ def test_columns_a_transform_passed_through_get_their_planned_types_back() -> No
     frame = pl.DataFrame(schema=polars_schema(planned)).with_columns(
         pl.col("n").cast(pl.Int64), pl.lit("x").alias("added")
     )
-    schema = output_schema(frame.schema, planned)
+    schema = output_schema(frame.schema, PlannedSchema(lake=planned, frames=planned))
     assert schema.field("ref").type == pa.uuid()
     assert schema.field("payload").type == pa.json_(pa.string())
     assert schema.field("n").type == pa.int64()  # retyped by the transform: Polars' type wins
     assert schema.field("added").type == pa.large_string()
+
+
+def test_wide_decimals_travel_as_text_and_are_written_as_decimal256() -> None:
+    lake = pa.schema([("n", pa.decimal256(50, 5))])
+    frames = pa.schema([("n", pa.string())])
+    frame = pl.DataFrame({"n": ["123456789012345678901234567890123456789012345.12345"]})
+    schema = output_schema(frame.schema, PlannedSchema(lake=lake, frames=frames))
+    assert schema.field("n").type == pa.decimal256(50, 5)

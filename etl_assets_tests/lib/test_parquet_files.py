@@ -5,6 +5,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from etl_assets.lib.arrow_types import PlannedSchema
 from etl_assets.lib.parquet_files import ParquetSettings, write_frame
 
 
@@ -12,7 +13,7 @@ def test_a_frame_with_no_rows_still_writes_a_valid_file_with_its_schema() -> Non
     planned = pa.schema([("id", pa.int64()), ("ref", pa.uuid())])
     frame = pl.LazyFrame(schema={"id": pl.Int64, "ref": pl.Binary})
     sink = io.BytesIO()
-    written = write_frame(frame, planned, sink, ParquetSettings())
+    written = write_frame(frame, PlannedSchema(planned, planned), sink, ParquetSettings())
     assert written.rows == 0
     sink.seek(0)
     table = pq.read_table(sink)
@@ -25,7 +26,7 @@ def test_row_groups_are_cut_by_bytes_and_every_row_is_written() -> None:
     frame = pl.LazyFrame({"id": range(rows), "text": ["x" * 40] * rows})
     sink = io.BytesIO()
     written = write_frame(
-        frame, pa.schema([]), sink, ParquetSettings(row_group_bytes=2 * 1024 * 1024)
+        frame, PlannedSchema.none(), sink, ParquetSettings(row_group_bytes=2 * 1024 * 1024)
     )
     sink.seek(0)
     parquet = pq.ParquetFile(sink)
@@ -44,7 +45,10 @@ def test_pass_through_columns_keep_planned_types_in_the_file() -> None:
     assert isinstance(frame, pl.DataFrame)
     sink = io.BytesIO()
     write_frame(
-        frame.lazy().with_columns(pl.col("doc").cast(pl.String)), planned, sink, ParquetSettings()
+        frame.lazy().with_columns(pl.col("doc").cast(pl.String)),
+        PlannedSchema(planned, planned),
+        sink,
+        ParquetSettings(),
     )
     sink.seek(0)
     table = pq.read_table(sink)

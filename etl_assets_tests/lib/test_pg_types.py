@@ -1,18 +1,24 @@
 import pyarrow as pa
 import pytest
 
+from etl_assets.lib.contract import ColumnSpec, Representation
 from etl_assets.lib.pg_types import (
+    HAZARD_ALIAS,
+    INTERVAL_TYPE,
     CatalogColumn,
     CatalogType,
+    CompositeField,
     ContractError,
     Planner,
+    ReadKind,
     UnsupportedColumnError,
     numeric_precision_scale,
     plan_table,
 )
-from etl_assets.lib.sql import BoundKind, Relation
+from etl_assets.lib.sql import BoundKind, Relation, render
 
 RELATION = Relation("sales", "orders")
+NUMERIC_12_2 = (12 << 16 | 2) + 4
 
 
 def base(oid: int, name: str, category: str = "U", element: int = 0) -> CatalogType:
@@ -29,16 +35,32 @@ TYPES = {
         base(1184, "timestamptz", "D"),
         base(1114, "timestamp", "D"),
         base(1082, "date", "D"),
+        base(1083, "time", "D"),
+        base(1266, "timetz", "D"),
+        base(1186, "interval", "T"),
         base(2950, "uuid"),
         base(3802, "jsonb"),
         base(1009, "_text", "A", element=25),
         base(1007, "_int4", "A", element=23),
+        base(1182, "_date", "A", element=1082),
         base(790, "money", "N"),
         base(869, "inet", "I"),
         CatalogType(90001, "order_status", "e", "E", 0, 0, -1, ("placed", "paid")),
         CatalogType(90002, "_order_status", "b", "A", 90001, 0, -1),
-        CatalogType(90003, "positive_money", "d", "N", 0, 1700, (12 << 16 | 2) + 4),
+        CatalogType(90003, "positive_money", "d", "N", 0, 1700, NUMERIC_12_2),
         CatalogType(90004, "amount_domain", "d", "N", 0, 90003, -1),
+        CatalogType(
+            90005,
+            "address",
+            "c",
+            "C",
+            0,
+            0,
+            -1,
+            fields=(CompositeField("street", 25, -1), CompositeField("since", 1082, -1)),
+        ),
+        CatalogType(90006, "_address", "b", "A", 90005, 0, -1),
+        CatalogType(90007, "int4range", "r", "R", 0, 0, -1),
     ]
 }
 
@@ -47,11 +69,15 @@ def column(name: str, oid: int, typmod: int = -1, not_null: bool = False) -> Cat
     return CatalogColumn(name, 1, f"type{oid}", oid, typmod, not_null)
 
 
+def plan(oid: int, typmod: int = -1, spec: ColumnSpec | None = None):
+    return Planner(RELATION, TYPES).plan_column(column("c", oid, typmod), spec)
+
+
 @pytest.mark.parametrize(
     ("typmod", "expected"),
     [
         (-1, None),
-        ((12 << 16 | 2) + 4, (12, 2)),
+        (NUMERIC_12_2, (12, 2)),
         ((38 << 16 | 0) + 4, (38, 0)),
         ((5 << 16 | 0x7FE) + 4, (5, -2)),
     ],
@@ -61,65 +87,139 @@ def test_numeric_typmods_decode(typmod: int, expected: tuple[int, int] | None) -
 
 
 @pytest.mark.parametrize(
-    ("oid", "typmod", "arrow_type"),
+    ("oid", "typmod", "arrow_type", "hazard"),
     [
-        (20, -1, pa.int64()),
-        (25, -1, pa.string()),
-        (1700, (12 << 16 | 2) + 4, pa.decimal128(12, 2)),
-        (1700, (50 << 16 | 10) + 4, pa.decimal256(50, 10)),
-        (1700, -1, pa.string()),
-        (1184, -1, pa.timestamp("us", tz="UTC")),
-        (1114, -1, pa.timestamp("us")),
-        (2950, -1, pa.uuid()),
-        (3802, -1, pa.json_(pa.string())),
-        (1009, -1, pa.list_(pa.string())),
-        (90001, -1, pa.string()),
-        (90002, -1, pa.list_(pa.string())),
-        (90003, -1, pa.decimal128(12, 2)),
-        (90004, -1, pa.decimal128(12, 2)),
+        (20, -1, pa.int64(), None),
+        (25, -1, pa.string(), None),
+        (1700, NUMERIC_12_2, pa.decimal128(12, 2), "NaN"),
+        (1700, (50 << 16 | 10) + 4, pa.decimal256(50, 10), "NaN"),
+        (1700, -1, pa.string(), None),
+        (1184, -1, pa.timestamp("us", tz="UTC"), "infinity or -infinity"),
+        (1114, -1, pa.timestamp("us"), "infinity or -infinity"),
+        (1082, -1, pa.date32(), "infinity or -infinity"),
+        (1083, -1, pa.time64("us"), "24:00:00"),
+        (1266, -1, pa.string(), None),
+        (1186, -1, INTERVAL_TYPE, None),
+        (2950, -1, pa.uuid(), None),
+        (3802, -1, pa.json_(pa.string()), None),
+        (1009, -1, pa.list_(pa.string()), "a multi-dimensional array, or one not indexed from 1"),
+        (90001, -1, pa.string(), None),
+        (90002, -1, pa.list_(pa.string()), "a multi-dimensional array, or one not indexed from 1"),
+        (90003, -1, pa.decimal128(12, 2), "NaN"),
+        (90004, -1, pa.decimal128(12, 2), "NaN"),
     ],
 )
-def test_columns_map_to_exact_arrow_types(oid: int, typmod: int, arrow_type: pa.DataType) -> None:
-    plan = Planner(RELATION, TYPES).plan_column(column("c", oid, typmod))
-    assert plan.arrow_type == arrow_type
+def test_columns_map_to_exact_arrow_types_and_know_their_unrepresentable_values(
+    oid: int, typmod: int, arrow_type: pa.DataType, hazard: str | None
+) -> None:
+    planned = plan(oid, typmod)
+    assert planned.arrow_type == arrow_type
+    assert [h.values for h in planned.hazards][:1] == ([hazard] if hazard else [])
+
+
+def test_unconstrained_numeric_and_timetz_keep_postgres_text() -> None:
+    assert render(plan(1700).selects[0]) == '("c")::text AS "c"'
+    assert render(plan(1266).selects[0]) == '("c")::text AS "c"'
+    assert plan(1186).kind is ReadKind.INTERVAL
 
 
 def test_enums_are_read_as_text_and_keep_their_labels() -> None:
-    planner = Planner(RELATION, TYPES)
-    plan = planner.plan_column(column("status", 90001))
-    assert plan.select.as_string() == '"status"::text AS "status"'
-    assert plan.enum_labels == ("placed", "paid")
-    array_plan = planner.plan_column(column("history", 90002))
-    assert array_plan.select.as_string() == '"history"::text[] AS "history"'
-    assert array_plan.enum_labels == ("placed", "paid")
+    status = plan(90001)
+    assert render(status.selects[0]) == '("c")::text AS "c"'
+    assert status.enum_labels == ("placed", "paid")
+    history = plan(90002)
+    assert render(history.selects[0]) == '("c")::text[] AS "c"'
+    assert history.enum_labels == ("placed", "paid")
 
 
-@pytest.mark.parametrize("oid", [790, 869])
-def test_types_without_an_exact_mapping_are_refused_by_name(oid: int) -> None:
-    with pytest.raises(UnsupportedColumnError, match=r"sales\.orders\.odd has type type\d+"):
-        Planner(RELATION, TYPES).plan_column(column("odd", oid))
-
-
-def test_a_plan_keeps_declared_order_and_reports_undeclared_columns() -> None:
-    live = [
-        CatalogColumn("id", 1, "bigint", 20, -1, True),
-        CatalogColumn("placed_at", 2, "timestamp with time zone", 1184, -1, True),
-        CatalogColumn("note", 3, "text", 25, -1, False),
-        CatalogColumn("secret", 4, "text", 25, -1, False),
+def test_arrays_of_hazardous_elements_check_every_element() -> None:
+    predicates = [render(h.predicate) for h in plan(1182).hazards]
+    assert predicates == [
+        '(array_ndims("c") > 1 OR array_lower("c", 1) <> 1)',
+        'EXISTS (SELECT 1 FROM unnest("c") AS u(v) WHERE NOT isfinite(u.v))',
     ]
-    plan = plan_table(RELATION, live, TYPES, ["note", "id", "placed_at"], "placed_at")
-    assert [c.name for c in plan.columns] == ["note", "id", "placed_at"]
-    assert plan.undeclared_columns == ("secret",)
-    assert plan.partition_bound is BoundKind.TIMESTAMPTZ
-    assert plan.arrow_schema.field("id").nullable is False
-    assert plan.arrow_schema.field("note").nullable is True
 
 
-def test_missing_tables_columns_and_bad_partition_columns_are_contract_errors() -> None:
-    live = [CatalogColumn("id", 1, "bigint", 20, -1, True)]
+def test_a_composite_becomes_a_struct_read_field_by_field() -> None:
+    address = plan(90005)
+    assert address.kind is ReadKind.COMPOSITE
+    assert address.arrow_type == pa.struct([("street", pa.string()), ("since", pa.date32())])
+    assert [render(s) for s in address.selects] == [
+        '("c")."street" AS "__etl_assets_c.0"',
+        '("c")."since" AS "__etl_assets_c.1"',
+        'num_nulls("c") = 0 AS "__etl_assets_c.valid"',
+    ]
+    assert [render(h.predicate) for h in address.hazards] == ['NOT isfinite(("c")."since")']
+
+
+@pytest.mark.parametrize("oid", [790, 869, 90006, 90007])
+def test_types_without_an_exact_mapping_are_refused_with_the_way_out(oid: int) -> None:
+    with pytest.raises(
+        UnsupportedColumnError, match=r"sales\.orders\.c has type type\d+"
+    ) as raised:
+        plan(oid)
+    assert "`as: text`" in str(raised.value)
+
+
+@pytest.mark.parametrize("oid", [790, 869, 90006, 90007, 1184])
+def test_as_text_reads_any_type_as_postgres_text(oid: int) -> None:
+    planned = plan(oid, spec=ColumnSpec("c", representation=Representation.TEXT))
+    assert planned.arrow_type == pa.string()
+    assert planned.hazards == ()
+    assert render(planned.selects[0]) == '("c")::text AS "c"'
+
+
+def test_reader_aliases_are_reserved() -> None:
+    with pytest.raises(UnsupportedColumnError, match="reserved"):
+        Planner(RELATION, TYPES).plan_column(column("__etl_assets_x", 20))
+
+
+LIVE = [
+    CatalogColumn("id", 1, "bigint", 20, -1, True),
+    CatalogColumn("placed_at", 2, "timestamp with time zone", 1184, -1, True),
+    CatalogColumn("note", 3, "text", 25, -1, False),
+    CatalogColumn("secret", 4, "text", 25, -1, False),
+]
+
+
+def test_a_plan_keeps_declared_order_and_flags_every_hazard_in_one_column() -> None:
+    declared = [
+        ColumnSpec("note"),
+        ColumnSpec("id", "bigint", nullable=False),
+        ColumnSpec("placed_at"),
+    ]
+    table = plan_table(
+        RELATION, LIVE, TYPES, declared, "placed_at", primary_key=["id"],
+        unique_indexes=[("orders_pkey", ["id"])],
+    )  # fmt: skip
+    assert [c.name for c in table.columns] == ["note", "id", "placed_at"]
+    assert table.undeclared_columns == ("secret",)
+    assert table.partition_bound is BoundKind.TIMESTAMPTZ
+    assert table.arrow_schema.field("id").nullable is False
+    assert table.unique_index == "orders_pkey"
+    assert table.primary_key_not_null
+    assert render(table.select_list[-1]) == (
+        f'CASE WHEN NOT isfinite("placed_at") THEN \'placed_at\' END AS "{HAZARD_ALIAS}"'
+    )
+
+
+def test_drift_and_missing_tables_are_contract_errors() -> None:
     with pytest.raises(ContractError, match="does not exist or is not visible"):
-        plan_table(RELATION, [], TYPES, ["id"], "id")
-    with pytest.raises(ContractError, match=r"has no column\(s\) ghost; its columns are id"):
-        plan_table(RELATION, live, TYPES, ["id", "ghost"], "id")
+        plan_table(RELATION, [], TYPES, [ColumnSpec("id")], "placed_at")
+    with pytest.raises(ContractError) as raised:
+        plan_table(
+            RELATION, LIVE, TYPES,
+            [ColumnSpec("id", "integer"), ColumnSpec("colour"), ColumnSpec("note", nullable=False)],
+            "placed_at",
+        )  # fmt: skip
+    assert str(raised.value).splitlines() == [
+        "the live table sales.orders does not match its contract:",
+        "  - id: declared type integer, live type bigint",
+        "  - colour: declared, but the table has no such column "
+        "(renamed? undeclared columns: placed_at, secret)",
+        "  - note: declared NOT NULL, live nullable",
+        "Update the table's `columns` in its defs.yaml (`etl-assets introspect` prints the "
+        "live contract), or fix the table.",
+    ]
     with pytest.raises(ContractError, match="cannot hold a time window"):
-        plan_table(RELATION, live, TYPES, ["id"], "id")
+        plan_table(RELATION, LIVE, TYPES, [ColumnSpec("id")], "id")

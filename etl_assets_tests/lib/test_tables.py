@@ -1,5 +1,6 @@
 import datetime as dt
 
+from etl_assets.lib.contract import ColumnSpec
 from etl_assets.lib.tables import NullPartitionRows, TableSpec
 from etl_assets.lib.windows import Grain
 
@@ -15,7 +16,7 @@ def test_a_declaration_survives_its_metadata_form() -> None:
         end=dt.datetime(2026, 12, 28),
         timezone="Europe/Berlin",
         primary_key=("order_id",),
-        columns=("order_id", "total"),
+        columns=(ColumnSpec("order_id", "bigint", nullable=False), ColumnSpec("total")),
         transform="pkg.mod:fn",
         group="sales",
         null_partition_rows=NullPartitionRows.REPORT,
@@ -39,7 +40,7 @@ def test_defaults_survive_too() -> None:
         end=None,
         timezone="UTC",
         primary_key=("id",),
-        columns=("id", "ts"),
+        columns=(ColumnSpec("id"), ColumnSpec("ts")),
     )
     assert TableSpec.from_metadata(spec.to_metadata()) == spec
     assert spec.read_columns == ("id", "ts")

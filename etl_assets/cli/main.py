@@ -1,0 +1,184 @@
+"""`etl-assets`: the project's command line.
+
+    etl-assets introspect                       list the tables the role can read
+    etl-assets introspect sales.orders          columns, planned Parquet types, partition-column
+                                                candidates, and a YAML entry (the contract)
+
+The connection comes from `--dsn-env` (the name of an environment variable holding a libpq
+DSN, like `source.dsn_env` in defs.yaml) or from libpq's own variables (PGHOST, PGUSER, ...).
+The password comes from PGPASSWORD, ~/.pgpass, or `--password-env`: never from the command
+line, where other users of the machine could read it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from psycopg import sql
+
+from etl_assets.lib.extract import ConnectionSettings, Snapshot
+from etl_assets.lib.introspect import (
+    TABLES_QUERY,
+    TableReport,
+    indexed_columns_query,
+    primary_key_query,
+    report_table,
+    yaml_entry,
+)
+from etl_assets.lib.sql import Relation, render
+from etl_assets.lib.windows import Grain
+
+_TRUNC_UNITS = {
+    Grain.HOURLY: "hour",
+    Grain.DAILY: "day",
+    Grain.WEEKLY: "week",
+    Grain.MONTHLY: "month",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="etl-assets", description="etl_assets command line")
+    commands = parser.add_subparsers(dest="command", required=True)
+    introspect = commands.add_parser(
+        "introspect",
+        help="list tables, or show one table's contract and a YAML entry for it",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    introspect.add_argument("table", nargs="?", help="schema.table to describe")
+    introspect.add_argument("--dsn-env", help="environment variable holding the libpq DSN")
+    introspect.add_argument("--password-env", help="environment variable holding the password")
+    introspect.add_argument("--columns", help="comma-separated columns to declare (default: all)")
+    introspect.add_argument("--partition-column", help="default: the best candidate")
+    introspect.add_argument("--grain", choices=[g.value for g in Grain], default="daily")
+    introspect.add_argument("--timezone", default="UTC")
+    introspect.add_argument("--start", help="first window (default: the oldest row's window)")
+    introspect.add_argument("--yaml-only", action="store_true", help="print only the YAML entry")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
+    """Entry point of `etl-assets`."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = _settings(args.dsn_env, args.password_env)
+        with Snapshot(settings, "etl-assets introspect") as snapshot:
+            if args.table is None:
+                _list_tables(snapshot, out)
+                return 0
+            relation = _relation(args.table)
+            report = _report(snapshot, relation)
+            grain = Grain(args.grain)
+            partition = args.partition_column or (
+                report.partition_candidates[0] if report.partition_candidates else None
+            )
+            start = args.start or (
+                _first_window(snapshot, relation, partition, grain, args.timezone)
+                if partition
+                else None
+            )
+            columns = [c.strip() for c in args.columns.split(",")] if args.columns else None
+            entry = yaml_entry(
+                report,
+                columns=columns,
+                partition_column=partition,
+                grain=grain,
+                start=start or "2026-01-01",
+                timezone=args.timezone,
+            )
+    except (ValueError, RuntimeError) as error:
+        print(f"etl-assets introspect: {error}", file=sys.stderr)  # noqa: T201
+        return 2
+    if not args.yaml_only:
+        _print_report(report, out)
+        out.write("\nYAML entry for the `tables:` list of the source's defs.yaml:\n\n")
+    out.write(entry)
+    return 0
+
+
+def _settings(dsn_env: str | None, password_env: str | None) -> ConnectionSettings:
+    dsn = ""
+    if dsn_env:
+        if dsn_env not in os.environ:
+            raise ValueError(f"environment variable {dsn_env} is not set")
+        dsn = os.environ[dsn_env]
+    password = None
+    if password_env:
+        if password_env not in os.environ:
+            raise ValueError(f"environment variable {password_env} is not set")
+        password = os.environ[password_env]
+    return ConnectionSettings(conninfo=dsn, password=password, statement_timeout_ms=60_000)
+
+
+def _relation(name: str) -> Relation:
+    schema, dot, table = name.partition(".")
+    if not dot:
+        return Relation("public", name)
+    return Relation(schema, table)
+
+
+def _report(snapshot: Snapshot, relation: Relation) -> TableReport:
+    catalog = snapshot.catalog(relation)
+    if not catalog.columns:
+        raise ValueError(
+            f"table {relation.schema}.{relation.table} does not exist or is not visible"
+        )
+    primary_key = [str(r[0]) for r in snapshot.query(primary_key_query(relation))]
+    indexed = [str(r[0]) for r in snapshot.query(indexed_columns_query(relation))]
+    return report_table(relation, catalog.columns, dict(catalog.types), primary_key, indexed)
+
+
+def _first_window(
+    snapshot: Snapshot, relation: Relation, column: str, grain: Grain, timezone: str
+) -> str | None:
+    unit = sql.Literal(_TRUNC_UNITS[grain])
+    local = sql.SQL(
+        "CASE WHEN pg_typeof(min({col}))::text = 'timestamp with time zone'"
+        " THEN min({col})::timestamptz AT TIME ZONE {tz} ELSE min({col})::timestamp END"
+    ).format(col=sql.Identifier(column), tz=sql.Literal(timezone))
+    statement = render(
+        sql.SQL("SELECT date_trunc({unit}, {local}) FROM {relation}").format(
+            unit=unit, local=local, relation=relation.identifier()
+        )
+    )
+    first = snapshot.scalar(statement)
+    if first is None:
+        return None
+    text = first.isoformat()
+    return text[:10] if grain is not Grain.HOURLY else text[:16]
+
+
+def _list_tables(snapshot: Snapshot, out: TextIO) -> None:
+    rows = snapshot.query(TABLES_QUERY)
+    kinds = {"r": "table", "p": "partitioned", "v": "view", "m": "matview", "f": "foreign"}
+    out.write(f"{'table':<50} {'kind':<12} {'rows (estimate)':>16}\n")
+    for schema, table, kind, estimate in rows:
+        out.write(
+            f"{f'{schema}.{table}':<50} {kinds.get(str(kind), str(kind)):<12} {estimate:>16,}\n"
+        )
+    out.write("\nDescribe one with: etl-assets introspect <schema>.<table>\n")
+
+
+def _print_report(report: TableReport, out: TextIO) -> None:
+    relation = report.relation
+    out.write(f"{relation.schema}.{relation.table}\n\n")
+    width = max(len(c.name) for c in report.columns)
+    type_width = max(len(c.pg_type) for c in report.columns)
+    out.write(f"  {'column':<{width}}  {'postgres type':<{type_width}}  null  parquet\n")
+    for column in report.columns:
+        nullable = "yes" if column.nullable else "no"
+        out.write(
+            f"  {column.name:<{width}}  {column.pg_type:<{type_width}}  {nullable:<4}  "
+            f"{column.parquet}\n"
+        )
+    key = ", ".join(report.primary_key) or "(none)"
+    candidates = ", ".join(report.partition_candidates) or "(none)"
+    out.write(f"\n  primary key: {key}\n  partition-column candidates: {candidates}\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,408 @@
+"""Every Postgres type and edge value: it round-trips exactly through S3, or it is refused.
+
+The torture tables live in a non-public schema whose name, like the table's and the columns',
+mixes case, spaces, quotes, reserved words, non-ASCII letters and `;--`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+from typing import Any, LiteralString, cast
+
+import polars as pl
+import psycopg
+import pyarrow.parquet as pq
+import pytest
+from psycopg import sql
+
+from etl_assets.components.table_assets import raw_asset_key
+from etl_assets.devstack.verify import values_equal
+from etl_assets.lib.contract import ColumnSpec, Representation
+from etl_assets.lib.tables import TableSpec
+from etl_assets_tests.support import LAKE_PREFIX, Pipeline, failure_text, run_sql, spec
+
+SCHEMA = 'Tortüre; --Schema "x"'
+TABLE = 'Mixed Case "quoted" select'
+KEY = "Order ID"
+WHEN = "created at"
+DAY = "2026-10-02"
+
+TORTURE_DDL = """
+CREATE TYPE {schema}.mood AS ENUM ('happy', 'sad', 'ünïcode mood');
+CREATE TYPE {schema}.address AS (street text, number int, since date);
+CREATE DOMAIN {schema}.money2 AS numeric(12, 2) CHECK (VALUE >= 0);
+CREATE TABLE {table} (
+    {key}        bigint PRIMARY KEY,
+    {when}       timestamptz NOT NULL,
+    "select"     smallint,
+    "naïve"      integer,
+    "semi;--colon" bigint,
+    n_exact      numeric(38, 10),
+    n_big        numeric(50, 5),
+    n_free       numeric,
+    r            real,
+    d            double precision,
+    b            boolean,
+    t            text,
+    vc           varchar(10),
+    bp           char(5),
+    by           bytea,
+    en           {schema}.mood,
+    dt           date,
+    ts           timestamp,
+    tstz         timestamptz,
+    tm           time,
+    ttz          timetz,
+    iv           interval,
+    u            uuid,
+    js           json,
+    jsb          jsonb,
+    arr          int[],
+    tarr         text[],
+    earr         {schema}.mood[],
+    comp         {schema}.address,
+    dom          {schema}.money2
+);
+"""
+
+TORTURE_ROWS = """
+INSERT INTO {table} VALUES
+(1, '2026-10-02 00:00:00+00', 1, 2, 3, 1.5, 1.5, 1.5, 1.5, 1.5, true, 'plain', 'short', 'ab',
+ '\\x00ff', 'happy', '2026-10-02', '2026-10-02 12:34:56.123456', '2026-10-02 12:34:56.123456+02',
+ '12:34:56.123456', '12:34:56.5+05:30', '1 year 2 mons 3 days 04:05:06.789123',
+ 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{{"b": 1,   "a": [1, 2.50, null]}}',
+ '{{"b": 1, "a": [1, 2.50, null]}}', '{{1,NULL,3}}', '{{"x",NULL,"y z"}}', '{{happy,NULL}}',
+ ROW('Main St', 42, '2000-02-29'), 12.50),
+(2, '2026-10-02 23:59:59.999999+00', -32768, -2147483648, 9223372036854775807,
+ 1234567890123456789012345678.1234567890, 123456789012345678901234567890123456789012345.12345,
+ '123456789012345678901234567890.123456789012345678901', 'NaN', 'Infinity', false,
+ 'ünïcode ✓ 🚀 ''quotes'' "dq" ;--', '', '     ', '\\x', 'ünïcode mood',
+ '0001-01-01', '0001-01-01 00:00:00', '9999-12-31 23:59:59.999999+00',
+ '23:59:59.999999', '00:00:00-15:59', '-178000000 years -7 mons -2147483648 days -00:00:00.000001',
+ '00000000-0000-0000-0000-000000000000', '{{"a":1, "a":2}}', '{{}}', '{{}}', '{{}}', '{{}}',
+ ROW(NULL, NULL, NULL), 0),
+(3, '2026-10-02 12:00:00+00', NULL, NULL, NULL, NULL, NULL, 'NaN', '-Infinity', '-0', NULL,
+ NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 'null', 'null',
+ NULL, NULL, NULL, NULL, NULL),
+(4, '2026-10-03 00:00:00+00', 4, 4, 4, 4, 4, 4, 4, 4, true, 'next day', 'x', 'x', '\\x01',
+ 'sad', '2026-10-03', '2026-10-03 00:00', '2026-10-03 00:00+00', '00:00', '00:00+00',
+ '0', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12', '1', '2', '{{4}}', '{{d}}', '{{sad}}',
+ ROW('x', 1, '2026-10-03'), 4);
+"""
+
+COLUMNS = (
+    KEY, WHEN, "select", "naïve", "semi;--colon", "n_exact", "n_big", "n_free", "r", "d", "b",
+    "t", "vc", "bp", "by", "en", "dt", "ts", "tstz", "tm", "ttz", "iv", "u", "js", "jsb", "arr",
+    "tarr", "earr", "comp", "dom",
+)  # fmt: skip
+
+INTERVAL_PARTS = (
+    "CASE WHEN {c} IS NULL THEN NULL ELSE json_build_object("
+    "'months', (extract(year from {c}) * 12 + extract(month from {c}))::int, "
+    "'days', extract(day from {c})::int, "
+    "'microseconds', (extract(hour from {c}) * 3600000000 + extract(minute from {c}) * 60000000"
+    " + extract(microseconds from {c}))::bigint) END"
+)
+COMPOSITE_PARTS = (
+    "CASE WHEN num_nulls({c}) = 1 THEN NULL ELSE json_build_object("
+    "'street', ({c}).street, 'number', ({c}).number, 'since', ({c}).since) END"
+)
+# How Postgres itself states the exact value each lake column must hold.
+EXPECTED = {
+    "n_free": "{c}::text",
+    "en": "{c}::text",
+    "earr": "{c}::text[]",
+    "ttz": "{c}::text",
+    "js": "{c}::text",
+    "jsb": "{c}::text",
+    "iv": INTERVAL_PARTS,
+    "comp": COMPOSITE_PARTS,
+}
+
+
+def torture_spec(
+    columns: tuple[str | ColumnSpec, ...] = COLUMNS, end: dt.datetime = dt.datetime(2026, 10, 11)
+) -> TableSpec:
+    return spec(
+        schema=SCHEMA,
+        table=TABLE,
+        partition_column=WHEN,
+        primary_key=(KEY,),
+        columns=columns,
+        end=end,
+    )
+
+
+def create(pipeline: Pipeline, ddl: str) -> None:
+    run_sql(
+        pipeline.conninfo, sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(SCHEMA)).as_string()
+    )
+    run_sql(
+        pipeline.conninfo,
+        ddl.format(
+            schema=sql.Identifier(SCHEMA).as_string(),
+            table=sql.Identifier(SCHEMA, TABLE).as_string(),
+            key=sql.Identifier(KEY).as_string(),
+            when=sql.Identifier(WHEN).as_string(),
+        ),
+    )
+
+
+def expected_rows(conninfo: str) -> list[dict[str, Any]]:
+    select = sql.SQL(", ").join(
+        sql.SQL(cast("LiteralString", EXPECTED.get(name, "{c}"))).format(c=sql.Identifier(name))
+        + sql.SQL(" AS ")
+        + sql.Identifier(name)
+        for name in COLUMNS
+    )
+    query = sql.SQL("SELECT {} FROM {} WHERE {} >= %s AND {} < %s ORDER BY {}").format(
+        select,
+        sql.Identifier(SCHEMA, TABLE),
+        sql.Identifier(WHEN),
+        sql.Identifier(WHEN),
+        sql.Identifier(KEY),
+    )
+    start = dt.datetime(2026, 10, 2, tzinfo=dt.UTC)
+    with psycopg.connect(conninfo, options="-c TimeZone=UTC -c DateStyle=ISO") as connection:
+        cursor = connection.execute(query, (start, start + dt.timedelta(days=1)))
+        names = [d.name for d in cursor.description or []]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def lake_rows(pipeline: Pipeline, table: TableSpec, day: str) -> list[dict[str, Any]]:
+    """The partition's rows as pyarrow reads them, by primary key; composites' dates as text."""
+    key = f"{LAKE_PREFIX}/{raw_asset_key(table).to_user_string()}/day={day}/part-00000.parquet"
+    body = pipeline.endpoint.client().get_object(Bucket=pipeline.bucket, Key=key)["Body"].read()
+    rows = pq.read_table(io.BytesIO(body)).to_pylist()
+    for row in rows:
+        if row.get("comp") is not None:
+            row["comp"] = {
+                k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in row["comp"].items()
+            }
+    return sorted(rows, key=lambda r: r[table.primary_key[0]])
+
+
+def test_every_type_and_edge_value_round_trips_exactly(pipeline: Pipeline) -> None:
+    create(pipeline, TORTURE_DDL)
+    create_rows(pipeline)
+    table = torture_spec()
+    assert pipeline.materialize(table, partition=DAY).success
+    expected = expected_rows(pipeline.conninfo)
+    actual = lake_rows(pipeline, table, DAY)
+    assert [r[KEY] for r in actual] == [1, 2, 3]
+    for want, got in zip(expected, actual, strict=True):
+        assert list(got) == list(COLUMNS)
+        for name in COLUMNS:
+            assert values_equal(want[name], got[name]), (name, want[name], got[name])
+    # Spot checks of what the comparison above covers, stated plainly:
+    second = actual[1]
+    assert second["n_free"] == "123456789012345678901234567890.123456789012345678901"
+    assert second["bp"] == "     "
+    assert second["d"] == float("inf")
+    assert second["js"] == '{"a":1, "a":2}'
+    assert second["comp"] == {"street": None, "number": None, "since": None}
+    assert actual[2]["comp"] is None
+    assert actual[2]["n_free"] == "NaN"
+    assert actual[0]["tarr"] == ["x", None, "y z"]
+    assert actual[0]["iv"] == {"months": 14, "days": 3, "microseconds": 14706789123}
+
+
+def test_the_lake_keeps_the_planned_parquet_types(pipeline: Pipeline) -> None:
+    create(pipeline, TORTURE_DDL)
+    create_rows(pipeline)
+    table = torture_spec()
+    assert pipeline.materialize(table, partition=DAY).success
+    body = pipeline.partition_bytes(table, DAY)
+    schema = pl.read_parquet_schema(body)
+    assert schema["n_exact"] == pl.Decimal(38, 10)
+    assert schema["n_big"] == pl.Decimal(50, 5)
+    assert schema[WHEN] == pl.Datetime("us", "UTC")
+    assert schema["ts"] == pl.Datetime("us")
+    assert schema["tm"] == pl.Time
+    assert schema["iv"] == pl.Struct(
+        {"months": pl.Int32, "days": pl.Int32, "microseconds": pl.Int64}
+    )
+    parquet_schema = str(pq.ParquetFile(io.BytesIO(body)).schema)
+    assert "u (UUID)" in parquet_schema
+    assert "js (JSON)" in parquet_schema
+    assert "jsb (JSON)" in parquet_schema
+
+
+def create_rows(pipeline: Pipeline) -> None:
+    run_sql(
+        pipeline.conninfo,
+        TORTURE_ROWS.format(table=sql.Identifier(SCHEMA, TABLE).as_string()),
+    )
+
+
+HAZARD_DDL = """
+CREATE TABLE {table} (
+    {key}   bigint PRIMARY KEY,
+    {when}  timestamptz NOT NULL,
+    d_inf   date,
+    ts_ninf timestamp,
+    tz_inf  timestamptz,
+    t24     time,
+    n_nan   numeric(10, 2),
+    arr2d   int[],
+    arr_lb  int[],
+    darr    date[],
+    comp_d  {schema}.span
+);
+"""
+HAZARD_ROWS = [
+    ("d_inf", "'infinity'", "infinity or -infinity", "infinity"),
+    ("ts_ninf", "'-infinity'", "infinity or -infinity", "-infinity"),
+    ("tz_inf", "'infinity'", "infinity or -infinity", "infinity"),
+    ("t24", "'24:00'", "24:00:00", "24:00:00"),
+    ("n_nan", "'NaN'", "NaN", "NaN"),
+    ("arr2d", "'{{1,2},{3,4}}'", "a multi-dimensional array", "{{1,2},{3,4}}"),
+    ("arr_lb", "'[0:1]={5,6}'", "not indexed from 1", "[0:1]={5,6}"),
+    ("darr", "'{2026-01-01,infinity}'", "an element that is infinity", "{2026-01-01,infinity}"),
+    ("comp_d", "ROW('infinity')", "infinity or -infinity in field at", "(infinity)"),
+]
+
+
+@pytest.fixture
+def hazards(pipeline: Pipeline) -> Pipeline:
+    run_sql(
+        pipeline.conninfo, sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(SCHEMA)).as_string()
+    )
+    schema = sql.Identifier(SCHEMA).as_string()
+    run_sql(pipeline.conninfo, f"CREATE TYPE {schema}.span AS (at date)")
+    table = sql.Identifier(SCHEMA, TABLE).as_string()
+    run_sql(
+        pipeline.conninfo,
+        HAZARD_DDL.format(
+            schema=schema,
+            table=table,
+            key=sql.Identifier(KEY).as_string(),
+            when=sql.Identifier(WHEN).as_string(),
+        ),
+    )
+    for index, (column, value, _, _) in enumerate(HAZARD_ROWS):
+        # Row 10 + i, alone on day i + 1, holds hazard i.
+        escaped = value.replace("{", "{{").replace("}", "}}")
+        run_sql(
+            pipeline.conninfo,
+            sql.SQL(
+                cast(
+                    "LiteralString",
+                    f"INSERT INTO {{}} ({{}}, {{}}, {{}}) VALUES (%s, %s, {escaped})",
+                )
+            )
+            .format(
+                sql.Identifier(SCHEMA, TABLE),
+                sql.Identifier(KEY),
+                sql.Identifier(WHEN),
+                sql.Identifier(column),
+            )
+            .as_string(),
+            (10 + index, dt.datetime(2026, 10, 1 + index, 6, tzinfo=dt.UTC)),
+        )
+    return pipeline
+
+
+HAZARD_COLUMNS = tuple(column for column, *_ in HAZARD_ROWS)
+
+
+def hazard_spec(**representations: Representation) -> TableSpec:
+    return torture_spec(
+        (KEY, WHEN, *(ColumnSpec(c, representation=representations.get(c)) for c in HAZARD_COLUMNS))
+    )
+
+
+@pytest.mark.parametrize(("index", "hazard"), list(enumerate(HAZARD_ROWS)))
+def test_a_value_without_exact_representation_is_refused_before_publishing(
+    hazards: Pipeline, index: int, hazard: tuple[str, str, str, str]
+) -> None:
+    column, _, values, _ = hazard
+    day = f"2026-10-{1 + index:02d}"
+    result = hazards.materialize(hazard_spec(), partition=day, raise_on_error=False)
+    assert not result.success
+    error = failure_text(result)
+    assert f"{SCHEMA}.{TABLE}.{column} (" in error
+    assert f"primary key ({KEY}={10 + index})" in error
+    assert values in error
+    assert "`as: text`" in error
+    assert hazards.objects() == {}
+
+
+def test_as_text_keeps_those_values_exactly_as_postgres_writes_them(hazards: Pipeline) -> None:
+    table = hazard_spec(**dict.fromkeys(HAZARD_COLUMNS, Representation.TEXT))
+    last = f"2026-10-{len(HAZARD_ROWS):02d}"
+    assert hazards.materialize(table, partition_range=("2026-10-01", last)).success
+    for index, (column, _, _, text) in enumerate(HAZARD_ROWS):
+        rows = lake_rows(hazards, table, f"2026-10-{1 + index:02d}")
+        assert [row[column] for row in rows] == [text]
+
+
+@pytest.mark.parametrize(
+    ("pg_type", "value", "text"),
+    [
+        ("money", "12.34", "$12.34"),
+        ("inet", "'10.0.0.1/24'", "10.0.0.1/24"),
+        ("int4range", "'[1,5)'", "[1,5)"),
+        ("point", "'(1,2)'", "(1,2)"),
+        ("tsvector", "'a fat cat'", "'a' 'cat' 'fat'"),
+        ("bit(3)", "B'101'", "101"),
+        ("int[]", "NULL", None),
+    ],
+)
+def test_types_without_a_mapping_are_refused_unless_declared_as_text(
+    pipeline: Pipeline, pg_type: str, value: str, text: str | None
+) -> None:
+    run_sql(
+        pipeline.conninfo,
+        f"CREATE TABLE odd (id int PRIMARY KEY, created_at timestamptz NOT NULL, v {pg_type})",
+    )
+    run_sql(pipeline.conninfo, f"INSERT INTO odd VALUES (1, '2026-10-02 01:00+00', {value})")
+    strict = spec(table="odd", columns=("id", "created_at", "v"))
+    result = pipeline.materialize(strict, partition=DAY, raise_on_error=False)
+    if pg_type == "int[]":
+        assert result.success  # a mapped type, for contrast
+        return
+    assert not result.success
+    error = failure_text(result)
+    assert f"public.odd.v has type {pg_type.split('(', maxsplit=1)[0]}" in error
+    assert "`as: text`" in error
+    assert pipeline.objects() == {}
+    as_text = spec(
+        table="odd",
+        columns=("id", "created_at", ColumnSpec("v", representation=Representation.TEXT)),
+    )
+    assert pipeline.materialize(as_text, partition=DAY).success
+    assert [r["v"] for r in lake_rows(pipeline, as_text, DAY)] == [text]
+
+
+def test_output_bytes_do_not_depend_on_session_or_client_settings(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    create(pipeline, TORTURE_DDL)
+    create_rows(pipeline)
+    text_everything = torture_spec(
+        tuple(
+            ColumnSpec(c, representation=Representation.TEXT)
+            if c in ("ts", "tstz", "iv", "comp")
+            else c
+            for c in COLUMNS
+        )
+    )
+    bodies: list[bytes] = []
+    for timezone, locale, style in (("UTC", "C", "ISO"), ("Asia/Kathmandu", "C.UTF-8", "German")):
+        monkeypatch.setenv("PGTZ", timezone)
+        monkeypatch.setenv("TZ", timezone)
+        monkeypatch.setenv("LC_ALL", locale)
+        monkeypatch.setenv("PGDATESTYLE", style)
+        monkeypatch.setenv("PGOPTIONS", f"-c IntervalStyle=sql_standard -c TimeZone={timezone}")
+        assert pipeline.materialize(text_everything, partition=DAY).success
+        bodies.append(pipeline.partition_bytes(text_everything, DAY))
+    first, second = (pq.read_table(io.BytesIO(body)) for body in bodies)
+    for name in first.column_names:
+        assert values_equal(first.column(name).to_pylist(), second.column(name).to_pylist()), name
+    assert bodies[0] == bodies[1]
+    rows = second.to_pydict()
+    assert rows["tstz"][0] == "2026-10-02 10:34:56.123456+00"
+    assert json.dumps(rows["iv"][0]) == json.dumps("1 year 2 mons 3 days 04:05:06.789123")
