@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+import json
+import time
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -176,3 +179,39 @@ def failure_text(result: dg.ExecuteInProcessResult) -> str:
     error = failures[0].step_failure_data.error
     assert error is not None
     return error.to_string()
+
+
+def graphql(port: int, query_text: str, variables: Mapping[str, Any] | None = None) -> Any:
+    """POST a query to the webserver's GraphQL API (what the UI uses); return its `data`."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query_text, "variables": dict(variables or {})}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        body = json.loads(response.read())
+    assert "errors" not in body, body["errors"]
+    return body["data"]
+
+
+DAEMON_STATUS = "{ instance { daemonHealth { allDaemonStatuses { daemonType healthy } } } }"
+
+
+def healthy_daemons(port: int) -> set[str]:
+    """The daemons the webserver reports healthy (empty while it is not up yet)."""
+    try:
+        data = graphql(port, DAEMON_STATUS)
+    except OSError:
+        return set()
+    statuses = data["instance"]["daemonHealth"]["allDaemonStatuses"]
+    return {s["daemonType"] for s in statuses if s["healthy"]}
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str, poll: float = 1.0) -> None:
+    """Poll `condition` until it holds, failing the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")

@@ -3,6 +3,7 @@
     etl-assets introspect                       list the tables the role can read
     etl-assets introspect sales.orders          columns, planned Parquet types, partition-column
                                                 candidates, and a YAML entry (the contract)
+    etl-assets pools [--apply]                  each source's extraction pool and limit
 
 The connection comes from `--dsn-env` (the name of an environment variable holding a libpq
 DSN, like `source.dsn_env` in defs.yaml) or from libpq's own variables (PGHOST, PGUSER, ...).
@@ -14,12 +15,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TextIO
 
 from psycopg import sql
 
+from etl_assets.components.table_assets import POOL_LIMIT_METADATA_KEY, POOL_METADATA_KEY
 from etl_assets.lib.extract import ConnectionSettings, Snapshot
 from etl_assets.lib.introspect import (
     TABLES_QUERY,
@@ -31,13 +35,6 @@ from etl_assets.lib.introspect import (
 )
 from etl_assets.lib.sql import Relation, render
 from etl_assets.lib.windows import Grain
-
-_TRUNC_UNITS = {
-    Grain.HOURLY: "hour",
-    Grain.DAILY: "day",
-    Grain.WEEKLY: "week",
-    Grain.MONTHLY: "month",
-}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,12 +55,23 @@ def _parser() -> argparse.ArgumentParser:
     introspect.add_argument("--timezone", default="UTC")
     introspect.add_argument("--start", help="first window (default: the oldest row's window)")
     introspect.add_argument("--yaml-only", action="store_true", help="print only the YAML entry")
+    pools = commands.add_parser(
+        "pools",
+        help="show each source's extraction pool and limit; --apply sets them on the instance",
+    )
+    pools.add_argument(
+        "--apply",
+        action="store_true",
+        help="set each pool's limit on the Dagster instance of $DAGSTER_HOME",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     """Entry point of `etl-assets`."""
     args = _parser().parse_args(argv)
+    if args.command == "pools":
+        return _pools(apply=args.apply, out=out)
     try:
         settings = _settings(args.dsn_env, args.password_env)
         with Snapshot(settings, "etl-assets introspect") as snapshot:
@@ -97,6 +105,42 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
         _print_report(report, out)
         out.write("\nYAML entry for the `tables:` list of the source's defs.yaml:\n\n")
     out.write(entry)
+    return 0
+
+
+def declared_pools() -> dict[str, int]:
+    """Each source's pool and its declared limit, from the project's definitions."""
+    from etl_assets.definitions import defs  # noqa: PLC0415 - loads every defs module
+
+    pools: dict[str, int] = {}
+    for spec in defs().resolve_all_asset_specs():
+        pool = spec.metadata.get(POOL_METADATA_KEY)
+        limit = spec.metadata.get(POOL_LIMIT_METADATA_KEY)
+        if pool is not None and limit is not None:
+            pools[str(getattr(pool, "value", pool))] = int(str(getattr(limit, "value", limit)))
+    return pools
+
+
+def set_pool_limits(pools: Mapping[str, int], environment: Mapping[str, str] | None = None) -> None:
+    """Set each pool's limit on the instance of `$DAGSTER_HOME` (in `environment`)."""
+    dagster = str(Path(sys.executable).parent / "dagster")
+    for pool, limit in pools.items():
+        # The public CLI, so the limit lands wherever that instance stores it.
+        subprocess.run(  # noqa: S603 - fixed program, arguments from our own definitions
+            [dagster, "instance", "concurrency", "set", pool, str(limit)],
+            env=dict(environment) if environment is not None else None,
+            check=True,
+            capture_output=True,
+        )
+
+
+def _pools(*, apply: bool, out: TextIO) -> int:
+    pools = declared_pools()
+    for pool, limit in sorted(pools.items()):
+        out.write(f"{pool}: {limit}\n")
+    if apply:
+        set_pool_limits(pools)
+        out.write("applied to the instance of $DAGSTER_HOME\n")
     return 0
 
 
@@ -135,7 +179,7 @@ def _report(snapshot: Snapshot, relation: Relation) -> TableReport:
 def _first_window(
     snapshot: Snapshot, relation: Relation, column: str, grain: Grain, timezone: str
 ) -> str | None:
-    unit = sql.Literal(_TRUNC_UNITS[grain])
+    unit = sql.Literal(grain.trunc_unit)
     local = sql.SQL(
         "CASE WHEN pg_typeof(min({col}))::text = 'timestamp with time zone'"
         " THEN min({col})::timestamptz AT TIME ZONE {tz} ELSE min({col})::timestamp END"

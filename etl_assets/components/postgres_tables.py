@@ -17,9 +17,18 @@ from pydantic import (
     model_validator,
 )
 
+from etl_assets.components.incremental import build_change_sensor, build_reconcile_schedule
 from etl_assets.components.table_assets import build_table_assets, postgres_io_manager_key
 from etl_assets.lib.contract import ColumnChecks, ColumnSpec, Representation
-from etl_assets.lib.tables import NullPartitionRows, PrimaryKeyCheck, TableSpec
+from etl_assets.lib.incremental import parse_duration
+from etl_assets.lib.tables import (
+    IncrementalSpec,
+    NullPartitionRows,
+    PrimaryKeyCheck,
+    ReconcileCompare,
+    ReconcileSpec,
+    TableSpec,
+)
 from etl_assets.lib.transforms import TransformError, load_transform
 from etl_assets.lib.windows import Grain, parse_timezone, parse_window_start
 from etl_assets.resources.postgres import PostgresSource, PostgresWindowIOManager
@@ -65,6 +74,14 @@ class SourceModel(dg.Resolvable, dg.Model):
     )
     statement_timeout_seconds: int = Field(
         default=3600, gt=0, description="Longest a single read statement may run on the source."
+    )
+    max_concurrent_extractions: int = Field(
+        default=4,
+        ge=1,
+        description=(
+            "At most this many partitions of this source's tables are extracted at once (the "
+            "Dagster pool postgres_<name>); apply it with `etl-assets pools --apply`."
+        ),
     )
 
 
@@ -134,6 +151,64 @@ class ColumnModel(dg.Resolvable, dg.Model):
             nullable=self.nullable,
             representation=Representation(self.as_) if self.as_ else None,
             checks=self.checks.to_checks() if self.checks else ColumnChecks(),
+        )
+
+
+class IncrementalModel(dg.Resolvable, dg.Model):
+    """Sensor-driven loading: closed windows, and closed windows whose rows changed later."""
+
+    change_column: str = Field(
+        min_length=1,
+        description=(
+            "A timestamptz or timestamp column every insert and update sets to its time "
+            "(e.g. updated_at = now()), ideally indexed: the sensor reads ranges of it."
+        ),
+    )
+    settle_lag: str = Field(
+        default="10m",
+        description="A window counts as closed this long after its end (30s, 10m, 2h, 1d).",
+    )
+    interval_seconds: int = Field(default=60, ge=10, description="Seconds between sensor ticks.")
+
+    @field_validator("settle_lag")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    def to_spec(self) -> IncrementalSpec:
+        """The plain form."""
+        return IncrementalSpec(
+            change_column=self.change_column,
+            settle_lag=parse_duration(self.settle_lag),
+            interval_seconds=self.interval_seconds,
+        )
+
+
+class ReconcileModel(dg.Resolvable, dg.Model):
+    """A schedule that re-fingerprints recent closed partitions and reloads those that drifted."""
+
+    cron: str = Field(description="When to reconcile, in the table's timezone, e.g. '15 3 * * *'.")
+    partitions: int = Field(
+        default=7, ge=1, le=1000, description="How many of the newest closed partitions to check."
+    )
+    compare: Literal["key", "rows"] = Field(
+        default="key",
+        description=(
+            "key: row count, newest change and a hash of the primary keys (finds inserts and "
+            "deletes); rows: a hash of every declared column (also finds silent updates)."
+        ),
+    )
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        return _checked_cron(value)
+
+    def to_spec(self) -> ReconcileSpec:
+        """The plain form."""
+        return ReconcileSpec(
+            cron=self.cron, partitions=self.partitions, compare=ReconcileCompare(self.compare)
         )
 
 
@@ -231,6 +306,12 @@ class TableModel(dg.Resolvable, dg.Model):
             "table name (made key-safe: letters, digits and _, with a short hash otherwise)."
         ),
     )
+    incremental: IncrementalModel | None = Field(
+        default=None, description="Sensor-driven incremental loading (off without it)."
+    )
+    reconcile: ReconcileModel | None = Field(
+        default=None, description="Scheduled reconciliation of recent partitions."
+    )
     primary_key_check: Literal["warn", "blocking", "off"] = Field(
         default="warn",
         description=(
@@ -249,9 +330,7 @@ class TableModel(dg.Resolvable, dg.Model):
     @field_validator("freshness_deadline_cron")
     @classmethod
     def _valid_cron(cls, value: str | None) -> str | None:
-        if value is not None and not _CRON.match(value):
-            raise ValueError(f"{value!r} is not a cron expression (e.g. '0 3 * * *')")
-        return value
+        return _checked_cron(value) if value is not None else None
 
     @field_validator("primary_key")
     @classmethod
@@ -318,8 +397,16 @@ class TableModel(dg.Resolvable, dg.Model):
             partition_name=self.partition_name,
             primary_key_check=PrimaryKeyCheck(self.primary_key_check),
             asset_name=self.asset_name,
+            incremental=self.incremental.to_spec() if self.incremental else None,
+            reconcile=self.reconcile.to_spec() if self.reconcile else None,
             freshness_deadline_cron=self.freshness_deadline_cron,
         )
+
+
+def _checked_cron(value: str) -> str:
+    if not _CRON.match(value):
+        raise ValueError(f"{value!r} is not a cron expression (e.g. '15 3 * * *')")
+    return value
 
 
 def _without_duplicates(names: list[str]) -> list[str]:
@@ -423,6 +510,9 @@ class PostgresTablesComponent(dg.Component, dg.Resolvable, dg.Model):
         """The source specs, raw assets and the source's IO manager."""
         assets: list[dg.AssetsDefinition | dg.AssetSpec] = []
         freshness_checks: list[dg.AssetChecksDefinition] = []
+        sensors: list[dg.SensorDefinition] = []
+        schedules: list[dg.ScheduleDefinition] = []
+        io_manager_key = postgres_io_manager_key(self.source.name)
         for table in self.tables:
             spec = table.to_spec(self.source.name)
             transform = None
@@ -433,30 +523,40 @@ class PostgresTablesComponent(dg.Component, dg.Resolvable, dg.Model):
                     raise ValueError(
                         f"{context.path}: table {spec.qualified_name}, field `transform`: {error}"
                     ) from error
-            built = build_table_assets(spec, transform)
+            built = build_table_assets(
+                spec, transform, pool_limit=self.source.max_concurrent_extractions
+            )
             assets += [built.source, built.raw]
+            if spec.incremental is not None:
+                sensors.append(
+                    build_change_sensor(spec, built.raw.key, built.partitions_def, io_manager_key)
+                )
+            if spec.reconcile is not None:
+                schedules.append(
+                    build_reconcile_schedule(
+                        spec, built.raw.key, built.partitions_def, io_manager_key
+                    )
+                )
             if spec.freshness_deadline_cron:
                 freshness_checks += dg.build_time_partition_freshness_checks(
                     assets=[built.raw],
                     deadline_cron=spec.freshness_deadline_cron,
                     timezone=spec.timezone,
                 )
-        sensors = (
-            [
+        if freshness_checks:
+            sensors.append(
                 dg.build_sensor_for_freshness_checks(
                     freshness_checks=freshness_checks,
                     name=f"{self.source.name}_freshness_checks",
                     default_status=dg.DefaultSensorStatus.STOPPED,
                 )
-            ]
-            if freshness_checks
-            else []
-        )
+            )
         return dg.Definitions(
             assets=assets,
             asset_checks=freshness_checks,
             sensors=sensors,
-            resources={postgres_io_manager_key(self.source.name): self._io_manager()},
+            schedules=schedules,
+            resources={io_manager_key: self._io_manager()},
         )
 
     def _io_manager(self) -> PostgresWindowIOManager:

@@ -24,6 +24,8 @@ from etl_assets.lib.transforms import Transform
 from etl_assets.resources.lake import HIVE_PARTITION_METADATA_KEY
 from etl_assets.resources.postgres import READER_METADATA_KEY, TABLE_METADATA_KEY
 
+POOL_METADATA_KEY = "etl_assets/pool"
+POOL_LIMIT_METADATA_KEY = "etl_assets/pool_limit"
 _SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9_]+$")
 RAW_KEY_PREFIX = "raw"
 SOURCE_KEY_PREFIX = "postgres"
@@ -81,15 +83,23 @@ def backfill_policy(max_partitions_per_run: int | None) -> dg.BackfillPolicy:
     return dg.BackfillPolicy.multi_run(max_partitions_per_run)
 
 
+def pool_name(source: str) -> str:
+    """The Dagster pool that bounds concurrent extractions from one source database."""
+    return f"postgres_{source}"
+
+
 @dataclass(frozen=True)
 class TableAssets:
     """The source spec (the Postgres table) and the raw asset (its copy in the lake)."""
 
     source: dg.AssetSpec
     raw: dg.AssetsDefinition
+    partitions_def: dg.TimeWindowPartitionsDefinition
 
 
-def build_table_assets(spec: TableSpec, transform: Transform | None) -> TableAssets:
+def build_table_assets(
+    spec: TableSpec, transform: Transform | None, *, pool_limit: int | None = None
+) -> TableAssets:
     """The assets for one declared table."""
     partitions_def = table_partitions(spec)
     hive_name = spec.hive_partition_name
@@ -114,6 +124,8 @@ def build_table_assets(spec: TableSpec, transform: Transform | None) -> TableAss
             TABLE_METADATA_KEY: spec.to_metadata(),
             READER_METADATA_KEY: raw_key.to_user_string(),
             "etl_assets/primary_key": ", ".join(spec.primary_key),
+            POOL_METADATA_KEY: pool_name(spec.source),
+            **({POOL_LIMIT_METADATA_KEY: pool_limit} if pool_limit else {}),
         },
     ).with_io_manager_key(postgres_io_manager_key(spec.source))
 
@@ -151,6 +163,7 @@ def build_table_assets(spec: TableSpec, transform: Transform | None) -> TableAss
         check_specs=check_specs(spec, raw_key, partitions_def),
         ins={"source": dg.AssetIn(key=source_key)},
         backfill_policy=backfill_policy(spec.max_partitions_per_run),
+        pool=pool_name(spec.source),
         can_subset=True,
     )
     def raw_table(
@@ -166,7 +179,7 @@ def build_table_assets(spec: TableSpec, transform: Transform | None) -> TableAss
         yield dg.Output(extract, output_name=raw_key.to_python_identifier())
         yield from check_evaluations(raw_key, extract.check_results)
 
-    return TableAssets(source=source_spec, raw=raw_table)
+    return TableAssets(source=source_spec, raw=raw_table, partitions_def=partitions_def)
 
 
 def check_specs(

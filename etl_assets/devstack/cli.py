@@ -9,7 +9,9 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import IO
 
+from etl_assets.cli.main import declared_pools, set_pool_limits
 from etl_assets.devstack.demo import declared_tables, format_summary, launch_runs, summarize
 from etl_assets.devstack.stack import PROJECT_ROOT, DevStack, dev_stack
 
@@ -43,12 +45,16 @@ def demo(state_dir: Path) -> int:
     return 0
 
 
-def dev(state_dir: Path, port: int) -> int:
+def dev(state_dir: Path, port: int, *, demo_runs: bool = True) -> int:
     """The demo stack plus the Dagster webserver and daemon, until Ctrl-C."""
     with dev_stack(state_dir) as stack:
-        _say("launching the demo runs so the lake has data to explore ...")
-        launch_runs(stack)
-        processes = _start_dagster(stack, port)
+        pools = declared_pools()
+        set_pool_limits(pools, stack.process_environment())
+        _say(f"source pools: {', '.join(f'{p}={n}' for p, n in sorted(pools.items()))}")
+        if demo_runs:
+            _say("launching the demo runs so the lake has data to explore ...")
+            launch_runs(stack)
+        processes = [start_webserver(stack, port), start_daemon(stack)]
         _say(f"\nDagster UI: http://127.0.0.1:{port}  (Ctrl-C stops everything)")
         _say(f"environment for your own shell: source {state_dir / 'stack.env'}\n")
         stop = threading.Event()
@@ -70,24 +76,34 @@ def dev(state_dir: Path, port: int) -> int:
     return 0
 
 
-def _start_dagster(stack: DevStack, port: int) -> list[subprocess.Popen[bytes]]:
-    bindir = Path(sys.executable).parent
+def dagster_command(
+    stack: DevStack, *arguments: str, log: IO[bytes] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a Dagster program (webserver, daemon) on the stack's instance and workspace."""
+    program, *rest = arguments
+    return subprocess.Popen(  # noqa: S603 - our own executables and arguments
+        [str(Path(sys.executable).parent / program), *rest],
+        cwd=PROJECT_ROOT,
+        env=stack.process_environment(),
+        stdout=log,
+        stderr=subprocess.STDOUT if log is not None else None,
+    )
+
+
+def start_webserver(
+    stack: DevStack, port: int, log: IO[bytes] | None = None
+) -> subprocess.Popen[bytes]:
+    """The Dagster UI on 127.0.0.1:`port`, loading `workspace.yaml`."""
     workspace = str(PROJECT_ROOT / "workspace.yaml")
-    environment = stack.process_environment()
-    webserver = [
-        str(bindir / "dagster-webserver"),
-        "-w",
-        workspace,
-        "-h",
-        "127.0.0.1",
-        "-p",
-        str(port),
-    ]
-    daemon = [str(bindir / "dagster-daemon"), "run", "-w", workspace]
-    return [
-        subprocess.Popen(command, cwd=PROJECT_ROOT, env=environment)  # noqa: S603
-        for command in (webserver, daemon)
-    ]
+    return dagster_command(
+        stack, "dagster-webserver", "-w", workspace, "-h", "127.0.0.1", "-p", str(port), log=log
+    )
+
+
+def start_daemon(stack: DevStack, log: IO[bytes] | None = None) -> subprocess.Popen[bytes]:
+    """The Dagster daemon (queued runs, sensors, schedules, backfills, run monitoring)."""
+    workspace = str(PROJECT_ROOT / "workspace.yaml")
+    return dagster_command(stack, "dagster-daemon", "run", "-w", workspace, log=log)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,10 +112,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["demo", "dev"])
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     parser.add_argument("--port", type=int, default=3000, help="webserver port (dev)")
+    parser.add_argument(
+        "--no-demo-runs", action="store_true", help="dev: start with an empty lake and instance"
+    )
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo(args.state_dir)
-    return dev(args.state_dir, args.port)
+    return dev(args.state_dir, args.port, demo_runs=not args.no_demo_runs)
 
 
 if __name__ == "__main__":

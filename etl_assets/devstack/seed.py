@@ -39,6 +39,7 @@ CREATE TABLE sales.orders (
     updated_at   timestamptz NOT NULL
 );
 CREATE INDEX ON sales.orders (placed_at);
+CREATE INDEX ON sales.orders (updated_at);
 
 CREATE TABLE sales.payments (
     payment_id bigint PRIMARY KEY,
@@ -51,6 +52,7 @@ CREATE TABLE sales.payments (
     updated_at timestamptz NOT NULL
 );
 CREATE INDEX ON sales.payments (paid_at);
+CREATE INDEX ON sales.payments (updated_at);
 
 -- viewed_at is wall-clock time in Europe/Berlin, as many web logs store it.
 CREATE TABLE web.page_views (
@@ -143,7 +145,7 @@ def seed_demo(conninfo: str, reader_password: str) -> None:
 def create_reader_role(
     connection: psycopg.Connection, password: str, schemas: tuple[str, ...]
 ) -> None:
-    """A login role that can only read `schemas`: extraction needs nothing more."""
+    """A login role that can only read `schemas` and the activity view: all extraction needs."""
     role = sql.Identifier(READER_ROLE)
     exists = connection.execute(
         "SELECT 1 FROM pg_roles WHERE rolname = %s", (READER_ROLE,)
@@ -154,6 +156,8 @@ def create_reader_role(
             verb=verb, role=role, password=sql.Literal(password)
         )
     )
+    # Change sensors must see every open transaction to be safe against late commits.
+    connection.execute(sql.SQL("GRANT pg_read_all_stats TO {}").format(role))
     for schema in schemas:
         name = sql.Identifier(schema)
         connection.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(name, role))

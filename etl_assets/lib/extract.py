@@ -42,6 +42,7 @@ from etl_assets.lib.checks import (
     RowChecks,
     describe_key,
 )
+from etl_assets.lib.incremental import Fingerprint
 from etl_assets.lib.pg_types import (
     HAZARD_ALIAS,
     CatalogColumn,
@@ -72,6 +73,8 @@ DETERMINISTIC_SESSION = (
     "SET lc_monetary = 'C'",
     "SET lc_numeric = 'C'",
     "SET client_encoding = 'UTF8'",
+    # A multi-window read is a UNION ALL whose branches must run in order, one after another.
+    "SET max_parallel_workers_per_gather = 0",
 )
 
 
@@ -141,6 +144,8 @@ class ReadStats:
     window: PartitionWindow
     snapshot_rows: int
     """`count(*)` of the window in the read's snapshot."""
+    fingerprint: Fingerprint | None = None
+    """The window's fingerprint, taken in the read's snapshot."""
     rows_read: int = 0
     batches: int = 0
     arrow_bytes: int = 0
@@ -191,6 +196,10 @@ class Snapshot:
         self._application_name = application_name
         self._connection: Any = None
         self._streaming = threading.Lock()
+        self._snapshot_id: str | None = None
+        """For a side session: the exported snapshot to adopt."""
+        self._exported: str | None = None
+        self._side: Snapshot | None = None
 
     def __enter__(self) -> Self:
         try:
@@ -206,6 +215,9 @@ class Snapshot:
             for statement in DETERMINISTIC_SESSION:
                 self._execute(statement)
             self._execute(q.begin_snapshot())
+            if self._snapshot_id is not None:
+                # A side session of another snapshot: adopt that snapshot.
+                self._execute(q.render(q.set_snapshot(self._snapshot_id)))
         except BaseException:
             self._connection.close()
             self._connection = None
@@ -218,6 +230,9 @@ class Snapshot:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        side, self._side = self._side, None
+        if side is not None:
+            side.__exit__(None, None, None)
         connection, self._connection = self._connection, None
         if connection is None:
             return
@@ -239,6 +254,24 @@ class Snapshot:
             return cursor.fetchall()
         finally:
             cursor.close()
+
+    def export_snapshot(self) -> None:
+        """Export the snapshot while the session is idle, so `side_query` can share it later."""
+        self._exported = str(self.scalar("SELECT pg_export_snapshot()"))
+
+    def side_query(self, statement: str) -> list[tuple[Any, ...]]:
+        """A small query in this snapshot while this session may be busy streaming.
+
+        It runs on a second session that imports the snapshot `export_snapshot` exported
+        (opened on first use, closed with this one).
+        """
+        if self._side is None:
+            if self._exported is None:
+                raise ExtractError("side queries need export_snapshot() before streaming")
+            side = Snapshot(self._settings, f"{self._application_name} (side)"[:63])
+            side._snapshot_id = self._exported
+            self._side = side.__enter__()
+        return self._side.query(statement)
 
     def scalar(self, statement: str) -> Any:
         """The single value of a one-row, one-column query."""
@@ -368,6 +401,7 @@ class PartitionRead:
         return outcomes
 
     def _confirmed_duplicates(self) -> list[str]:
+        # The main session may still be streaming later windows: ask on the side session.
         key = self._spec.primary_key
         statement = q.render(
             sql.SQL(
@@ -381,7 +415,7 @@ class PartitionRead:
                 ),
             )
         )
-        return [describe_key(key, row) for row in self._snapshot.query(statement)]
+        return [describe_key(key, row) for row in self._snapshot.side_query(statement)]
 
 
 @dataclass
@@ -454,30 +488,95 @@ class TableExtract:
     def _partitions(self, snapshot: Snapshot, plan: TablePlan) -> Iterator[PartitionRead]:
         spec = self.spec
         frame_schema = polars_schema(plan.frame_schema)
-        for window in self.windows:
-            count = q.count_window(
-                plan.relation, spec.partition_column, window, plan.partition_bound
+        stats = self._window_stats(snapshot, plan)
+        snapshot.export_snapshot()
+        # One streaming statement reads every window in order; each window's frame pulls its
+        # own rows from it.
+        splitter = WindowSplitter(
+            lambda: snapshot.stream(
+                q.select_windows(
+                    plan.relation,
+                    plan.select_list,
+                    spec.partition_column,
+                    self.windows,
+                    plan.partition_bound,
+                )
             )
-            stats = ReadStats(window=window, snapshot_rows=int(snapshot.scalar(count)))
+        )
+        for position, window in enumerate(self.windows):
             checks = RowChecks(
                 spec.primary_key,
                 spec.columns,
                 hash_keys=plan.unique_index is None,
                 check_primary_key=spec.primary_key_check is not PrimaryKeyCheck.OFF,
             )
-            statement = q.select_window(
-                plan.relation, plan.select_list, spec.partition_column, window, plan.partition_bound
-            )
             frame = lazy_frame(
                 frame_schema,
-                lambda statement=statement, stats=stats, checks=checks: read_frames(
-                    snapshot.stream(statement), plan, spec, stats, checks
+                lambda position=position, checks=checks: read_frames(
+                    splitter.window(position), plan, spec, stats[position], checks
                 ),
                 name=f"{spec.qualified_name} {window.key}",
             )
             if self.transform is not None:
                 frame = self.transform(frame)
-            yield PartitionRead(window, frame, stats, checks, snapshot, spec, plan)
+            yield PartitionRead(window, frame, stats[position], checks, snapshot, spec, plan)
+
+    def _window_stats(self, snapshot: Snapshot, plan: TablePlan) -> list[ReadStats]:
+        spec = self.spec
+        rows = snapshot.query(
+            q.window_stats(
+                plan.relation,
+                spec.partition_column,
+                self.windows,
+                plan.partition_bound,
+                q.fingerprint_aggregates(spec.change_column, spec.fingerprint_columns),
+            )
+        )
+        stats: list[ReadStats] = []
+        for (position, count, newest, digest), window in zip(rows, self.windows, strict=True):
+            assert int(position) == len(stats)
+            fingerprint = Fingerprint(int(count), str(newest) if newest else None, str(digest))
+            stats.append(ReadStats(window, int(count), fingerprint))
+        return stats
+
+
+class WindowSplitter:
+    """Hands out the rows of one multi-window stream, window by window, in order.
+
+    Rows arrive grouped by window position (see `etl_assets.lib.sql.select_windows`); a batch
+    that straddles two windows is cut, and the rest kept for the next window.
+    """
+
+    def __init__(self, open_stream: Callable[[], Iterator[pa.RecordBatch]]) -> None:
+        self._open_stream = open_stream
+        self._stream: Iterator[pa.RecordBatch] | None = None
+        self._pending: pa.RecordBatch | None = None
+        self._next = 0
+
+    def window(self, position: int) -> Iterator[pa.RecordBatch]:
+        """The batches of window `position` (without the position column)."""
+        if position != self._next:
+            raise ExtractError(
+                f"window {position} read out of order (expected window {self._next}): each "
+                "window's frame must be written once, in order"
+            )
+        self._next += 1
+        if self._stream is None:
+            self._stream = self._open_stream()
+        while True:
+            batch = self._pending if self._pending is not None else next(self._stream, None)
+            self._pending = None
+            if batch is None:
+                return
+            ordinals = batch.column(q.WINDOW_ORDINAL)
+            same = pc.cast(pc.equal(ordinals, pa.scalar(position, ordinals.type)), pa.int64())
+            mine = int(pc.sum(same).as_py() or 0)
+            if mine < batch.num_rows:
+                self._pending = batch.slice(mine)
+            if mine:
+                yield batch.slice(0, mine).drop_columns([q.WINDOW_ORDINAL])
+            if self._pending is not None:
+                return
 
 
 def written_vs_planned(planned: pa.Schema, written: pa.Schema) -> str:

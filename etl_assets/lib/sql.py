@@ -89,33 +89,76 @@ def window_predicate(column: str, window: PartitionWindow, kind: BoundKind) -> s
     )
 
 
-def select_window(
+WINDOW_ORDINAL = "__etl_assets_window"
+"""The column that says which window of a multi-window read a row belongs to."""
+
+
+def select_windows(
     relation: Relation,
     select_list: Sequence[sql.Composable],
     partition_column: str,
-    window: PartitionWindow,
+    windows: Sequence[PartitionWindow],
     kind: BoundKind,
 ) -> str:
-    """The statement that reads one window: only the planned columns, in the planned order."""
-    return render(
-        sql.SQL("SELECT {columns} FROM {relation} WHERE {predicate}").format(
+    """One statement reading several windows in order, each row tagged with its window's position.
+
+    A `UNION ALL` of one index-range read per window: Postgres runs the branches in order (the
+    reader disables parallel plans), so rows arrive grouped by window without any sort.
+    """
+    branches = [
+        sql.SQL("SELECT {ordinal} AS {alias}, {columns} FROM {relation} WHERE {predicate}").format(
+            ordinal=sql.Literal(position),
+            alias=sql.Identifier(WINDOW_ORDINAL),
             columns=sql.SQL(", ").join(select_list),
             relation=relation.identifier(),
             predicate=window_predicate(partition_column, window, kind),
         )
-    )
+        for position, window in enumerate(windows)
+    ]
+    return render(sql.SQL(" UNION ALL ").join(branches))
 
 
-def count_window(
-    relation: Relation, partition_column: str, window: PartitionWindow, kind: BoundKind
+def window_stats(
+    relation: Relation,
+    partition_column: str,
+    windows: Sequence[PartitionWindow],
+    kind: BoundKind,
+    fingerprint: Sequence[sql.Composable],
 ) -> str:
-    """`count(*)` of one window; run in the read's snapshot it is the exact expected row count."""
-    return render(
-        sql.SQL("SELECT count(*) FROM {relation} WHERE {predicate}").format(
+    """Per window, in order: its position, `count(*)`, and the fingerprint aggregates."""
+    branches = [
+        sql.SQL(
+            "SELECT {ordinal}, count(*), {aggregates} FROM {relation} WHERE {predicate}"
+        ).format(
+            ordinal=sql.Literal(position),
+            aggregates=sql.SQL(", ").join(fingerprint),
             relation=relation.identifier(),
             predicate=window_predicate(partition_column, window, kind),
         )
+        for position, window in enumerate(windows)
+    ]
+    return render(sql.SQL(" UNION ALL ").join(branches) + sql.SQL(" ORDER BY 1"))
+
+
+def fingerprint_aggregates(
+    change_column: str | None, hashed_columns: Sequence[str]
+) -> list[sql.Composable]:
+    """The newest change (NULL without a change column) and an order-independent row hash.
+
+    The hash is the sum of a 64-bit hash of each row's `hashed_columns` (the primary key, or
+    every declared column), so it changes when a row appears, disappears or changes those
+    columns, whatever order the rows are in.
+    """
+    newest: sql.Composable = (
+        sql.SQL("max({})::text").format(sql.Identifier(change_column))
+        if change_column
+        else sql.SQL("NULL::text")
     )
+    row = sql.SQL("ROW({})::text").format(
+        sql.SQL(", ").join(sql.Identifier(c) for c in hashed_columns)
+    )
+    digest = sql.SQL("coalesce(sum(hashtextextended({}, 0)::numeric), 0)::text").format(row)
+    return [newest, digest]
 
 
 def count_null_partition_rows(relation: Relation, partition_column: str) -> str:
@@ -127,6 +170,73 @@ def count_null_partition_rows(relation: Relation, partition_column: str) -> str:
     )
 
 
+def changed_windows(
+    relation: Relation,
+    *,
+    partition_column: str,
+    kind: BoundKind,
+    unit: str,
+    timezone: str,
+    change_column: str,
+    since: dt.datetime | None,
+    until: dt.datetime,
+) -> str:
+    """The windows (as local `date_trunc` starts) holding rows changed in `[since, until)`.
+
+    An index on the change column serves the range; the result has one row per touched window
+    with the oldest and newest change in it.
+    """
+    column = sql.Identifier(partition_column)
+    local: sql.Composable
+    if kind is BoundKind.TIMESTAMPTZ:
+        local = sql.SQL("{} AT TIME ZONE {}").format(column, sql.Literal(timezone))
+    elif kind is BoundKind.DATE:
+        local = sql.SQL("{}::timestamp").format(column)
+    else:
+        local = column
+    change = sql.Identifier(change_column)
+    lower = (
+        sql.SQL("{} >= {} AND ").format(change, sql.Literal(since))
+        if since is not None
+        else sql.SQL("")
+    )
+    return render(
+        sql.SQL(
+            "SELECT date_trunc({unit}, {local}) AS window_start, min({change}), max({change}),"
+            " count(*) FROM {relation} WHERE {lower}{change} < {until} AND {column} IS NOT NULL"
+            " GROUP BY 1 ORDER BY 1"
+        ).format(
+            unit=sql.Literal(unit),
+            local=local,
+            change=change,
+            relation=relation.identifier(),
+            lower=lower,
+            until=sql.Literal(until),
+            column=column,
+        )
+    )
+
+
+SOURCE_CLOCK = """
+SELECT now(),
+       (SELECT min(a.xact_start) FROM pg_catalog.pg_stat_activity a
+         WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
+           AND a.backend_type = 'client backend' AND a.xact_start IS NOT NULL
+           AND coalesce(a.application_name, '') NOT LIKE 'raw/%'
+           AND coalesce(a.application_name, '') NOT LIKE 'etl-assets %'),
+       (SELECT count(*) FROM pg_catalog.pg_stat_activity a
+         WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
+           AND a.backend_type = 'client backend' AND a.state IS NULL)
+"""
+"""The server's time, the start of the oldest transaction that could still commit rows (other
+than etl_assets' own read-only sessions), and how many sessions the role cannot see into."""
+
+
 def begin_snapshot() -> str:
     """Open the one read-only snapshot that the counts and the reads of a load share."""
     return "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+
+
+def set_snapshot(snapshot_id: str) -> sql.Composed:
+    """Adopt a snapshot another session exported (must follow BEGIN ... REPEATABLE READ)."""
+    return sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_id))

@@ -28,6 +28,34 @@ class PrimaryKeyCheck(StrEnum):
 
 
 @dataclass(frozen=True)
+class IncrementalSpec:
+    """How a change sensor finds rows that changed: a column every write sets to its time."""
+
+    change_column: str
+    settle_lag: dt.timedelta = dt.timedelta(minutes=10)
+    """A window is closed only this long after its end (and once no older transaction is open)."""
+    interval_seconds: int = 60
+
+
+class ReconcileCompare(StrEnum):
+    """What a fingerprint hashes besides the row count and newest change."""
+
+    KEY = "key"
+    """The primary key: finds inserts, deletes and key changes."""
+    ROWS = "rows"
+    """Every declared column: also finds updates that did not touch the change column."""
+
+
+@dataclass(frozen=True)
+class ReconcileSpec:
+    """When to re-fingerprint the newest closed partitions, and how many."""
+
+    cron: str
+    partitions: int = 7
+    compare: ReconcileCompare = ReconcileCompare.KEY
+
+
+@dataclass(frozen=True)
 class TableSpec:
     """One declared source table; plain data so the lib code can use it without Dagster."""
 
@@ -51,6 +79,8 @@ class TableSpec:
     primary_key_check: PrimaryKeyCheck = PrimaryKeyCheck.WARN
     asset_name: str | None = None
     """The last segment of the asset key; None: derived from the table name."""
+    incremental: IncrementalSpec | None = None
+    reconcile: ReconcileSpec | None = None
     freshness_deadline_cron: str | None = None
     """Cron by which the newest closed partition must be materialized (in `timezone`)."""
 
@@ -63,6 +93,18 @@ class TableSpec:
     def hive_partition_name(self) -> str:
         """The `<name>` of the lake's `<name>=<key>` partition directories."""
         return self.partition_name or self.grain.hive_name
+
+    @property
+    def change_column(self) -> str | None:
+        """The declared change column, if any."""
+        return self.incremental.change_column if self.incremental else None
+
+    @property
+    def fingerprint_columns(self) -> tuple[str, ...]:
+        """The columns whose hash goes into a window's fingerprint."""
+        if self.reconcile is not None and self.reconcile.compare is ReconcileCompare.ROWS:
+            return self.read_columns
+        return self.primary_key
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -104,6 +146,24 @@ class TableSpec:
             "primary_key_check": self.primary_key_check.value,
             "freshness_deadline_cron": self.freshness_deadline_cron,
             "asset_name": self.asset_name,
+            "incremental": (
+                {
+                    "change_column": self.incremental.change_column,
+                    "settle_lag_seconds": self.incremental.settle_lag.total_seconds(),
+                    "interval_seconds": self.incremental.interval_seconds,
+                }
+                if self.incremental
+                else None
+            ),
+            "reconcile": (
+                {
+                    "cron": self.reconcile.cron,
+                    "partitions": self.reconcile.partitions,
+                    "compare": self.reconcile.compare.value,
+                }
+                if self.reconcile
+                else None
+            ),
         }
 
     @classmethod
@@ -134,12 +194,36 @@ class TableSpec:
             partition_name=str(data["partition_name"]) if data.get("partition_name") else None,
             primary_key_check=PrimaryKeyCheck(str(data.get("primary_key_check") or "warn")),
             asset_name=str(data["asset_name"]) if data.get("asset_name") else None,
+            incremental=_incremental(data.get("incremental")),
+            reconcile=_reconcile(data.get("reconcile")),
             freshness_deadline_cron=(
                 str(data["freshness_deadline_cron"])
                 if data.get("freshness_deadline_cron")
                 else None
             ),
         )
+
+
+def _incremental(data: object) -> IncrementalSpec | None:
+    if not isinstance(data, dict):
+        return None
+    values: dict[str, object] = data  # pyright: ignore[reportUnknownVariableType]
+    return IncrementalSpec(
+        change_column=str(values["change_column"]),
+        settle_lag=dt.timedelta(seconds=float(str(values["settle_lag_seconds"]))),
+        interval_seconds=int(str(values["interval_seconds"])),
+    )
+
+
+def _reconcile(data: object) -> ReconcileSpec | None:
+    if not isinstance(data, dict):
+        return None
+    values: dict[str, object] = data  # pyright: ignore[reportUnknownVariableType]
+    return ReconcileSpec(
+        cron=str(values["cron"]),
+        partitions=int(str(values["partitions"])),
+        compare=ReconcileCompare(str(values["compare"])),
+    )
 
 
 def _as_list(value: object) -> list[object]:

@@ -31,6 +31,11 @@ class Grain(StrEnum):
         """Name of the hive partition directory, as in `day=2026-10-01`."""
         return _HIVE_NAMES[self]
 
+    @property
+    def trunc_unit(self) -> str:
+        """Postgres' `date_trunc` unit whose values are this grain's window starts."""
+        return _TRUNC_UNITS[self]
+
 
 _KEY_FORMATS = {
     Grain.HOURLY: "%Y-%m-%dT%H",
@@ -43,6 +48,12 @@ _CRONS = {
     Grain.DAILY: "0 0 * * *",
     Grain.WEEKLY: "0 0 * * 1",
     Grain.MONTHLY: "0 0 1 * *",
+}
+_TRUNC_UNITS = {
+    Grain.HOURLY: "hour",
+    Grain.DAILY: "day",
+    Grain.WEEKLY: "week",
+    Grain.MONTHLY: "month",
 }
 _HIVE_NAMES = {
     Grain.HOURLY: "hour",

@@ -38,6 +38,8 @@ from etl_assets.lib.s3_objects import MIB, Encryption, S3Client, ServerSideEncry
 from etl_assets.lib.windows import grain_for_cron
 
 DEFAULT_PARTITION_NAME = "partition"
+FINGERPRINT_METADATA_KEY = "source_fingerprint"
+"""Materialization metadata: the window's fingerprint in the snapshot it was read from."""
 HIVE_PARTITION_METADATA_KEY = "etl_assets/hive_partition"
 """Asset metadata naming the hive partition directories; else derived from the partitions."""
 
@@ -235,6 +237,13 @@ class LakeIOManager(dg.ConfigurableIOManager):
                     "null_partition_rows": opened.null_partition_rows,
                 }
                 _record_partition(context, read.window.key, metadata)
+                fingerprint = read.stats.fingerprint
+                if fingerprint is not None and len(extract.windows) == 1:
+                    # The source's fingerprint is the partition's data version: reloading
+                    # unchanged rows leaves downstream partitions fresh.
+                    context.step_context.set_data_version(
+                        context.asset_key, dg.DataVersion(fingerprint.version)
+                    )
 
     def _publish_frames(
         self, context: dg.OutputContext, frames: Mapping[str | None, pl.LazyFrame]
@@ -423,6 +432,8 @@ def _read_metadata(stats: ReadStats, plan: TablePlan) -> dict[str, Any]:
         "source_rows_read": stats.rows_read,
         "source_batches": stats.batches,
     }
+    if stats.fingerprint is not None:
+        metadata[FINGERPRINT_METADATA_KEY] = stats.fingerprint.text
     if plan.undeclared_columns:
         metadata["source_undeclared_columns"] = ", ".join(plan.undeclared_columns)
     return metadata

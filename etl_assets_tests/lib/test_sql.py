@@ -8,12 +8,14 @@ from etl_assets.lib.sql import (
     BoundKind,
     Relation,
     begin_snapshot,
+    changed_windows,
     count_null_partition_rows,
-    count_window,
+    fingerprint_aggregates,
     is_unambiguous_wall_time,
     render,
-    select_window,
+    select_windows,
     window_predicate,
+    window_stats,
 )
 from etl_assets.lib.windows import PartitionWindow
 
@@ -72,13 +74,16 @@ def test_the_repeated_hour_of_a_dst_change_cannot_bound_a_naive_column() -> None
     ],
 )
 def test_identifiers_are_always_quoted(schema: str, table: str, column: str, quoted: str) -> None:
-    statement = select_window(
-        Relation(schema, table), [sql.Identifier(column)], column, DAY, BoundKind.TIMESTAMPTZ
+    statement = select_windows(
+        Relation(schema, table), [sql.Identifier(column)], column, [DAY], BoundKind.TIMESTAMPTZ
     )
-    assert statement.startswith(f"SELECT {sql.Identifier(column).as_string()} FROM {quoted} WHERE ")
-    assert count_window(Relation(schema, table), column, DAY, BoundKind.TIMESTAMPTZ).startswith(
-        f"SELECT count(*) FROM {quoted} WHERE "
+    assert statement.startswith(
+        f'SELECT 0 AS "__etl_assets_window", {sql.Identifier(column).as_string()} FROM {quoted} '
     )
+    stats = window_stats(
+        Relation(schema, table), column, [DAY], BoundKind.TIMESTAMPTZ, [sql.SQL("1")]
+    )
+    assert stats.startswith(f"SELECT 0, count(*), 1 FROM {quoted} WHERE ")
     assert count_null_partition_rows(Relation(schema, table), column).endswith(
         f"{sql.Identifier(column).as_string()} IS NULL"
     )
@@ -86,3 +91,41 @@ def test_identifiers_are_always_quoted(schema: str, table: str, column: str, quo
 
 def test_the_snapshot_is_repeatable_read_and_read_only() -> None:
     assert begin_snapshot() == "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+
+
+NEXT_DAY = PartitionWindow("2026-10-03", DAY.end, DAY.end + dt.timedelta(days=1))
+
+
+def test_several_windows_are_one_statement_in_window_order() -> None:
+    statement = select_windows(
+        Relation("s", "t"), [sql.Identifier("a")], "ts", [DAY, NEXT_DAY], BoundKind.TIMESTAMPTZ
+    )
+    first, second = statement.split(" UNION ALL ")
+    assert first.startswith('SELECT 0 AS "__etl_assets_window"')
+    assert second.startswith('SELECT 1 AS "__etl_assets_window"')
+    assert "'2026-10-03 00:00:00+00:00'::timestamptz" in second
+
+
+def test_fingerprints_hash_rows_whatever_their_order() -> None:
+    newest, digest = fingerprint_aggregates("updated_at", ["id", "Line No"])
+    assert render(newest) == 'max("updated_at")::text'
+    assert render(digest) == (
+        'coalesce(sum(hashtextextended(ROW("id", "Line No")::text, 0)::numeric), 0)::text'
+    )
+    assert render(fingerprint_aggregates(None, ["id"])[0]) == "NULL::text"
+
+
+def test_changes_are_bucketed_by_local_window_start_in_an_index_range() -> None:
+    statement = changed_windows(
+        Relation("s", "t"),
+        partition_column="placed_at",
+        kind=BoundKind.TIMESTAMPTZ,
+        unit="day",
+        timezone="Europe/Berlin",
+        change_column="updated_at",
+        since=DAY.start,
+        until=DAY.end,
+    )
+    assert "date_trunc('day', \"placed_at\" AT TIME ZONE 'Europe/Berlin')" in statement
+    assert "\"updated_at\" >= '2026-10-02 00:00:00+00:00'::timestamptz AND" in statement
+    assert "\"updated_at\" < '2026-10-03 00:00:00+00:00'::timestamptz" in statement

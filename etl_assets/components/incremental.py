@@ -1,0 +1,220 @@
+"""The sensor and schedule that keep one table's partitions current (see lib/incremental.py)."""
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import replace
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+
+from etl_assets.lib.change_feed import ChangedBucket, fingerprint_windows, scan_changes
+from etl_assets.lib.extract import ConnectionSettings
+from etl_assets.lib.incremental import (
+    ChangeCursor,
+    ChangedWindow,
+    TickPlan,
+    WindowBounds,
+    plan_tick,
+    reconcile,
+)
+from etl_assets.lib.tables import TableSpec
+from etl_assets.lib.windows import PartitionWindow
+from etl_assets.resources.lake import FINGERPRINT_METADATA_KEY
+from etl_assets.resources.postgres import PostgresWindowIOManager
+
+REASON_TAG = "etl_assets/reason"
+
+
+def _windows(
+    partitions_def: dg.TimeWindowPartitionsDefinition, until: dt.datetime
+) -> list[WindowBounds]:
+    keys = partitions_def.get_partition_keys(current_time=until)
+    return [
+        WindowBounds(key, window.start, window.end)
+        for key in keys
+        for window in [partitions_def.time_window_for_partition_key(key)]
+    ]
+
+
+def _keys_for(
+    partitions_def: dg.TimeWindowPartitionsDefinition, timezone: str, bucket: ChangedBucket
+) -> set[str]:
+    """The partition keys whose windows start at a local wall-clock time.
+
+    Both keys, when a daylight-saving change repeats that time.
+    """
+    zone = ZoneInfo(timezone)
+    keys: set[str] = set()
+    for fold in (0, 1):
+        moment = bucket.local_start.replace(tzinfo=zone, fold=fold)
+        try:
+            keys.add(partitions_def.get_partition_key_for_timestamp(moment.timestamp()))
+        except (ValueError, dg.DagsterInvalidInvocationError):
+            continue  # before the first or after the last partition
+    return keys
+
+
+def _settings(manager: object) -> ConnectionSettings:
+    assert isinstance(manager, PostgresWindowIOManager)
+    return manager.source.connection_settings()
+
+
+def evaluate_changes(
+    spec: TableSpec,
+    partitions_def: dg.TimeWindowPartitionsDefinition,
+    settings: ConnectionSettings,
+    cursor: ChangeCursor,
+    *,
+    purpose: str,
+    clock_shift: dt.timedelta = dt.timedelta(0),
+) -> TickPlan:
+    """One tick of a change sensor: read the source, then decide (`plan_tick`).
+
+    `clock_shift` moves the source's `now()` (only tests use it, to stand at a later moment
+    without waiting for it).
+    """
+    incremental = spec.incremental
+    assert incremental is not None
+    scan = scan_changes(settings, spec, cursor.watermark, purpose)
+    clock = replace(scan.clock, now=scan.clock.now + clock_shift)
+    windows = _windows(partitions_def, clock.now)
+    changed = [
+        ChangedWindow(key, bucket.oldest_change, bucket.newest_change, bucket.rows)
+        for bucket in scan.changed
+        for key in _keys_for(partitions_def, spec.timezone, bucket)
+    ]
+    tick = plan_tick(cursor, clock, incremental.settle_lag, windows, changed)
+    scanned_until = scan.clock.safe_time
+    if tick.cursor.watermark is not None and tick.cursor.watermark > scanned_until:
+        # Never move past what was actually scanned (a shifted clock must not skip changes).
+        tick = replace(tick, cursor=replace(tick.cursor, watermark=scanned_until))
+    return tick
+
+
+def build_change_sensor(
+    spec: TableSpec,
+    asset_key: dg.AssetKey,
+    partitions_def: dg.TimeWindowPartitionsDefinition,
+    resource_key: str,
+) -> dg.SensorDefinition:
+    """A sensor requesting exactly the partitions that closed or changed since its cursor."""
+    incremental = spec.incremental
+    assert incremental is not None
+
+    @dg.sensor(
+        name=f"{asset_key.to_python_identifier()}__changes",
+        asset_selection=[asset_key],
+        minimum_interval_seconds=incremental.interval_seconds,
+        required_resource_keys={resource_key},
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description=(
+            f"Loads partitions of {asset_key.to_user_string()} once their window closes "
+            f"(end + {incremental.settle_lag}, and no older transaction open), and reloads "
+            f"closed partitions whose rows' `{incremental.change_column}` moved."
+        ),
+    )
+    def changes(context: dg.SensorEvaluationContext, **resources: object) -> dg.SensorResult:
+        # Dagster passes the required resource under its key, which depends on the source.
+        tick = evaluate_changes(
+            spec,
+            partitions_def,
+            _settings(resources[resource_key]),
+            ChangeCursor.from_json(context.cursor),
+            purpose=f"sensor {asset_key.to_user_string()}",
+        )
+        for note in tick.notes:
+            context.log.info(note)
+        requests = [
+            dg.RunRequest(
+                run_key=request.run_key,
+                partition_key=request.key,
+                asset_selection=[asset_key],
+                tags={REASON_TAG: request.reason},
+            )
+            for request in tick.requests
+        ]
+        skip = None if requests else "; ".join(tick.notes) or "nothing closed or changed"
+        return dg.SensorResult(
+            run_requests=requests, cursor=tick.cursor.to_json(), skip_reason=skip
+        )
+
+    return changes
+
+
+def recorded_fingerprints(
+    instance: dg.DagsterInstance, asset_key: dg.AssetKey, keys: Sequence[str]
+) -> dict[str, str | None]:
+    """The fingerprint recorded with each partition's latest materialization."""
+    recorded: dict[str, str | None] = dict.fromkeys(keys)
+    if not keys:
+        return recorded
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=list(keys)), limit=10_000
+    ).records
+    seen: set[str] = set()
+    for record in records:  # newest first
+        event = record.asset_materialization
+        if event is None or event.partition is None or event.partition in seen:
+            continue
+        seen.add(event.partition)
+        value = event.metadata.get(FINGERPRINT_METADATA_KEY)
+        recorded[event.partition] = str(getattr(value, "value", value)) if value else None
+    return recorded
+
+
+def build_reconcile_schedule(
+    spec: TableSpec,
+    asset_key: dg.AssetKey,
+    partitions_def: dg.TimeWindowPartitionsDefinition,
+    resource_key: str,
+) -> dg.ScheduleDefinition:
+    """A schedule re-fingerprinting the newest closed partitions and reloading any that drifted."""
+    settings = spec.reconcile
+    assert settings is not None
+
+    @dg.schedule(
+        name=f"{asset_key.to_python_identifier()}__reconcile",
+        cron_schedule=settings.cron,
+        execution_timezone=spec.timezone,
+        target=[asset_key],
+        required_resource_keys={resource_key},
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+        description=(
+            f"Re-fingerprints the newest {settings.partitions} closed partitions of "
+            f"{asset_key.to_user_string()} (rows, newest change, hash of "
+            f"{'every column' if settings.compare.value == 'rows' else 'the primary key'}) and "
+            "reloads those that differ from what was published: hard deletes and silent updates."
+        ),
+    )
+    def reconcile_schedule(
+        context: dg.ScheduleEvaluationContext, **resources: object
+    ) -> Sequence[dg.RunRequest] | dg.SkipReason:
+        now = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
+        closed = _windows(partitions_def, now)[-settings.partitions :]
+        windows = [PartitionWindow(w.key, w.start, w.end) for w in closed]
+        clock, current = fingerprint_windows(
+            _settings(resources[resource_key]),
+            spec,
+            windows,
+            f"reconcile {asset_key.to_user_string()}",
+        )
+        settled = {
+            k: f
+            for k, f in current.items()
+            if next(w for w in closed if w.key == k).end <= clock.safe_time
+        }
+        drifts = reconcile(
+            settled, recorded_fingerprints(context.instance, asset_key, list(settled))
+        )
+        if not drifts:
+            return dg.SkipReason(f"the newest {len(settled)} closed partitions match the source")
+        return [
+            dg.RunRequest(
+                run_key=f"{drift.key}:reconcile:{drift.current}",
+                partition_key=drift.key,
+                tags={REASON_TAG: "reconcile"},
+            )
+            for drift in drifts
+        ]
+
+    return reconcile_schedule
