@@ -16,7 +16,7 @@ PYTHON := .venv/bin/python
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := python3
 
-.PHONY: help install lint format typecheck test test-fast test-slow demo dev check-defs clean
+.PHONY: help install lint format typecheck test test-fast test-slow demo dev bench check-defs clean
 
 help:
 	@grep -E '^#   make' Makefile | sed 's/^#   //'
@@ -32,12 +32,12 @@ $(UV):
 install: .venv/.installed
 
 lint: install
-	.venv/bin/ruff check etl_assets etl_assets_tests
-	.venv/bin/ruff format --check etl_assets etl_assets_tests
+	.venv/bin/ruff check etl_assets etl_assets_tests bench
+	.venv/bin/ruff format --check etl_assets etl_assets_tests bench
 
 format: install
-	.venv/bin/ruff check --fix etl_assets etl_assets_tests
-	.venv/bin/ruff format etl_assets etl_assets_tests
+	.venv/bin/ruff check --fix etl_assets etl_assets_tests bench
+	.venv/bin/ruff format etl_assets etl_assets_tests bench
 
 typecheck: install
 	.venv/bin/pyright
@@ -61,6 +61,14 @@ demo: install
 
 dev: install
 	$(PYTHON) -m etl_assets.devstack.cli dev
+
+# The peers it measures are installed only here (the `bench` dependency group). Always synced:
+# a later `make install` removes them again. Pass options with BENCH_ARGS, e.g.
+#   make bench BENCH_ARGS="--sizes 1 --reps 1 --methods copy_drain,ours"
+BENCH_ARGS ?=
+bench: | $(UV)
+	$(UV) sync --frozen --all-extras --group dev --group bench
+	$(PYTHON) -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf .devstack .pytest_cache .ruff_cache

@@ -118,7 +118,7 @@ class EmbeddedPostgres:
         self.data_dir = base_dir / "data"
         self.log_file = base_dir / "postgres.log"
         self.port = port or free_port()
-        self.password = secrets.token_urlsafe(18)
+        self.password = self._superuser_password()
         self._run_as = _service_user() if os.geteuid() == 0 else None
         # Unix socket paths are limited to ~107 bytes; keep the socket in a short temp dir.
         self._socket_dir = Path(tempfile.mkdtemp(prefix="etl-pg-"))
@@ -160,6 +160,17 @@ class EmbeddedPostgres:
     def create_database(self, name: str) -> str:
         """Create database `name` (if missing); returns its superuser conninfo."""
         return create_database(self.address, name)
+
+    def _superuser_password(self) -> str:
+        """A new random password, or the one of the cluster already in `base_dir`."""
+        saved = self.base_dir / "superuser.password"
+        if saved.exists() and (self.data_dir / "PG_VERSION").exists():
+            return saved.read_text().strip()
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        password = secrets.token_urlsafe(18)
+        saved.write_text(password)
+        saved.chmod(0o600)
+        return password
 
     def log_tail(self, lines: int = 40) -> str:
         """The end of the server log, for error messages."""

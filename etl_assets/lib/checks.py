@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
 
 from etl_assets.lib.contract import ColumnChecks, ColumnSpec
 
@@ -87,6 +88,28 @@ class RowChecks:
     def checks_primary_key(self) -> bool:
         """Whether the primary-key check is on."""
         return self._check_primary_key
+
+    @property
+    def columns(self) -> list[str]:
+        """The columns the checks look at."""
+        # Samples name each violating row by its primary key, so the key is always included.
+        wanted = list(self._primary_key)
+        return wanted + [t.spec.name for t in self._tallies if t.spec.name not in wanted]
+
+    def observe_batch(self, batch: pa.RecordBatch) -> None:
+        """Count what this Arrow batch of source rows violates.
+
+        Only the checked columns become a Polars frame; primary-key columns without NULLs and
+        without a uniqueness check to feed cost nothing.
+        """
+        nothing_to_see = not self._check_primary_key or all(
+            batch.column(name).null_count == 0 for name in self._primary_key
+        )
+        if nothing_to_see and not self._tallies and not self._hash_keys:
+            return
+        frame = pl.from_arrow(batch.select(self.columns))  # pyright: ignore[reportUnknownMemberType]
+        assert isinstance(frame, pl.DataFrame)
+        self.observe(frame)
 
     def observe(self, frame: pl.DataFrame) -> None:
         """Count what this batch of source rows violates."""

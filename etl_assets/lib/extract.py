@@ -11,15 +11,19 @@ the row's primary key), converted to the plan's types and observed by the row ch
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Self
 
-import adbc_driver_postgresql.dbapi as adbc  # pyright: ignore[reportMissingTypeStubs]
+import adbc_driver_manager  # pyright: ignore[reportMissingTypeStubs]
+import adbc_driver_postgresql  # pyright: ignore[reportMissingTypeStubs]
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -30,6 +34,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from etl_assets.lib import sql as q
 from etl_assets.lib.arrow_types import (
     conform_array,
+    conform_batch,
     frame_from_arrow,
     interval_struct,
     polars_schema,
@@ -58,6 +63,7 @@ from etl_assets.lib.pg_types import (
     types_query,
     unique_indexes_query,
 )
+from etl_assets.lib.pipeline import read_ahead
 from etl_assets.lib.tables import NullPartitionRows, PrimaryKeyCheck, TableSpec
 from etl_assets.lib.transforms import Transform
 from etl_assets.lib.windows import PartitionWindow
@@ -75,6 +81,9 @@ DETERMINISTIC_SESSION = (
     "SET client_encoding = 'UTF8'",
     # A multi-window read is a UNION ALL whose branches must run in order, one after another.
     "SET max_parallel_workers_per_gather = 0",
+    # A scan that joins another one already running on the table would start mid-table:
+    # starting at the beginning, the same rows come in the same order and make the same file.
+    "SET synchronize_seqscans = off",
 )
 
 
@@ -95,8 +104,10 @@ class ConnectionSettings:
     statement_timeout_ms: int = 3_600_000
     idle_in_transaction_timeout_ms: int = 600_000
     connect_timeout_s: int = 10
-    batch_size_hint_bytes: int = 8 * 1024 * 1024
+    batch_size_hint_bytes: int = 4 * 1024 * 1024
     """Arrow bytes per batch the driver aims for: bounds memory, keeps the pipeline moving."""
+    read_ahead_batches: int = 2
+    """Batches the driver may decode ahead of the writer, on its own thread."""
 
     def session_conninfo(self, application_name: str) -> str:
         """The libpq connection string for one named session, with its time limits.
@@ -137,19 +148,36 @@ class ConnectionSettings:
         return f"{user}@{host}:{port}/{dbname}"
 
 
+@dataclass(frozen=True)
+class WindowCount:
+    """A window's `count(*)` and fingerprint, taken in the read's snapshot."""
+
+    rows: int
+    fingerprint: Fingerprint
+
+
 @dataclass
 class ReadStats:
     """What one window's read saw; filled in while its rows stream."""
 
     window: PartitionWindow
-    snapshot_rows: int
-    """`count(*)` of the window in the read's snapshot."""
-    fingerprint: Fingerprint | None = None
-    """The window's fingerprint, taken in the read's snapshot."""
+    counted: Callable[[], WindowCount] = field(repr=False)
+    """The window's count and fingerprint. They are taken on a side session in the same
+    snapshot while the rows stream, so asking may wait for them."""
     rows_read: int = 0
     batches: int = 0
     arrow_bytes: int = 0
     complete: bool = False
+
+    @property
+    def snapshot_rows(self) -> int:
+        """`count(*)` of the window in the read's snapshot."""
+        return self.counted().rows
+
+    @property
+    def fingerprint(self) -> Fingerprint:
+        """The window's fingerprint in the read's snapshot."""
+        return self.counted().fingerprint
 
     def check_complete(self, table: str) -> None:
         """Raise unless every row of the window was read, and no more."""
@@ -175,38 +203,32 @@ class TableCatalog:
 BATCH_SIZE_HINT_OPTION = "adbc.postgresql.batch_size_hint_bytes"
 
 
-class _Statement(Protocol):
-    def set_options(self, **options: str) -> None: ...
-
-
-class _Cursor(Protocol):
-    adbc_statement: _Statement
-
-    def execute(self, operation: str) -> None: ...
-    def fetchall(self) -> list[tuple[Any, ...]]: ...
-    def fetch_record_batch(self) -> pa.RecordBatchReader: ...
-    def close(self) -> None: ...
-
-
 class Snapshot:
     """One Postgres session holding a `REPEATABLE READ READ ONLY` transaction."""
 
     def __init__(self, settings: ConnectionSettings, application_name: str) -> None:
         self._settings = settings
         self._application_name = application_name
+        self._database: Any = None
         self._connection: Any = None
         self._streaming = threading.Lock()
+        self._active_stream: Generator[pa.RecordBatch] | None = None
         self._snapshot_id: str | None = None
         """For a side session: the exported snapshot to adopt."""
         self._exported: str | None = None
         self._side: Snapshot | None = None
+        self._side_worker: ThreadPoolExecutor | None = None
 
     def __enter__(self) -> Self:
         try:
-            self._connection = adbc.connect(
-                self._settings.session_conninfo(self._application_name), autocommit=True
+            # The driver's low-level API: the DB-API layer on top would import pandas and
+            # pyarrow.dataset, costing a second and ~60 MB per process for nothing used here.
+            self._database = adbc_driver_postgresql.connect(
+                self._settings.session_conninfo(self._application_name)
             )
+            self._connection = adbc_driver_manager.AdbcConnection(self._database)
         except Exception as error:
+            self._close_handles()
             message = self._settings.redact(str(error))
             raise ExtractError(
                 f"cannot connect to {self._settings.describe()}: {message}"
@@ -219,8 +241,7 @@ class Snapshot:
                 # A side session of another snapshot: adopt that snapshot.
                 self._execute(q.render(q.set_snapshot(self._snapshot_id)))
         except BaseException:
-            self._connection.close()
-            self._connection = None
+            self._close_handles()
             raise
         return self
 
@@ -230,44 +251,61 @@ class Snapshot:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        worker, self._side_worker = self._side_worker, None
+        if worker is not None:
+            # A side query still running finishes first: its connection closes just below.
+            worker.shutdown(wait=True, cancel_futures=True)
         side, self._side = self._side, None
         if side is not None:
             side.__exit__(None, None, None)
-        connection, self._connection = self._connection, None
-        if connection is None:
+        stream, self._active_stream = self._active_stream, None
+        if stream is not None:
+            # Stops its read-ahead thread before the connection under it goes away.
+            stream.close()
+        if self._connection is None:
             return
         try:
             # Read-only: COMMIT and ROLLBACK are the same; ROLLBACK also works after an error.
-            cursor = connection.cursor()
-            cursor.execute("ROLLBACK")
-            cursor.close()
+            self._execute("ROLLBACK")
         except Exception:  # noqa: S110 - the connection is closed below whatever happened
             pass
         finally:
-            connection.close()
+            self._close_handles()
 
     def query(self, statement: str) -> list[tuple[Any, ...]]:
-        """All rows of a small query."""
-        cursor = self._cursor()
+        """All rows of a small query, as tuples of Python values."""
+        handle = self._statement(statement)
         try:
-            cursor.execute(statement)
-            return cursor.fetchall()
+            stream, _ = handle.execute_query()
+            table = pa.RecordBatchReader.from_stream(stream).read_all()
         finally:
-            cursor.close()
+            handle.close()
+        columns = [column.to_pylist() for column in table.columns]
+        return list(zip(*columns, strict=True))
 
     def export_snapshot(self) -> None:
         """Export the snapshot while the session is idle, so `side_query` can share it later."""
         self._exported = str(self.scalar("SELECT pg_export_snapshot()"))
 
     def side_query(self, statement: str) -> list[tuple[Any, ...]]:
-        """A small query in this snapshot while this session may be busy streaming.
+        """A small query in this snapshot while this session may be busy streaming."""
+        return self.side_query_later(statement).result()
 
-        It runs on a second session that imports the snapshot `export_snapshot` exported
-        (opened on first use, closed with this one).
+    def side_query_later(self, statement: str) -> Future[list[tuple[Any, ...]]]:
+        """Start a query in this snapshot on a second session; its rows come later.
+
+        The second session imports the snapshot `export_snapshot` exported (it is opened on
+        first use and closed with this one). Side queries run one at a time, in order, on one
+        thread, so they overlap with this session's streaming but not with each other.
         """
+        if self._exported is None:
+            raise ExtractError("side queries need export_snapshot() before streaming")
+        if self._side_worker is None:
+            self._side_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pg-side")
+        return self._side_worker.submit(self._query_on_side, statement)
+
+    def _query_on_side(self, statement: str) -> list[tuple[Any, ...]]:
         if self._side is None:
-            if self._exported is None:
-                raise ExtractError("side queries need export_snapshot() before streaming")
             side = Snapshot(self._settings, f"{self._application_name} (side)"[:63])
             side._snapshot_id = self._exported
             self._side = side.__enter__()
@@ -301,19 +339,35 @@ class Snapshot:
         )
 
     def stream(self, statement: str) -> Iterator[pa.RecordBatch]:
-        """The rows of `statement` as Arrow batches, pulled from the server as they are used."""
+        """The rows of `statement` as Arrow batches, decoded a few batches ahead on a thread.
+
+        The driver decodes with the GIL released, so decoding overlaps with whatever the
+        caller does with each batch; at most `read_ahead_batches` wait in memory.
+        """
         if not self._streaming.acquire(blocking=False):
             raise ExtractError("a window is already streaming on this snapshot's connection")
-        cursor = self._cursor()
+        stream = self._stream(statement)
+        self._active_stream = stream
+        return stream
+
+    def _stream(self, statement: str) -> Generator[pa.RecordBatch]:
         try:
-            cursor.adbc_statement.set_options(
+            handle = self._statement(statement)
+        except BaseException:
+            self._streaming.release()
+            raise
+        try:
+            handle.set_options(
                 **{BATCH_SIZE_HINT_OPTION: str(self._settings.batch_size_hint_bytes)}
             )
-            cursor.execute(statement)
-            reader = cursor.fetch_record_batch()
-            yield from reader
+            result, _ = handle.execute_query()
+            reader = pa.RecordBatchReader.from_stream(result)
+            yield from read_ahead(
+                reader, self._settings.read_ahead_batches, name="postgres-read-ahead"
+            )
         finally:
-            cursor.close()
+            handle.close()
+            self._active_stream = None
             self._streaming.release()
 
     def _types_for(self, columns: Sequence[CatalogColumn]) -> dict[int, CatalogType]:
@@ -326,30 +380,75 @@ class Snapshot:
             wanted = referenced_type_oids(types.values()) - types.keys()
         return types
 
-    def _cursor(self) -> _Cursor:
+    def _statement(self, statement: str) -> Any:
         if self._connection is None:
             raise ExtractError("the snapshot is not open")
-        return self._connection.cursor()
+        handle = adbc_driver_manager.AdbcStatement(self._connection)
+        try:
+            handle.set_sql_query(statement)
+        except BaseException:
+            handle.close()
+            raise
+        return handle
 
     def _execute(self, statement: str) -> None:
-        cursor = self._cursor()
+        handle = self._statement(statement)
         try:
-            cursor.execute(statement)
+            handle.execute_update()
         finally:
-            cursor.close()
+            handle.close()
+
+    def _close_handles(self) -> None:
+        connection, self._connection = self._connection, None
+        database, self._database = self._database, None
+        try:
+            if connection is not None:
+                connection.close()
+        finally:
+            if database is not None:
+                database.close()
 
 
 @dataclass
 class PartitionRead:
-    """One window of an open extract: its rows as a lazy frame, and what reading them saw."""
+    """One window of an open extract: its rows, and what reading them saw.
+
+    The rows are read once, either as Arrow batches in the lake's types (`lake_batches`, the
+    direct path when there is no transform) or as a Polars frame with the transform applied
+    (`frame`).
+    """
 
     window: PartitionWindow
-    frame: pl.LazyFrame
     stats: ReadStats
     checks: RowChecks
+    transform: Transform | None
     _snapshot: Snapshot
     _spec: TableSpec
     _plan: TablePlan
+    _batches: Callable[[], Iterator[pa.RecordBatch]]
+    """The window's rows in the plan's frame types, refused, checked and counted as they pass."""
+    _frame: pl.LazyFrame | None = None
+
+    @property
+    def frame(self) -> pl.LazyFrame:
+        """The rows as a lazy Polars frame, transformed if the asset has a transform."""
+        if self._frame is None:
+            frame = lazy_frame(
+                polars_schema(self._plan.frame_schema),
+                lambda: (frame_from_arrow(batch) for batch in self._batches()),
+                name=f"{self._spec.qualified_name} {self.window.key}",
+            )
+            self._frame = self.transform(frame) if self.transform is not None else frame
+        return self._frame
+
+    def lake_batches(self) -> Iterator[pa.RecordBatch]:
+        """The rows as Arrow batches in the lake's types (`TablePlan.arrow_schema`)."""
+        if self.transform is not None:
+            raise ExtractError("a transformed window is read through its frame")
+        lake_schema = self._plan.arrow_schema
+        converts = lake_schema != self._plan.frame_schema
+        for batch in self._batches():
+            yield conform_batch(batch, lake_schema) if converts else batch
 
     def check_outcomes(self, written: pa.Schema) -> list[CheckOutcome]:
         """Every check of this window, once its rows are read and written.
@@ -487,9 +586,8 @@ class TableExtract:
 
     def _partitions(self, snapshot: Snapshot, plan: TablePlan) -> Iterator[PartitionRead]:
         spec = self.spec
-        frame_schema = polars_schema(plan.frame_schema)
-        stats = self._window_stats(snapshot, plan)
         snapshot.export_snapshot()
+        stats = self._window_stats(snapshot, plan)
         # One streaming statement reads every window in order; each window's frame pulls its
         # own rows from it.
         splitter = WindowSplitter(
@@ -510,20 +608,23 @@ class TableExtract:
                 hash_keys=plan.unique_index is None,
                 check_primary_key=spec.primary_key_check is not PrimaryKeyCheck.OFF,
             )
-            frame = lazy_frame(
-                frame_schema,
-                lambda position=position, checks=checks: read_frames(
+            yield PartitionRead(
+                window,
+                stats[position],
+                checks,
+                self.transform,
+                snapshot,
+                spec,
+                plan,
+                lambda position=position, checks=checks: read_batches(
                     splitter.window(position), plan, spec, stats[position], checks
                 ),
-                name=f"{spec.qualified_name} {window.key}",
             )
-            if self.transform is not None:
-                frame = self.transform(frame)
-            yield PartitionRead(window, frame, stats[position], checks, snapshot, spec, plan)
 
     def _window_stats(self, snapshot: Snapshot, plan: TablePlan) -> list[ReadStats]:
+        """Each window's stats, its count and fingerprint taken on the side while rows stream."""
         spec = self.spec
-        rows = snapshot.query(
+        pending = snapshot.side_query_later(
             q.window_stats(
                 plan.relation,
                 spec.partition_column,
@@ -532,12 +633,25 @@ class TableExtract:
                 q.fingerprint_aggregates(spec.change_column, spec.fingerprint_columns),
             )
         )
-        stats: list[ReadStats] = []
-        for (position, count, newest, digest), window in zip(rows, self.windows, strict=True):
-            assert int(position) == len(stats)
-            fingerprint = Fingerprint(int(count), str(newest) if newest else None, str(digest))
-            stats.append(ReadStats(window, int(count), fingerprint))
-        return stats
+        counts: list[WindowCount] = []
+
+        def counted(position: int) -> WindowCount:
+            if not counts:
+                for expected, (ordinal, count, newest, digest) in enumerate(pending.result()):
+                    if int(ordinal) != expected:
+                        raise ExtractError(f"window counts out of order at window {expected}")
+                    fingerprint = Fingerprint(int(count), str(newest) if newest else None, digest)
+                    counts.append(WindowCount(int(count), fingerprint))
+                if len(counts) != len(self.windows):
+                    raise ExtractError(
+                        f"counted {len(counts)} windows, expected {len(self.windows)}"
+                    )
+            return counts[position]
+
+        return [
+            ReadStats(window, functools.partial(counted, position))
+            for position, window in enumerate(self.windows)
+        ]
 
 
 class WindowSplitter:
@@ -568,15 +682,30 @@ class WindowSplitter:
             self._pending = None
             if batch is None:
                 return
-            ordinals = batch.column(q.WINDOW_ORDINAL)
-            same = pc.cast(pc.equal(ordinals, pa.scalar(position, ordinals.type)), pa.int64())
-            mine = int(pc.sum(same).as_py() or 0)
+            # Ordinals ascend through the stream, and earlier windows' rows are gone: this
+            # window's rows are the batch's leading run of `position`.
+            mine = int(np.searchsorted(_int32_values(batch, q.WINDOW_ORDINAL), position, "right"))
             if mine < batch.num_rows:
                 self._pending = batch.slice(mine)
             if mine:
                 yield batch.slice(0, mine).drop_columns([q.WINDOW_ORDINAL])
             if self._pending is not None:
                 return
+
+
+def _int32_values(batch: pa.RecordBatch, name: str) -> np.ndarray[Any, np.dtype[np.int32]]:
+    """The values of a non-null int32 column, read straight from its buffer.
+
+    (pyarrow's own conversions to and from Python or numpy import pandas when it is
+    installed: a second and ~60 MB for a process that never uses it.)
+    """
+    column = batch.column(name)
+    if column.type != pa.int32() or column.null_count:
+        raise ExtractError(f"{name} must be a non-null int32 column, got {column.type}")
+    data = column.buffers()[1]
+    assert data is not None
+    values = np.frombuffer(memoryview(data), dtype=np.int32, count=column.offset + len(column))
+    return values[column.offset :]
 
 
 def written_vs_planned(planned: pa.Schema, written: pa.Schema) -> str:
@@ -596,14 +725,17 @@ def written_vs_planned(planned: pa.Schema, written: pa.Schema) -> str:
     return "; ".join(notes) or "as planned"
 
 
-def read_frames(
+def read_batches(
     batches: Iterator[pa.RecordBatch],
     plan: TablePlan,
     spec: TableSpec,
     stats: ReadStats,
     checks: RowChecks,
-) -> Iterator[pl.DataFrame]:
-    """Each batch refused if it holds an unrepresentable value, converted, checked, counted."""
+) -> Iterator[pa.RecordBatch]:
+    """Each batch refused if it holds an unrepresentable value, converted, checked, counted.
+
+    The batches come out in the plan's frame types (`TablePlan.frame_schema`).
+    """
     if stats.batches or stats.complete:
         raise ExtractError(
             f"window {stats.window.key} was read twice: the transform must use its input once "
@@ -613,12 +745,11 @@ def read_frames(
         if plan.hazards:
             refuse_unrepresentable(batch, plan, spec)
         converted = to_plan(batch, plan)
-        frame = frame_from_arrow(converted)
-        checks.observe(frame)
+        checks.observe_batch(converted)
         stats.batches += 1
         stats.rows_read += converted.num_rows
         stats.arrow_bytes += converted.nbytes
-        yield frame
+        yield converted
     stats.complete = True
 
 

@@ -1,18 +1,32 @@
-"""Streaming a Polars plan into one Parquet file, row group by row group."""
+"""Writing a stream of Arrow batches (or a Polars plan) into one Parquet file.
+
+Batches are gathered into row groups of about `row_group_bytes` of Arrow data; each row group
+is encoded on a background thread while the next one gathers, so encoding overlaps with
+reading. Dictionary encoding is chosen per column from the first row group: it shrinks columns
+with repeated values, and only costs time on columns whose values are mostly distinct (ids,
+uuids, timestamps), where the encoder would try it and fall back to plain pages anyway.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Literal
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from etl_assets.lib.arrow_types import PlannedSchema, conform_table, output_schema
+from etl_assets.lib.pipeline import BackgroundWorker
 
 MIB = 1024 * 1024
+
+DICTIONARY_SAMPLE_ROWS = 16_384
+DICTIONARY_MAX_DISTINCT_SHARE = 0.5
+"""Dictionary-encode a column when at most this share of the sampled values are distinct."""
 
 
 class VerificationError(RuntimeError):
@@ -25,8 +39,8 @@ class ParquetSettings:
 
     compression: Literal["zstd", "snappy", "gzip", "lz4", "brotli", "none"] = "zstd"
     compression_level: int | None = None
-    row_group_bytes: int = 64 * MIB
-    """Uncompressed Arrow bytes buffered per row group: bounds memory, keeps groups large."""
+    row_group_bytes: int = 16 * MIB
+    """Uncompressed Arrow bytes per row group: bounds memory, keeps groups large for readers."""
 
 
 @dataclass(frozen=True)
@@ -48,39 +62,63 @@ def write_frame(
 ) -> WrittenFile:
     """Execute `frame` on Polars' streaming engine and write its rows to `sink` as Parquet.
 
-    Columns that pass through from `planned` keep their planned Arrow types. A frame with no
-    rows still yields a valid file carrying the schema. `on_row_group(rows, bytes)` is called
-    after each row group, for progress reporting. The file is checked (row count and columns
-    from its own footer) before this returns.
+    Columns that pass through from `planned` keep their planned Arrow types. See
+    `write_batches` for the rest.
     """
     schema = output_schema(frame.collect_schema(), planned)
-    rows = 0
-    buffered: list[pa.Table] = []
-    buffered_bytes = 0
-    writer = pq.ParquetWriter(
-        sink,
-        schema,
-        compression=settings.compression,
-        compression_level=settings.compression_level,
-        store_schema=True,
-    )
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for chunk in frame.collect_batches(engine="streaming"):
+            if chunk.height:
+                yield from conform_table(chunk.to_arrow(), schema).to_batches()
+
+    return write_batches(batches(), schema, sink, settings, on_row_group=on_row_group)
+
+
+class DictionaryChoice:
+    """The columns to dictionary-encode, chosen from the first rows written, then kept.
+
+    Share one between the files of one stream (the windows of one load): the choice is made
+    once, and every file of the load is encoded alike.
+    """
+
+    def __init__(self) -> None:
+        self._columns: list[str] | None = None
+
+    def columns(self, first_rows: pa.Table) -> list[str]:
+        """The chosen columns, choosing from `first_rows` the first time."""
+        if self._columns is None:
+            self._columns = dictionary_columns(first_rows)
+        return self._columns
+
+
+def write_batches(
+    batches: Iterable[pa.RecordBatch],
+    schema: pa.Schema,
+    sink: IO[bytes],
+    settings: ParquetSettings,
+    *,
+    on_row_group: Callable[[int, int], None] | None = None,
+    dictionary: DictionaryChoice | None = None,
+) -> WrittenFile:
+    """Write `batches` (all of `schema`) to `sink` as one Parquet file.
+
+    A stream with no rows still yields a valid file carrying the schema. `on_row_group(rows,
+    bytes)` reports progress each time a row group is followed by more rows (a file of one row
+    group reports nothing). The file is checked (row count and columns from its own footer)
+    before this returns.
+    """
+    file = _RowGroupWriter(schema, sink, settings, dictionary or DictionaryChoice())
     try:
-        for batch in frame.collect_batches(engine="streaming"):
-            if batch.height == 0:
-                continue
-            table = conform_table(batch.to_arrow(), schema)
-            buffered.append(table)
-            buffered_bytes += table.nbytes
-            if buffered_bytes >= settings.row_group_bytes:
-                rows += _flush(writer, buffered, settings.row_group_bytes)
-                if on_row_group is not None:
-                    on_row_group(rows, sink.tell())
-                buffered, buffered_bytes = [], 0
-        if buffered:
-            rows += _flush(writer, buffered, settings.row_group_bytes)
-    finally:
-        writer.close()
-    metadata = writer.writer.metadata
+        for group in row_groups(batches, schema, settings.row_group_bytes):
+            if file.rows_submitted and on_row_group is not None:
+                on_row_group(file.rows_submitted, sink.tell())
+            file.write(group)
+        metadata = file.close()
+    except BaseException:
+        file.abandon()
+        raise
+    rows = file.rows_submitted
     if metadata.num_rows != rows:
         raise VerificationError(f"file footer says {metadata.num_rows} rows, {rows} were written")
     written_columns = metadata.schema.to_arrow_schema().names
@@ -91,9 +129,143 @@ def write_frame(
     )
 
 
-def _flush(writer: pq.ParquetWriter, tables: list[pa.Table], row_group_bytes: int) -> int:
-    table = pa.concat_tables(tables).combine_chunks()
-    bytes_per_row = max(table.nbytes / max(table.num_rows, 1), 1.0)
-    rows_per_group = max(int(row_group_bytes / bytes_per_row), 1)
-    writer.write_table(table, row_group_size=rows_per_group)
-    return table.num_rows
+def row_groups(
+    batches: Iterable[pa.RecordBatch], schema: pa.Schema, group_bytes: int
+) -> Iterator[pa.Table]:
+    """`batches` regrouped into tables of about `group_bytes` of Arrow data, without copying.
+
+    Small batches are gathered; a batch that overflows the current group is cut, its rest
+    starting the next group.
+    """
+    gathered: list[pa.RecordBatch] = []
+    room = group_bytes
+    for batch in batches:
+        rest = batch
+        while rest.num_rows:
+            if rest.nbytes < room:
+                gathered.append(rest)
+                room -= rest.nbytes
+                break
+            bytes_per_row = max(rest.nbytes / rest.num_rows, 1.0)
+            fits = min(max(int(room / bytes_per_row), 1), rest.num_rows)
+            gathered.append(rest.slice(0, fits))
+            rest = rest.slice(fits)
+            yield pa.Table.from_batches(gathered, schema=schema)
+            gathered, room = [], group_bytes
+    if gathered:
+        yield pa.Table.from_batches(gathered, schema=schema)
+
+
+class _RowGroupWriter:
+    """A Parquet writer fed whole row groups, encoding them on a background thread.
+
+    The writer is created with the first row group, whose values choose the dictionary
+    columns; a file with no rows gets the default encodings.
+    """
+
+    def __init__(
+        self,
+        schema: pa.Schema,
+        sink: IO[bytes],
+        settings: ParquetSettings,
+        dictionary: DictionaryChoice,
+    ) -> None:
+        self._schema = schema
+        self._dictionary = dictionary
+        self._sink = sink
+        self._settings = settings
+        self._writer: pq.ParquetWriter | None = None
+        self._encoder: BackgroundWorker[pa.Table] | None = None
+        self.rows_submitted = 0
+
+    def write(self, table: pa.Table) -> None:
+        if self._writer is None:
+            self._writer = self._open(self._dictionary.columns(table))
+            writer = self._writer
+            self._encoder = BackgroundWorker(
+                lambda group: writer.write_table(group, row_group_size=group.num_rows),
+                name="parquet-encode",
+            )
+        assert self._encoder is not None
+        self._encoder.submit(table)
+        self.rows_submitted += table.num_rows
+
+    def close(self) -> pq.FileMetaData:
+        if self._encoder is not None:
+            self._encoder.finish()
+        if self._writer is None:
+            self._writer = self._open(True)
+        self._writer.close()
+        metadata = self._writer.writer.metadata
+        assert metadata is not None
+        return metadata
+
+    def abandon(self) -> None:
+        """Stop encoding; the sink holds an unfinished file that must not be published."""
+        if self._encoder is not None:
+            self._encoder.cancel()
+        if self._writer is not None:
+            # Closed now, not by the garbage collector later, when the sink may be gone; the
+            # file is discarded, so whatever closing it raises does not matter.
+            with contextlib.suppress(Exception):
+                self._writer.close()
+
+    def _open(self, use_dictionary: bool | list[str]) -> pq.ParquetWriter:
+        return pq.ParquetWriter(
+            self._sink,
+            self._schema,
+            compression=self._settings.compression,
+            compression_level=self._settings.compression_level,
+            # pyarrow takes a list of column paths too; its stubs only say bool.
+            use_dictionary=use_dictionary,  # pyright: ignore[reportArgumentType]
+            store_schema=True,
+        )
+
+
+def dictionary_columns(table: pa.Table) -> list[str]:
+    """The Parquet column paths worth dictionary-encoding, judged from `table`'s first rows.
+
+    A flat column qualifies when at most `DICTIONARY_MAX_DISTINCT_SHARE` of the sampled values
+    are distinct; the leaves of nested columns (lists, structs) always do, as their values are
+    not sampled here.
+    """
+    sample = table.slice(0, DICTIONARY_SAMPLE_ROWS)
+    chosen: list[str] = []
+    paths = _leaf_paths(table.schema)
+    for field in table.schema:
+        leaves = paths[field.name]
+        if pa.types.is_nested(field.type):
+            chosen += leaves
+            continue
+        if pa.types.is_boolean(field.type) or sample.num_rows == 0:
+            continue
+        column = sample.column(field.name)
+        if isinstance(column.type, pa.BaseExtensionType):
+            column = column.cast(column.type.storage_type)
+        distinct = pc.count_distinct(column, mode="all").as_py()
+        if distinct <= DICTIONARY_MAX_DISTINCT_SHARE * sample.num_rows:
+            chosen += leaves
+    return chosen
+
+
+def _leaf_paths(schema: pa.Schema) -> dict[str, list[str]]:
+    """Each top-level column's Parquet leaf paths (`tags.list.element`, `point.x`, ...)."""
+    probe = pa.BufferOutputStream()
+    pq.ParquetWriter(probe, schema).close()
+    parquet_schema = pq.read_metadata(pa.BufferReader(probe.getvalue())).schema
+    leaves = iter(parquet_schema.column(i).path for i in range(len(parquet_schema)))
+    # Leaves come in schema order; counting them per column avoids splitting paths on dots,
+    # which column names may contain.
+    return {field.name: [next(leaves) for _ in range(_leaf_count(field.type))] for field in schema}
+
+
+def _leaf_count(data_type: pa.DataType) -> int:
+    if isinstance(data_type, pa.BaseExtensionType):
+        return _leaf_count(data_type.storage_type)
+    if isinstance(data_type, pa.StructType):
+        return sum(_leaf_count(data_type.field(i).type) for i in range(data_type.num_fields))
+    if isinstance(data_type, pa.MapType):
+        return _leaf_count(data_type.key_type) + _leaf_count(data_type.item_type)
+    if isinstance(data_type, pa.ListType | pa.LargeListType | pa.FixedSizeListType):
+        return _leaf_count(data_type.value_type)
+    return 1

@@ -21,7 +21,7 @@ class UploadSettings:
     """How objects are uploaded."""
 
     encryption: Encryption
-    part_size: int = 16 * MIB
+    part_size: int = 8 * MIB
 
 
 @dataclass(frozen=True)
@@ -33,19 +33,16 @@ class PublishedPartition:
     seconds: float
 
 
-def publish_frame(
+def publish_file(
     client: S3Client,
     bucket: str,
     key: str,
-    frame: pl.LazyFrame,
-    planned: PlannedSchema,
+    write: Callable[[IO[bytes]], WrittenFile],
     *,
     upload: UploadSettings,
-    parquet: ParquetSettings,
     verify: Callable[[WrittenFile], None] | None = None,
-    on_progress: Callable[[int, int], None] | None = None,
 ) -> PublishedPartition:
-    """Write `frame` as one Parquet object at `key`, visible only once complete and verified.
+    """Write one Parquet object at `key` with `write(sink)`, visible only once verified.
 
     `verify` runs after the file is finished and before it is published; raising there (or
     anywhere before) leaves the key holding its previous version, or nothing.
@@ -60,9 +57,31 @@ def publish_frame(
         part_size=upload.part_size,
     ) as pending:
         # A RawIOBase is a binary file; typeshed just does not count it as IO[bytes].
-        sink = cast("IO[bytes]", pending)
-        written = write_frame(frame, planned, sink, parquet, on_row_group=on_progress)
+        written = write(cast("IO[bytes]", pending))
         if verify is not None:
             verify(written)
         published = pending.publish()
     return PublishedPartition(object=published, file=written, seconds=time.perf_counter() - started)
+
+
+def publish_frame(
+    client: S3Client,
+    bucket: str,
+    key: str,
+    frame: pl.LazyFrame,
+    planned: PlannedSchema,
+    *,
+    upload: UploadSettings,
+    parquet: ParquetSettings,
+    verify: Callable[[WrittenFile], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> PublishedPartition:
+    """Publish the rows of a Polars plan at `key` (see `publish_file`)."""
+    return publish_file(
+        client,
+        bucket,
+        key,
+        lambda sink: write_frame(frame, planned, sink, parquet, on_row_group=on_progress),
+        upload=upload,
+        verify=verify,
+    )

@@ -104,7 +104,7 @@ class PendingUpload(io.RawIOBase):
         *,
         encryption: Encryption,
         content_type: str = "application/octet-stream",
-        part_size: int = 16 * MIB,
+        part_size: int = 8 * MIB,
         max_parts_in_flight: int = 2,
     ) -> None:
         super().__init__()
@@ -136,12 +136,16 @@ class PendingUpload(io.RawIOBase):
         if self._state != "open":
             raise ValueError(f"upload of s3://{self.bucket}/{self.key} is {self._state}")
         view = memoryview(data).cast("B")
-        self._buffer += view
+        taken = 0
+        while taken < len(view):
+            # Fill the current part exactly; a full part is handed over whole, not copied.
+            piece = view[taken : taken + self._part_size - len(self._buffer)]
+            self._buffer += piece
+            taken += len(piece)
+            if len(self._buffer) >= self._part_size:
+                full, self._buffer = self._buffer, bytearray()
+                self._send_part(full)
         self._position += len(view)
-        while len(self._buffer) >= self._part_size:
-            chunk = bytes(self._buffer[: self._part_size])
-            del self._buffer[: self._part_size]
-            self._send_part(chunk)
         return len(view)
 
     def close(self) -> None:
@@ -165,8 +169,8 @@ class PendingUpload(io.RawIOBase):
                 )
             else:
                 if self._buffer:
-                    self._send_part(bytes(self._buffer))
-                    self._buffer.clear()
+                    last, self._buffer = self._buffer, bytearray()
+                    self._send_part(last)
                 parts = [future.result() for future in self._parts]
                 response = self._client.complete_multipart_upload(
                     Bucket=self.bucket,
@@ -204,7 +208,7 @@ class PendingUpload(io.RawIOBase):
         """Leaving the block without `publish()` aborts, whatever the reason."""
         self.abort()
 
-    def _send_part(self, chunk: bytes) -> None:
+    def _send_part(self, chunk: bytearray) -> None:
         if self._upload_id is None:
             response = self._client.create_multipart_upload(
                 Bucket=self.bucket, Key=self.key, **self._object_args
@@ -226,7 +230,7 @@ class PendingUpload(io.RawIOBase):
         if part_number % 1000 == 0:
             self._part_size *= 2
 
-    def _upload_part(self, upload_id: str, part_number: int, chunk: bytes) -> Mapping[str, Any]:
+    def _upload_part(self, upload_id: str, part_number: int, chunk: bytearray) -> Mapping[str, Any]:
         response = self._client.upload_part(
             Bucket=self.bucket, Key=self.key, UploadId=upload_id, PartNumber=part_number, Body=chunk
         )

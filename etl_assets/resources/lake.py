@@ -16,8 +16,9 @@ Call chain, for orientation:
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import IO, Any
 
 import boto3
 import botocore.config
@@ -31,9 +32,15 @@ from etl_assets.lib.arrow_types import PlannedSchema
 from etl_assets.lib.checks import CheckOutcome
 from etl_assets.lib.extract import PartitionRead, ReadStats, TableExtract
 from etl_assets.lib.lake import LakeLayout
-from etl_assets.lib.parquet_files import ParquetSettings, WrittenFile
+from etl_assets.lib.parquet_files import (
+    DictionaryChoice,
+    ParquetSettings,
+    WrittenFile,
+    write_batches,
+    write_frame,
+)
 from etl_assets.lib.pg_types import ColumnPlan, TablePlan
-from etl_assets.lib.publish import PublishedPartition, UploadSettings, publish_frame
+from etl_assets.lib.publish import PublishedPartition, UploadSettings, publish_file
 from etl_assets.lib.s3_objects import MIB, Encryption, S3Client, ServerSideEncryption
 from etl_assets.lib.windows import grain_for_cron
 
@@ -70,10 +77,10 @@ class S3Lake(dg.ConfigurableResource):  # pyright: ignore[reportMissingTypeArgum
         default=None, description="KMS key id or ARN for SSE-KMS; needs sse=aws:kms."
     )
     upload_part_mib: int = Field(
-        default=16, ge=5, description="Multipart upload part size in MiB (S3 minimum is 5)."
+        default=8, ge=5, description="Multipart upload part size in MiB (S3 minimum is 5)."
     )
     row_group_mib: int = Field(
-        default=64, ge=1, description="Uncompressed Arrow MiB buffered per Parquet row group."
+        default=16, ge=1, description="Uncompressed Arrow MiB buffered per Parquet row group."
     )
 
     _client: Any = PrivateAttr(default=None)
@@ -212,6 +219,7 @@ class LakeIOManager(dg.ConfigurableIOManager):
                     f"{spec.qualified_name} has columns the contract does not declare (not "
                     f"read): {', '.join(opened.plan.undeclared_columns)}"
                 )
+            dictionary = DictionaryChoice()
             for read in opened.partitions:
                 key = self.lake.layout().partition_key(
                     context.asset_key.path, name, read.window.key
@@ -226,8 +234,7 @@ class LakeIOManager(dg.ConfigurableIOManager):
                     context,
                     partition=read.window.key,
                     key=key,
-                    frame=read.frame,
-                    planned=PlannedSchema(opened.plan.arrow_schema, opened.plan.frame_schema),
+                    content=_partition_content(read, opened.plan, dictionary),
                     hive_name=name,
                     verify=verify,
                 )
@@ -237,13 +244,10 @@ class LakeIOManager(dg.ConfigurableIOManager):
                     "null_partition_rows": opened.null_partition_rows,
                 }
                 _record_partition(context, read.window.key, metadata)
-                fingerprint = read.stats.fingerprint
-                if fingerprint is not None and len(extract.windows) == 1:
+                if len(extract.windows) == 1:
                     # The source's fingerprint is the partition's data version: reloading
                     # unchanged rows leaves downstream partitions fresh.
-                    context.step_context.set_data_version(
-                        context.asset_key, dg.DataVersion(fingerprint.version)
-                    )
+                    _set_data_version(context, dg.DataVersion(read.stats.fingerprint.version))
 
     def _publish_frames(
         self, context: dg.OutputContext, frames: Mapping[str | None, pl.LazyFrame]
@@ -265,8 +269,7 @@ class LakeIOManager(dg.ConfigurableIOManager):
                 context,
                 partition=partition,
                 key=key,
-                frame=frame,
-                planned=PlannedSchema.none(),
+                content=_FrameContent(frame, PlannedSchema.none()),
                 hive_name=name if partition is not None else None,
             )
             _record_partition(context, partition, _published_metadata(published))
@@ -277,13 +280,12 @@ class LakeIOManager(dg.ConfigurableIOManager):
         *,
         partition: str | None,
         key: str,
-        frame: pl.LazyFrame,
-        planned: PlannedSchema,
+        content: _FrameContent | _BatchContent,
         hive_name: str | None,
-        verify: Any = None,
+        verify: Callable[[WrittenFile], None] | None = None,
     ) -> PublishedPartition:
         label = f"{context.asset_key.to_user_string()}" + (f" [{partition}]" if partition else "")
-        if hive_name is not None and hive_name in frame.collect_schema().names():
+        if hive_name is not None and hive_name in content.column_names():
             raise PartitionWriteError(
                 f"{label}: the output has a column `{hive_name}`, the name of the lake's "
                 f"{hive_name}=<key> partition directories; readers that apply hive "
@@ -292,16 +294,14 @@ class LakeIOManager(dg.ConfigurableIOManager):
             )
         progress = _ProgressLog(context, label)
         try:
-            published = publish_frame(
+            parquet = self.lake.parquet_settings()
+            published = publish_file(
                 self.lake.client(),
                 self.lake.bucket,
                 key,
-                frame,
-                planned,
+                lambda sink: content.write(sink, parquet, progress),
                 upload=self.lake.upload_settings(),
-                parquet=self.lake.parquet_settings(),
                 verify=verify,
-                on_progress=progress,
             )
         except Exception as error:
             raise PartitionWriteError(
@@ -314,6 +314,54 @@ class LakeIOManager(dg.ConfigurableIOManager):
             f"to {published.object.uri} in {published.seconds:.2f}s ({rate:,.0f} rows/s)"
         )
         return published
+
+
+@dataclass(frozen=True)
+class _FrameContent:
+    """A partition given as a Polars plan: a curated asset's output, or a transformed window."""
+
+    frame: pl.LazyFrame
+    planned: PlannedSchema
+
+    def column_names(self) -> list[str]:
+        return self.frame.collect_schema().names()
+
+    def write(
+        self, sink: IO[bytes], settings: ParquetSettings, progress: Callable[[int, int], None]
+    ) -> WrittenFile:
+        return write_frame(self.frame, self.planned, sink, settings, on_row_group=progress)
+
+
+@dataclass(frozen=True)
+class _BatchContent:
+    """A window without a transform: the driver's batches go to the file without Polars."""
+
+    batches: Callable[[], Iterator[pa.RecordBatch]]
+    schema: pa.Schema
+    dictionary: DictionaryChoice
+
+    def column_names(self) -> list[str]:
+        return self.schema.names
+
+    def write(
+        self, sink: IO[bytes], settings: ParquetSettings, progress: Callable[[int, int], None]
+    ) -> WrittenFile:
+        return write_batches(
+            self.batches(),
+            self.schema,
+            sink,
+            settings,
+            on_row_group=progress,
+            dictionary=self.dictionary,
+        )
+
+
+def _partition_content(
+    read: PartitionRead, plan: TablePlan, dictionary: DictionaryChoice
+) -> _FrameContent | _BatchContent:
+    if read.transform is None:
+        return _BatchContent(read.lake_batches, plan.arrow_schema, dictionary)
+    return _FrameContent(read.frame, PlannedSchema(plan.arrow_schema, plan.frame_schema))
 
 
 class PartitionWriteError(RuntimeError):
@@ -340,7 +388,7 @@ def _evidence(metadata: Mapping[str, Any]) -> str:
 
 
 class _ProgressLog:
-    """Logs the first row group, then at most one line every few seconds, while rows stream."""
+    """Logs at most one line every few seconds while a partition's rows stream."""
 
     def __init__(self, context: dg.OutputContext, label: str, every_seconds: float = 5.0) -> None:
         self._context = context
@@ -431,12 +479,19 @@ def _read_metadata(stats: ReadStats, plan: TablePlan) -> dict[str, Any]:
         "source_snapshot_rows": stats.snapshot_rows,
         "source_rows_read": stats.rows_read,
         "source_batches": stats.batches,
+        FINGERPRINT_METADATA_KEY: stats.fingerprint.text,
     }
-    if stats.fingerprint is not None:
-        metadata[FINGERPRINT_METADATA_KEY] = stats.fingerprint.text
     if plan.undeclared_columns:
         metadata["source_undeclared_columns"] = ", ".join(plan.undeclared_columns)
     return metadata
+
+
+def _set_data_version(context: dg.OutputContext, version: dg.DataVersion) -> None:
+    try:
+        step = context.step_context
+    except dg.DagsterInvariantViolationError:
+        return  # a context built outside a run (a benchmark, a test) has no run to version
+    step.set_data_version(context.asset_key, version)
 
 
 def _record_partition(

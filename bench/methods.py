@@ -1,0 +1,481 @@
+"""One benchmark measurement, run in its own process: `python -m bench.methods '<json>'`.
+
+The parent measures the process's peak RSS; this prints one JSON line with the wall time of
+the work itself (imports and connections set up before the clock starts are excluded alike
+for every method), the rows moved, and the Parquet bytes written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+import boto3
+from psycopg import sql
+
+COLUMNS = [
+    "id", "created_at", "account_id", "amount", "quantity", "score", "is_paid", "currency",
+    "country", "note", "tags", "payload", "ref", "event_date", "tier", "session_id",
+    "duration_ms", "discount", "referrer", "updated_at",
+]  # fmt: skip
+
+
+def main() -> None:
+    """Run the method named in the JSON argument and print its result."""
+    job = json.loads(sys.argv[1])
+    method = METHODS[job["method"]]
+    result = method(job)
+    print(json.dumps(result), flush=True)  # noqa: T201 - the parent reads this line
+
+
+def _s3(job: dict[str, Any]) -> Any:
+    s3 = job["s3"]
+    return boto3.client(
+        "s3",
+        endpoint_url=s3["url"],
+        aws_access_key_id=s3["key"],
+        aws_secret_access_key=s3["secret"],
+        region_name="us-east-1",
+    )
+
+
+def _parquet_bytes(job: dict[str, Any], prefix: str) -> int:
+    client = _s3(job)
+    total = 0
+    for page in client.get_paginator("list_objects_v2").paginate(
+        Bucket=job["s3"]["bucket"], Prefix=prefix
+    ):
+        total += sum(item["Size"] for item in page.get("Contents", []))
+    return total
+
+
+def _window_query(job: dict[str, Any], catalog: str | None = None) -> sql.Composed:
+    """The window's rows, every column; `catalog` qualifies the table (DuckDB's `pg`)."""
+    window = job["window"]
+    names = (catalog, "bench", job["table"]) if catalog else ("bench", job["table"])
+    return sql.SQL(
+        "SELECT {columns} FROM {table} WHERE created_at >= {start}::timestamptz"
+        " AND created_at < {end}::timestamptz"
+    ).format(
+        columns=sql.SQL(", ").join(sql.Identifier(c) for c in COLUMNS),
+        table=sql.Identifier(*names),
+        start=sql.Literal(window["start"]),
+        end=sql.Literal(window["end"]),
+    )
+
+
+def _timed(work: Callable[[], int], job: dict[str, Any], prefix: str | None) -> dict[str, Any]:
+    started = time.perf_counter()
+    rows = work()
+    seconds = time.perf_counter() - started
+    return {
+        "seconds": seconds,
+        "rows": rows,
+        "parquet_bytes": _parquet_bytes(job, prefix) if prefix else 0,
+    }
+
+
+def copy_drain(job: dict[str, Any]) -> dict[str, Any]:
+    """(a) The limit: drain `COPY (SELECT ...) TO STDOUT (FORMAT binary)` over one connection."""
+    import psycopg  # noqa: PLC0415 - each method imports only what it uses
+
+    with psycopg.connect(job["conninfo"]) as connection:
+
+        def work() -> int:
+            total = 0
+            with connection.cursor().copy(
+                sql.SQL("COPY ({}) TO STDOUT (FORMAT binary)").format(_window_query(job))
+            ) as copy:
+                for block in copy:
+                    total += len(block)
+            return job["window"]["rows"]
+
+        return _timed(work, job, None)
+
+
+def table_spec(job: dict[str, Any]) -> Any:
+    """The benchmark table as a TableSpec with the job's grain."""
+    from etl_assets.lib.contract import ColumnSpec  # noqa: PLC0415
+    from etl_assets.lib.tables import TableSpec  # noqa: PLC0415
+    from etl_assets.lib.windows import Grain  # noqa: PLC0415
+
+    grain = Grain(job["window"]["grain"])
+    return TableSpec(
+        source="bench",
+        schema="bench",
+        table=job["table"],
+        partition_column="created_at",
+        grain=grain,
+        start=dt.datetime(2026, 9, 1),
+        end=dt.datetime(2026, 10, 1),
+        timezone="UTC",
+        primary_key=("id",),
+        columns=tuple(ColumnSpec(c) for c in COLUMNS),
+    )
+
+
+def lake_io_manager(job: dict[str, Any], prefix: str) -> Any:
+    """The lake IO manager writing under `prefix` on the job's S3 endpoint."""
+    from etl_assets.resources.lake import LakeIOManager, S3Lake  # noqa: PLC0415
+
+    s3 = job["s3"]
+    return LakeIOManager(
+        lake=S3Lake(bucket=s3["bucket"], prefix=prefix, endpoint_url=s3["url"], region="us-east-1")
+    )
+
+
+def environment(job: dict[str, Any]) -> None:
+    """The AWS chain's variables for the local endpoint."""
+    import os  # noqa: PLC0415
+
+    s3 = job["s3"]
+    os.environ.update(
+        AWS_ACCESS_KEY_ID=s3["key"],
+        AWS_SECRET_ACCESS_KEY=s3["secret"],
+        AWS_REGION="us-east-1",
+    )
+
+
+def ours(job: dict[str, Any]) -> dict[str, Any]:
+    """(b) Our extraction through the real IO managers, outside Dagster."""
+    import dagster as dg  # noqa: PLC0415
+
+    from etl_assets.components.table_assets import (  # noqa: PLC0415
+        build_table_assets,
+        source_asset_key,
+    )
+    from etl_assets.resources.postgres import PostgresSource, PostgresWindowIOManager  # noqa: PLC0415
+
+    environment(job)
+    spec = table_spec(job)
+    built = build_table_assets(spec, None)
+    key = job["window"]["key"]
+    prefix = f"ours/{job['run']}"
+    reader = PostgresWindowIOManager(source=PostgresSource(dsn=job["conninfo"]))
+    writer = lake_io_manager(job, prefix)
+    upstream = dg.build_output_context(
+        asset_key=source_asset_key(spec), definition_metadata=dict(built.source.metadata)
+    )
+
+    def work() -> int:
+        extract = reader.load_input(
+            dg.build_input_context(
+                upstream_output=upstream,
+                asset_key=source_asset_key(spec),
+                partition_key=key,
+                asset_partitions_def=built.partitions_def,
+            )
+        )
+        writer.handle_output(
+            dg.build_output_context(
+                asset_key=built.raw.key,
+                partition_key=key,
+                asset_partitions_def=built.partitions_def,
+                definition_metadata=dict(built.raw.specs_by_key[built.raw.key].metadata),
+            ),
+            extract,
+        )
+        return job["window"]["rows"]
+
+    return _timed(work, job, prefix)
+
+
+def _materialize(job: dict[str, Any], prefix: str, partitions: list[list[str]]) -> dict[str, Any]:
+    import dagster as dg  # noqa: PLC0415
+
+    from etl_assets.components.table_assets import (  # noqa: PLC0415
+        LAKE_IO_MANAGER_KEY,
+        build_table_assets,
+        postgres_io_manager_key,
+    )
+    from etl_assets.resources.postgres import PostgresSource, PostgresWindowIOManager  # noqa: PLC0415
+
+    environment(job)
+    spec = table_spec(job)
+    built = build_table_assets(spec, None)
+    resources = {
+        postgres_io_manager_key(spec.source): PostgresWindowIOManager(
+            source=PostgresSource(dsn=job["conninfo"])
+        ),
+        LAKE_IO_MANAGER_KEY: lake_io_manager(job, prefix),
+    }
+
+    with dg.DagsterInstance.ephemeral() as instance:
+
+        def work() -> int:
+            for first, last in partitions:
+                tags = {}
+                if first != last:
+                    tags = {
+                        "dagster/asset_partition_range_start": first,
+                        "dagster/asset_partition_range_end": last,
+                    }
+                result = dg.materialize(
+                    [built.source, built.raw],
+                    partition_key=first if first == last else None,
+                    tags=tags,
+                    instance=instance,
+                    resources=resources,
+                    selection=[built.raw.key],
+                )
+                assert result.success
+            return job["window"]["rows"]
+
+        return _timed(work, job, prefix)
+
+
+def dagster_run(job: dict[str, Any]) -> dict[str, Any]:
+    """(c) The same window as one Dagster materialization (in-process run, ephemeral instance)."""
+    key = job["window"]["key"]
+    return _materialize(job, f"dagster/{job['run']}", [[key, key]])
+
+
+def dagster_cli(job: dict[str, Any]) -> dict[str, Any]:
+    """(c) The same window as a run launched the way a deployment runs it: a new process.
+
+    `dagster asset materialize` starts Python, loads the definitions and runs the step with
+    Dagster's default executor, on a throwaway instance. The wall time covers all of it; the
+    peak RSS is the largest of the processes involved.
+    """
+    import os  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    prefix = f"dagster_cli/{job['run']}"
+    home = Path(tempfile.mkdtemp(prefix="bench-dagster-home-"))
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    variables = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "ETL_ASSETS_BENCH_JOB": json.dumps({**job, "prefix": prefix}),
+    }
+    executable = Path(sys.executable).parent / "dagster"
+    # A deployment's instance exists before its runs: create its storage before the clock.
+    subprocess.run(  # noqa: S603
+        [str(executable), "instance", "migrate"], env=variables, check=True, capture_output=True
+    )
+    command = [
+        str(executable), "asset", "materialize", "-m", "bench.defs",
+        "--select", f"raw/bench/bench/{job['table']}", "--partition", job["window"]["key"],
+    ]  # fmt: skip
+    peak_kb = 0
+
+    def work() -> int:
+        nonlocal peak_kb
+        process = subprocess.Popen(  # noqa: S603 - our own command line
+            command, env=variables, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        assert process.stderr is not None
+        errors = process.stderr.read()
+        _, status, usage = os.wait4(process.pid, 0)
+        peak_kb = usage.ru_maxrss
+        if os.waitstatus_to_exitcode(status):
+            raise RuntimeError(errors.decode()[-2000:])
+        return job["window"]["rows"]
+
+    result = _timed(work, job, prefix)
+    # The children's peak, as the kernel counted it (the largest of the run's processes).
+    return {**result, "child_rss_mb": peak_kb / 1024}
+
+
+DAYS = [f"2026-09-{d:02d}" for d in range(1, 31)]
+
+
+def backfill_single_run(job: dict[str, Any]) -> dict[str, Any]:
+    """A 30-partition daily backfill as one run (the default backfill policy)."""
+    daily = {**job, "window": {**job["window"], "grain": "daily"}}
+    return _materialize(daily, f"backfill1/{job['run']}", [[DAYS[0], DAYS[-1]]])
+
+
+def backfill_run_per_partition(job: dict[str, Any]) -> dict[str, Any]:
+    """The same backfill as 30 runs, one per partition."""
+    daily = {**job, "window": {**job["window"], "grain": "daily"}}
+    return _materialize(daily, f"backfill30/{job['run']}", [[d, d] for d in DAYS])
+
+
+def pandas_chunks(job: dict[str, Any]) -> dict[str, Any]:
+    """(d) The naive baseline: pandas `read_sql` in chunks, each chunk `to_parquet` on S3."""
+    import pandas as pd  # noqa: PLC0415 # pyright: ignore[reportMissingImports, reportMissingTypeStubs]
+    import pyarrow.fs as pafs  # noqa: PLC0415
+    import sqlalchemy  # noqa: PLC0415
+    from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415
+
+    parts = conninfo_to_dict(job["conninfo"])
+    engine = sqlalchemy.create_engine(
+        f"postgresql+psycopg2://{parts['user']}:{parts['password']}@{parts['host']}:"
+        f"{parts['port']}/{parts['dbname']}"
+    )
+    endpoint = urlparse(job["s3"]["url"])
+    filesystem = pafs.S3FileSystem(
+        access_key=job["s3"]["key"],
+        secret_key=job["s3"]["secret"],
+        endpoint_override=endpoint.netloc,
+        scheme="http",
+        region="us-east-1",
+    )
+    prefix = f"pandas/{job['run']}"
+
+    def work() -> int:
+        rows = 0
+        with engine.connect().execution_options(stream_results=True) as connection:
+            chunks = pd.read_sql(
+                sqlalchemy.text(_window_query(job).as_string()), connection, chunksize=100_000
+            )
+            for index, chunk in enumerate(chunks):
+                # Types pandas cannot write to Parquet as they come (uuid, dict) become text.
+                for column in ("ref", "payload"):
+                    chunk[column] = chunk[column].astype(str)
+                chunk.to_parquet(
+                    f"{job['s3']['bucket']}/{prefix}/part-{index:05d}.parquet",
+                    filesystem=filesystem,
+                    compression="zstd",
+                    index=False,
+                )
+                rows += len(chunk)
+        return rows
+
+    return _timed(work, job, prefix)
+
+
+def _duckdb_extension(name: str, entrypoint: str | None = None) -> str:
+    """The extension file shipped by the `duckdb-extension-<name>` wheel, loadable offline.
+
+    DuckDB finds an extension's entry point from the file name, so an extension whose internal
+    name differs (postgres is `postgres_scanner`) is linked under that name first.
+    """
+    import importlib  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    import duckdb  # noqa: PLC0415
+
+    package = importlib.import_module(f"duckdb_extension_{name}")
+    root = Path(str(package.__file__)).parent / "extensions" / f"v{duckdb.__version__}"
+    shipped = root / f"{name}.duckdb_extension"
+    if entrypoint is None:
+        return str(shipped)
+    linked = Path(tempfile.mkdtemp()) / f"{entrypoint}.duckdb_extension"
+    linked.symlink_to(shipped)
+    return str(linked)
+
+
+def duckdb_scanner(job: dict[str, Any]) -> dict[str, Any]:
+    """(e) DuckDB's postgres scanner, `COPY ... TO 's3://...' (FORMAT parquet)`."""
+    import duckdb  # noqa: PLC0415
+    from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415
+
+    connection = duckdb.connect()
+    for extension in (
+        _duckdb_extension("postgres", "postgres_scanner"),
+        _duckdb_extension("httpfs"),
+    ):
+        connection.load_extension(extension)
+    endpoint = urlparse(job["s3"]["url"])
+    connection.execute(
+        "CREATE SECRET (TYPE s3, KEY_ID ?, SECRET ?, REGION 'us-east-1', ENDPOINT ?,"
+        " URL_STYLE 'path', USE_SSL false)",
+        [job["s3"]["key"], job["s3"]["secret"], endpoint.netloc],
+    )
+    parts = conninfo_to_dict(job["conninfo"])
+    libpq = " ".join(f"{k}={v}" for k, v in parts.items())
+    connection.execute(
+        sql.SQL("ATTACH {} AS pg (TYPE postgres, READ_ONLY)").format(sql.Literal(libpq)).as_string()
+    )
+    prefix = f"duckdb/{job['run']}"
+    copy = sql.SQL("COPY ({select}) TO {target} (FORMAT parquet, COMPRESSION zstd)").format(
+        select=_window_query(job, catalog="pg"),
+        target=sql.Literal(f"s3://{job['s3']['bucket']}/{prefix}/data.parquet"),
+    )
+
+    def work() -> int:
+        connection.execute(copy.as_string())
+        return job["window"]["rows"]
+
+    return _timed(work, job, prefix)
+
+
+def _dlt(job: dict[str, Any], backend: Literal["connectorx", "pyarrow"]) -> dict[str, Any]:
+    import os  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    s3 = job["s3"]
+    os.environ.update(
+        {
+            "DESTINATION__FILESYSTEM__CREDENTIALS__AWS_ACCESS_KEY_ID": s3["key"],
+            "DESTINATION__FILESYSTEM__CREDENTIALS__AWS_SECRET_ACCESS_KEY": s3["secret"],
+            "DESTINATION__FILESYSTEM__CREDENTIALS__ENDPOINT_URL": s3["url"],
+            "DESTINATION__FILESYSTEM__CREDENTIALS__REGION_NAME": "us-east-1",
+            "RUNTIME__LOG_LEVEL": "WARNING",
+            "DLT_DATA_DIR": tempfile.mkdtemp(prefix="dlt-data-"),
+        }
+    )
+    import dlt  # noqa: PLC0415 # pyright: ignore[reportMissingImports]
+    from dlt.sources.sql_database import sql_table  # noqa: PLC0415 # pyright: ignore[reportMissingImports]
+    from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415
+
+    parts = conninfo_to_dict(job["conninfo"])
+    url = (
+        f"postgresql://{parts['user']}:{parts['password']}@{parts['host']}:{parts['port']}"
+        f"/{parts['dbname']}"
+    )
+    window = job["window"]
+    prefix = f"dlt_{backend}/{job['run']}"
+
+    def where(query: Any, table: Any) -> Any:
+        start = dt.datetime.fromisoformat(window["start"])
+        end = dt.datetime.fromisoformat(window["end"])
+        return query.where(table.c.created_at >= start).where(table.c.created_at < end)
+
+    def work() -> int:
+        source = sql_table(
+            credentials=url,
+            schema="bench",
+            table=job["table"],
+            backend=backend,
+            query_adapter_callback=where,
+            chunk_size=100_000,
+        )
+        pipeline = dlt.pipeline(
+            pipeline_name=f"bench_{backend}_{job['run'].replace('/', '_')}",
+            destination=dlt.destinations.filesystem(bucket_url=f"s3://{s3['bucket']}/{prefix}"),
+            dataset_name="bench",
+            pipelines_dir=tempfile.mkdtemp(prefix="dlt-pipelines-"),
+        )
+        pipeline.run(source, loader_file_format="parquet")
+        return window["rows"]
+
+    return _timed(work, job, prefix)
+
+
+def dlt_connectorx(job: dict[str, Any]) -> dict[str, Any]:
+    """(e) dlt `sql_database` with the connectorx backend, to Parquet on S3."""
+    return _dlt(job, "connectorx")
+
+
+def dlt_pyarrow(job: dict[str, Any]) -> dict[str, Any]:
+    """(e) dlt `sql_database` with its default pyarrow backend, to Parquet on S3."""
+    return _dlt(job, "pyarrow")
+
+
+METHODS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "copy_drain": copy_drain,
+    "ours": ours,
+    "dagster": dagster_run,
+    "dagster_cli": dagster_cli,
+    "pandas": pandas_chunks,
+    "duckdb": duckdb_scanner,
+    "dlt_connectorx": dlt_connectorx,
+    "dlt_pyarrow": dlt_pyarrow,
+    "backfill_single_run": backfill_single_run,
+    "backfill_run_per_partition": backfill_run_per_partition,
+}
+
+
+if __name__ == "__main__":
+    main()

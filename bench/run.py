@@ -1,0 +1,340 @@
+"""`make bench`: speed and memory of etl_assets and its peers, measured in one interleaved run.
+
+Each measurement runs in its own process (`bench.methods`), so its peak RSS is its own. Every
+method reads the same window of the same table from the same embedded Postgres and (except the
+COPY drain, the limit) writes Parquet to the same local S3 endpoint, a moto server in its own
+process. Results are the median of `--reps` rounds; within a round, methods alternate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import psycopg
+from psycopg import sql
+
+from bench.data import ensure_table
+from etl_assets.devstack.postgres import EmbeddedPostgres, create_database, free_port
+
+ROOT = Path(__file__).resolve().parent
+WORK = ROOT / "work"
+RESULTS = ROOT / "results"
+BUCKET = "bench-lake"
+KEY = "bench-access-key"
+SECRET = "bench-secret-key"  # noqa: S105 - the local endpoint accepts anything
+
+WINDOW_METHODS = [
+    "copy_drain", "ours", "dagster", "dagster_cli", "duckdb", "dlt_connectorx", "dlt_pyarrow",
+    "pandas",
+]  # fmt: skip
+BACKFILL_METHODS = ["ours", "backfill_single_run", "backfill_run_per_partition"]
+DAY = {
+    "key": "2026-09-15",
+    "grain": "daily",
+    "start": "2026-09-15T00:00:00+00:00",
+    "end": "2026-09-16T00:00:00+00:00",
+}
+MONTH = {
+    "key": "2026-09",
+    "grain": "monthly",
+    "start": "2026-09-01T00:00:00+00:00",
+    "end": "2026-10-01T00:00:00+00:00",
+}
+
+
+@dataclass
+class Sample:
+    """One measurement."""
+
+    seconds: float
+    rows: int
+    parquet_bytes: int
+    peak_rss_mb: float
+
+
+@dataclass
+class Cell:
+    """All measurements of one method in one scenario."""
+
+    samples: list[Sample] = field(default_factory=list[Sample])
+    error: str | None = None
+
+    def median(self, attribute: str) -> float:
+        """The median of one field over the samples."""
+        return statistics.median(getattr(s, attribute) for s in self.samples)
+
+
+def measure(job: dict[str, Any]) -> Sample:
+    """Run one method in a child process; its peak RSS is the kernel's figure for that process."""
+    with tempfile.TemporaryFile() as errors:
+        process = subprocess.Popen(  # noqa: S603 - our own module
+            [sys.executable, "-m", "bench.methods", json.dumps(job)],
+            cwd=ROOT.parent,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+        )
+        assert process.stdout is not None
+        stdout = process.stdout.read().decode()
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode:
+            errors.seek(0)
+            raise RuntimeError(f"{job['method']} failed:\n{errors.read().decode()[-3000:]}")
+    result = json.loads(stdout.strip().splitlines()[-1])
+    return Sample(
+        result["seconds"],
+        result["rows"],
+        result["parquet_bytes"],
+        max(usage.ru_maxrss / 1024, result.get("child_rss_mb", 0.0)),
+    )
+
+
+def start_s3() -> tuple[subprocess.Popen[bytes], str]:
+    """Moto's server in its own process, so it does not share a GIL with anything measured."""
+    port = free_port()
+    process = subprocess.Popen(  # noqa: S603
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    client = boto3.client(
+        "s3",
+        endpoint_url=url,
+        aws_access_key_id=KEY,
+        aws_secret_access_key=SECRET,
+        region_name="us-east-1",
+    )
+    for _ in range(100):
+        try:
+            client.create_bucket(Bucket=BUCKET)
+            break
+        except Exception:
+            time.sleep(0.1)
+    return process, url
+
+
+def machine() -> str:
+    """CPU, cores and memory of this machine."""
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [
+            line.split(":", 1)[1].strip()
+            for line in cpuinfo.read_text().splitlines()
+            if line.startswith("model name")
+        ]
+        cpu = names[0] if names else cpu
+    memory = ""
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        total_kb = int(meminfo.read_text().split()[1])
+        memory = f", {total_kb / 1024 / 1024:.0f} GiB RAM"
+    return f"{cpu}, {os.cpu_count()} cores{memory}, Python {platform.python_version()}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark, print the table and write it to bench/results/<date>.md."""
+    parser = argparse.ArgumentParser(prog="make bench", description=__doc__)
+    parser.add_argument("--sizes", default="1,5", help="table sizes in millions of rows")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--methods", default=",".join(WINDOW_METHODS))
+    parser.add_argument("--no-backfill", action="store_true")
+    args = parser.parse_args(argv)
+    sizes = [int(float(s) * 1_000_000) for s in args.sizes.split(",")]
+    methods = args.methods.split(",")
+    WORK.mkdir(exist_ok=True)
+    s3_process, s3_url = start_s3()
+    postgres = EmbeddedPostgres(WORK / "postgres", port=free_port())
+    postgres.start(["-c shared_buffers=512MB", "-c work_mem=64MB"])
+    cells: dict[tuple[str, str, str], Cell] = {}
+    try:
+        conninfo = create_database(postgres.address, "bench")
+        with psycopg.connect(conninfo) as connection:
+            server = connection.execute("SHOW server_version").fetchone()
+        tables = {}
+        for rows in sizes:
+            print(f"preparing {rows:,} rows ...", flush=True)  # noqa: T201
+            tables[rows] = ensure_table(conninfo, rows)
+        scenarios: list[tuple[int, str, dict[str, Any], list[str]]] = []
+        for rows in sizes:
+            scenarios.append((rows, "1 day", DAY, methods))
+            scenarios.append((rows, "30 days", MONTH, methods))
+            if not args.no_backfill:
+                scenarios.append((rows, "30-day backfill", MONTH, BACKFILL_METHODS))
+        window_rows = _window_rows(conninfo, tables)
+        for rep in range(args.reps):
+            for rows, label, window, scenario_methods in scenarios:
+                for method in scenario_methods:
+                    cell = cells.setdefault((f"{rows // 1_000_000}M", label, method), Cell())
+                    if cell.error:
+                        continue
+                    job = {
+                        "method": method,
+                        "conninfo": conninfo,
+                        "table": tables[rows],
+                        "window": {**window, "rows": window_rows[(tables[rows], window["key"])]},
+                        "s3": {"url": s3_url, "bucket": BUCKET, "key": KEY, "secret": SECRET},
+                        "run": f"{rows}-{window['key']}-{rep}",
+                    }
+                    try:
+                        sample = measure(job)
+                    except RuntimeError as error:
+                        cell.error = str(error).splitlines()[-1][:120]
+                        print(f"  {method}: FAILED {cell.error}", flush=True)  # noqa: T201
+                        continue
+                    cell.samples.append(sample)
+                    print(  # noqa: T201
+                        f"  round {rep + 1} {rows // 1_000_000}M {label:<16} {method:<27}"
+                        f" {sample.seconds:7.2f}s {sample.peak_rss_mb:7.0f} MB",
+                        flush=True,
+                    )
+        report = format_report(cells, machine(), str(server[0]) if server else "?", args.reps)
+    finally:
+        postgres.stop()
+        s3_process.terminate()
+    print("\n" + report)  # noqa: T201
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{dt.date.today().isoformat()}.md"
+    path.write_text(report)
+    print(f"written to {path.relative_to(ROOT.parent)}")  # noqa: T201
+    return 0
+
+
+def _window_rows(conninfo: str, tables: dict[int, str]) -> dict[tuple[str, str], int]:
+    counts: dict[tuple[str, str], int] = {}
+    with psycopg.connect(conninfo) as connection:
+        for table in tables.values():
+            for window in (DAY, MONTH):
+                row = connection.execute(
+                    sql.SQL(
+                        "SELECT count(*) FROM {} WHERE created_at >= %s AND created_at < %s"
+                    ).format(sql.Identifier("bench", table)),
+                    (window["start"], window["end"]),
+                ).fetchone()
+                counts[(table, window["key"])] = int(row[0]) if row else 0
+    return counts
+
+
+def format_report(
+    cells: dict[tuple[str, str, str], Cell], host: str, server: str, reps: int
+) -> str:
+    """The results as a markdown table, with the ratio to the COPY drain of the same window."""
+    lines = [
+        f"# etl_assets benchmark, {dt.date.today().isoformat()}",
+        "",
+        f"Machine: {host}; PostgreSQL {server} (embedded, same machine); S3: moto server on "
+        f"127.0.0.1. Median of {reps} interleaved rounds; each measurement in its own process.",
+        "",
+        "| table | window | method | wall s | rows/s | Parquet MB/s | x COPY drain "
+        "| peak RSS MB | Parquet MB |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for (size, label, method), cell in cells.items():
+        if cell.error:
+            lines.append(f"| {size} | {label} | {method} | failed: {cell.error} | | | | | |")
+            continue
+        if not cell.samples:
+            continue
+        seconds = cell.median("seconds")
+        rows = cell.samples[0].rows
+        parquet_mb = cell.median("parquet_bytes") / 1e6
+        limit = cells.get((size, "30 days" if label == "30-day backfill" else label, "copy_drain"))
+        ratio = seconds / limit.median("seconds") if limit and limit.samples else float("nan")
+        lines.append(
+            f"| {size} | {label} | {method} | {seconds:.2f} | {rows / seconds:,.0f} | "
+            f"{(parquet_mb / seconds) if parquet_mb else 0:.1f} | {ratio:.2f} | "
+            f"{cell.median('peak_rss_mb'):.0f} | {parquet_mb:.1f} |"
+        )
+    lines += ["", *format_targets(cells)]
+    return "\n".join(lines) + "\n"
+
+
+def format_targets(cells: dict[tuple[str, str, str], Cell]) -> list[str]:
+    """Each target of the benchmark with its measured figure, for the sizes that were run."""
+
+    def seconds(size: str, label: str, method: str) -> float | None:
+        cell = cells.get((size, label, method))
+        return cell.median("seconds") if cell and cell.samples else None
+
+    def rss(size: str, label: str, method: str) -> float | None:
+        cell = cells.get((size, label, method))
+        return cell.median("peak_rss_mb") if cell and cell.samples else None
+
+    def verdict(met: bool) -> str:
+        return "met" if met else "missed"
+
+    lines = ["## Targets", "", "| target | measured | |", "|---|---|---|"]
+    sizes = sorted({size for size, _, _ in cells}, key=lambda s: int(s.rstrip("M")))
+    month = "30 days"
+    for size in sizes:
+        ours = seconds(size, month, "ours")
+        drain = seconds(size, month, "copy_drain")
+        if ours and drain:
+            ratio = ours / drain
+            lines.append(
+                f"| {size}: whole window <= 1.2x the COPY drain | {ratio:.2f}x "
+                f"({ours:.2f} s vs {drain:.2f} s) | {verdict(ratio <= 1.2)} |"
+            )
+        peers = {
+            method: seconds(size, month, method)
+            for method in ("duckdb", "dlt_connectorx", "dlt_pyarrow", "pandas")
+        }
+        for method, peer in peers.items():
+            if ours and peer:
+                lines.append(
+                    f"| {size}: faster than {method} | {ours:.2f} s vs {peer:.2f} s | "
+                    f"{verdict(ours < peer)} |"
+                )
+        peak = rss(size, month, "ours")
+        if peak:
+            lines.append(f"| {size}: peak RSS <= 300 MB | {peak:.0f} MB | {verdict(peak <= 300)} |")
+        for method in ("dagster", "dagster_cli"):
+            run = seconds(size, month, method)
+            if ours and run:
+                overhead = run - ours
+                lines.append(
+                    f"| {size}: Dagster overhead <= 2 s ({method}) | {overhead:+.2f} s | "
+                    f"{verdict(overhead <= 2)} |"
+                )
+        single = seconds(size, "30-day backfill", "backfill_single_run")
+        bulk = seconds(size, "30-day backfill", "ours")
+        if single and bulk:
+            lines.append(
+                f"| {size}: 30-partition single-run backfill <= 1.3x one bulk extraction | "
+                f"{single / bulk:.2f}x ({single:.2f} s vs {bulk:.2f} s) | "
+                f"{verdict(single / bulk <= 1.3)} |"
+            )
+    if len(sizes) >= 2:
+        small, large = sizes[0], sizes[-1]
+        first, last = rss(small, month, "ours"), rss(large, month, "ours")
+        if first and last:
+            growth = last / first - 1
+            lines.append(
+                f"| peak RSS flat: {large} within 10% of {small} | {last:.0f} MB vs "
+                f"{first:.0f} MB ({growth:+.0%}) | {verdict(growth <= 0.10)} |"
+            )
+        small_s, large_s = seconds(small, month, "ours"), seconds(large, month, "ours")
+        if small_s and large_s:
+            lines.append(
+                f"| cost from {small} to {large} rows (information) | {small_s:.2f} s to "
+                f"{large_s:.2f} s ({large_s / small_s:.2f}x) | |"
+            )
+    return lines
+
+
+if __name__ == "__main__":
+    sys.exit(main())
