@@ -28,6 +28,9 @@ def demo(state_dir: Path) -> int:
     _say(f"starting embedded Postgres and S3 in {state_dir} ...")
     with dev_stack(state_dir) as stack:
         _say(f"  postgres on 127.0.0.1:{stack.postgres.port}, S3 endpoint {stack.s3.url}")
+        # As on any new instance (`etl-assets pools --apply`): runs that start together would
+        # otherwise race to create the same pool's default limit.
+        set_pool_limits(declared_pools(), stack.process_environment())
         _say("launching runs (dg launch) ...")
         launch_runs(stack)
         _say("reading the lake back with pyarrow.dataset (hive partitioning) ...")

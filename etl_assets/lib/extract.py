@@ -11,11 +11,9 @@ the row's primary key), converted to the plan's types and observed by the row ch
 
 from __future__ import annotations
 
-import functools
 import re
 import threading
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -161,9 +159,8 @@ class ReadStats:
     """What one window's read saw; filled in while its rows stream."""
 
     window: PartitionWindow
-    counted: Callable[[], WindowCount] = field(repr=False)
-    """The window's count and fingerprint. They are taken on a side session in the same
-    snapshot while the rows stream, so asking may wait for them."""
+    counted: WindowCount
+    """The window's count and fingerprint, taken in the read's snapshot before its rows."""
     rows_read: int = 0
     batches: int = 0
     arrow_bytes: int = 0
@@ -172,12 +169,12 @@ class ReadStats:
     @property
     def snapshot_rows(self) -> int:
         """`count(*)` of the window in the read's snapshot."""
-        return self.counted().rows
+        return self.counted.rows
 
     @property
     def fingerprint(self) -> Fingerprint:
         """The window's fingerprint in the read's snapshot."""
-        return self.counted().fingerprint
+        return self.counted.fingerprint
 
     def check_complete(self, table: str) -> None:
         """Raise unless every row of the window was read, and no more."""
@@ -217,7 +214,6 @@ class Snapshot:
         """For a side session: the exported snapshot to adopt."""
         self._exported: str | None = None
         self._side: Snapshot | None = None
-        self._side_worker: ThreadPoolExecutor | None = None
 
     def __enter__(self) -> Self:
         try:
@@ -251,10 +247,6 @@ class Snapshot:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        worker, self._side_worker = self._side_worker, None
-        if worker is not None:
-            # A side query still running finishes first: its connection closes just below.
-            worker.shutdown(wait=True, cancel_futures=True)
         side, self._side = self._side, None
         if side is not None:
             side.__exit__(None, None, None)
@@ -288,23 +280,13 @@ class Snapshot:
         self._exported = str(self.scalar("SELECT pg_export_snapshot()"))
 
     def side_query(self, statement: str) -> list[tuple[Any, ...]]:
-        """A small query in this snapshot while this session may be busy streaming."""
-        return self.side_query_later(statement).result()
+        """A small query in this snapshot while this session may be busy streaming.
 
-    def side_query_later(self, statement: str) -> Future[list[tuple[Any, ...]]]:
-        """Start a query in this snapshot on a second session; its rows come later.
-
-        The second session imports the snapshot `export_snapshot` exported (it is opened on
-        first use and closed with this one). Side queries run one at a time, in order, on one
-        thread, so they overlap with this session's streaming but not with each other.
+        It runs on a second session that imports the snapshot `export_snapshot` exported
+        (opened on first use, closed with this one).
         """
         if self._exported is None:
             raise ExtractError("side queries need export_snapshot() before streaming")
-        if self._side_worker is None:
-            self._side_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pg-side")
-        return self._side_worker.submit(self._query_on_side, statement)
-
-    def _query_on_side(self, statement: str) -> list[tuple[Any, ...]]:
         if self._side is None:
             side = Snapshot(self._settings, f"{self._application_name} (side)"[:63])
             side._snapshot_id = self._exported
@@ -586,8 +568,8 @@ class TableExtract:
 
     def _partitions(self, snapshot: Snapshot, plan: TablePlan) -> Iterator[PartitionRead]:
         spec = self.spec
-        snapshot.export_snapshot()
         stats = self._window_stats(snapshot, plan)
+        snapshot.export_snapshot()
         # One streaming statement reads every window in order; each window's frame pulls its
         # own rows from it.
         splitter = WindowSplitter(
@@ -622,9 +604,13 @@ class TableExtract:
             )
 
     def _window_stats(self, snapshot: Snapshot, plan: TablePlan) -> list[ReadStats]:
-        """Each window's stats, its count and fingerprint taken on the side while rows stream."""
+        """Each window's count and fingerprint, in one query on the load's own session.
+
+        Taken before the rows, not on a second session while they stream: a load holds one
+        connection to the source (two only while duplicate keys are being confirmed).
+        """
         spec = self.spec
-        pending = snapshot.side_query_later(
+        rows = snapshot.query(
             q.window_stats(
                 plan.relation,
                 spec.partition_column,
@@ -633,25 +619,13 @@ class TableExtract:
                 q.fingerprint_aggregates(spec.change_column, spec.fingerprint_columns),
             )
         )
-        counts: list[WindowCount] = []
-
-        def counted(position: int) -> WindowCount:
-            if not counts:
-                for expected, (ordinal, count, newest, digest) in enumerate(pending.result()):
-                    if int(ordinal) != expected:
-                        raise ExtractError(f"window counts out of order at window {expected}")
-                    fingerprint = Fingerprint(int(count), str(newest) if newest else None, digest)
-                    counts.append(WindowCount(int(count), fingerprint))
-                if len(counts) != len(self.windows):
-                    raise ExtractError(
-                        f"counted {len(counts)} windows, expected {len(self.windows)}"
-                    )
-            return counts[position]
-
-        return [
-            ReadStats(window, functools.partial(counted, position))
-            for position, window in enumerate(self.windows)
-        ]
+        stats: list[ReadStats] = []
+        for (ordinal, count, newest, digest), window in zip(rows, self.windows, strict=True):
+            if int(ordinal) != len(stats):
+                raise ExtractError(f"window counts out of order at window {len(stats)}")
+            fingerprint = Fingerprint(int(count), str(newest) if newest else None, str(digest))
+            stats.append(ReadStats(window, WindowCount(int(count), fingerprint)))
+        return stats
 
 
 class WindowSplitter:

@@ -226,15 +226,15 @@ def dictionary_columns(table: pa.Table) -> list[str]:
     """The Parquet column paths worth dictionary-encoding, judged from `table`'s first rows.
 
     A flat column qualifies when at most `DICTIONARY_MAX_DISTINCT_SHARE` of the sampled values
-    are distinct; the leaves of nested columns (lists, structs) always do, as their values are
-    not sampled here.
+    are distinct; Arrow dictionary columns and the leaves of nested columns (lists, structs)
+    always do, as their values are not sampled here.
     """
     sample = table.slice(0, DICTIONARY_SAMPLE_ROWS)
     chosen: list[str] = []
     paths = _leaf_paths(table.schema)
     for field in table.schema:
         leaves = paths[field.name]
-        if pa.types.is_nested(field.type):
+        if pa.types.is_nested(field.type) or pa.types.is_dictionary(field.type):
             chosen += leaves
             continue
         if pa.types.is_boolean(field.type) or sample.num_rows == 0:
@@ -242,7 +242,11 @@ def dictionary_columns(table: pa.Table) -> list[str]:
         column = sample.column(field.name)
         if isinstance(column.type, pa.BaseExtensionType):
             column = column.cast(column.type.storage_type)
-        distinct = pc.count_distinct(column, mode="all").as_py()
+        try:
+            distinct = pc.count_distinct(column, mode="all").as_py()
+        except pa.ArrowNotImplementedError:
+            chosen += leaves  # a type Arrow cannot count: keep Parquet's default
+            continue
         if distinct <= DICTIONARY_MAX_DISTINCT_SHARE * sample.num_rows:
             chosen += leaves
     return chosen

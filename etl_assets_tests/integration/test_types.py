@@ -230,6 +230,27 @@ def test_the_lake_keeps_the_planned_parquet_types(pipeline: Pipeline) -> None:
     assert "jsb (JSON)" in parquet_schema
 
 
+def test_the_direct_arrow_path_and_the_polars_path_write_the_same_file_contents(
+    pipeline: Pipeline,
+) -> None:
+    # Without a transform the driver's batches go straight to Parquet; with one they go
+    # through Polars. The lake must not be able to tell which way a partition was written.
+    create(pipeline, TORTURE_DDL)
+    create_rows(pipeline)
+    table = torture_spec()
+    assert pipeline.materialize(table, partition=DAY).success
+    direct = pq.read_table(io.BytesIO(pipeline.partition_bytes(table, DAY)))
+    assert pipeline.materialize(table, partition=DAY, transform=lambda frame: frame).success
+    through_polars = pq.read_table(io.BytesIO(pipeline.partition_bytes(table, DAY)))
+    assert direct.schema.equals(through_polars.schema, check_metadata=False)
+    direct_rows = direct.sort_by(KEY).to_pylist()
+    polars_rows = through_polars.sort_by(KEY).to_pylist()
+    assert len(direct_rows) == len(polars_rows) == 3
+    for one, other in zip(direct_rows, polars_rows, strict=True):
+        for name in COLUMNS:
+            assert values_equal(one[name], other[name]), (name, one[name], other[name])
+
+
 def create_rows(pipeline: Pipeline) -> None:
     run_sql(
         pipeline.conninfo,

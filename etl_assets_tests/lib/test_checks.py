@@ -2,6 +2,7 @@ import datetime as dt
 import decimal
 
 import polars as pl
+import pyarrow as pa
 
 from etl_assets.lib.checks import PRIMARY_KEY_CHECK, RowChecks, Severity, column_check_name
 from etl_assets.lib.contract import ColumnChecks, ColumnSpec
@@ -82,3 +83,30 @@ def test_check_names_are_identifiers() -> None:
     odd = column_check_name("Prix TTC; €")
     assert odd.startswith("values_Prix_TTC____")
     assert odd.replace("_", "").isalnum()
+
+
+def test_arrow_batches_are_checked_like_frames() -> None:
+    batch = pa.RecordBatch.from_pydict(
+        {
+            "id": pa.array([1, None, 3], pa.int64()),
+            "qty": pa.array([5, -1, 2], pa.int32()),
+            "body": pa.array(["a", "b", "c"]),
+        }
+    )
+    checks = RowChecks(["id"], [ColumnSpec("qty", checks=ColumnChecks(min=0))], hash_keys=True)
+    checks.observe_batch(batch)
+    assert checks.columns == ["id", "qty"]
+    key_outcome = checks.primary_key_outcome(blocking=True, unique_index=None, duplicates=[])
+    assert not key_outcome.passed
+    assert key_outcome.metadata["null_keys"] == 1
+    [qty] = checks.column_outcomes()
+    assert qty.metadata["min_violations"] == 1
+
+
+def test_a_batch_without_null_keys_passes_the_key_check_on_the_arrow_path() -> None:
+    batch = pa.RecordBatch.from_pydict({"id": pa.array([1, 2], pa.int64())})
+    checks = RowChecks(["id"], [], hash_keys=False)
+    checks.observe_batch(batch)
+    outcome = checks.primary_key_outcome(blocking=True, unique_index="pk", duplicates=[])
+    assert outcome.passed
+    assert not checks.duplicate_key_hashes()

@@ -1,12 +1,22 @@
 import io
+import threading
 import uuid
+from collections.abc import Iterator
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from etl_assets.lib.arrow_types import PlannedSchema
-from etl_assets.lib.parquet_files import ParquetSettings, write_frame
+from etl_assets.lib.parquet_files import (
+    DictionaryChoice,
+    ParquetSettings,
+    dictionary_columns,
+    row_groups,
+    write_batches,
+    write_frame,
+)
 
 
 def test_a_frame_with_no_rows_still_writes_a_valid_file_with_its_schema() -> None:
@@ -55,3 +65,97 @@ def test_pass_through_columns_keep_planned_types_in_the_file() -> None:
     assert table.schema.field("ref").type == pa.uuid()
     assert table.column("ref").to_pylist() == [value]
     assert table.schema.field("doc").type == pa.large_string()
+
+
+def batches_of(table: pa.Table, rows: int) -> list[pa.RecordBatch]:
+    return table.to_batches(max_chunksize=rows)
+
+
+def test_row_groups_gather_small_batches_and_cut_large_ones_by_bytes() -> None:
+    table = pa.table({"id": pa.array(range(100_000), pa.int64())})  # 800 kB
+    budget = 100_000  # bytes: about 12,500 rows
+    small = list(row_groups(batches_of(table, 1_000), table.schema, budget))
+    large = list(row_groups([table.to_batches()[0]], table.schema, budget))
+    for groups in (small, large):
+        assert pa.concat_tables(groups).column("id").to_pylist() == list(range(100_000))
+        assert all(group.nbytes <= budget + 8_000 for group in groups)
+        assert len(groups) >= 8
+    # Gathering does not copy: the groups still point at the batches' buffers.
+    assert small[0].column("id").num_chunks > 1
+
+
+def test_dictionary_encoding_is_chosen_for_repeated_values_only() -> None:
+    rows = 20_000
+    table = pa.table(
+        {
+            "id": pa.array(range(rows), pa.int64()),
+            "country": pa.array(["DE", "FR", "US", "JP"] * (rows // 4)),
+            "note": pa.array([f"note {i}" for i in range(rows)]),
+            "ref": pa.array([uuid.uuid4().bytes for _ in range(rows)], pa.uuid()),
+            "tier": pa.array(["gold", "silver"] * (rows // 2)).dictionary_encode(),
+            "tags": pa.array([[f"t{i % 7}"] for i in range(rows)], pa.list_(pa.string())),
+            "flag": pa.array([True, False] * (rows // 2)),
+        }
+    )
+    chosen = dictionary_columns(table)
+    assert "country" in chosen
+    assert "tier" in chosen
+    assert "tags.list.element" in chosen
+    assert not {"id", "note", "ref", "flag"} & set(chosen)
+
+    sink = io.BytesIO()
+    write_batches(table.to_batches(), table.schema, sink, ParquetSettings())
+    sink.seek(0)
+    columns = pq.ParquetFile(sink).metadata.row_group(0)
+    encodings = {
+        columns.column(i).path_in_schema: columns.column(i).encodings
+        for i in range(columns.num_columns)
+    }
+    assert "RLE_DICTIONARY" in encodings["country"]
+    assert "RLE_DICTIONARY" not in encodings["ref"]
+
+
+def test_one_dictionary_choice_serves_every_file_of_a_load() -> None:
+    repeated = pa.table({"code": pa.array(["a", "b"] * 5_000)})
+    distinct = pa.table({"code": pa.array([str(i) for i in range(10_000)])})
+    choice = DictionaryChoice()
+    assert choice.columns(repeated) == ["code"]
+    assert choice.columns(distinct) == ["code"]
+    assert DictionaryChoice().columns(distinct) == []
+
+
+def test_progress_is_reported_only_while_more_rows_follow() -> None:
+    table = pa.table({"id": pa.array(range(100_000), pa.int64())})
+    reports: list[int] = []
+    settings = ParquetSettings(row_group_bytes=200_000)
+    written = write_batches(
+        batches_of(table, 5_000),
+        table.schema,
+        io.BytesIO(),
+        settings,
+        on_row_group=lambda rows, _: reports.append(rows),
+    )
+    assert written.row_groups == 4
+    assert reports == [25_000, 50_000, 75_000]
+    single: list[int] = []
+    write_batches(
+        batches_of(table.slice(0, 1_000), 100),
+        table.schema,
+        io.BytesIO(),
+        settings,
+        on_row_group=lambda rows, _: single.append(rows),
+    )
+    assert single == []
+
+
+def test_a_stream_that_fails_mid_way_closes_its_writer_and_raises() -> None:
+    table = pa.table({"id": pa.array(range(50_000), pa.int64())})
+
+    def failing() -> Iterator[pa.RecordBatch]:
+        yield from batches_of(table, 10_000)[:3]
+        raise RuntimeError("source failed")
+
+    with pytest.raises(RuntimeError, match="source failed"):
+        write_batches(failing(), table.schema, io.BytesIO(), ParquetSettings(row_group_bytes=1))
+    # Nothing is left running: the encoder thread has stopped.
+    assert not [t for t in threading.enumerate() if t.name == "parquet-encode"]

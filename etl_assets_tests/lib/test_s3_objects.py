@@ -46,6 +46,24 @@ def test_a_large_object_is_uploaded_in_parts_and_completed_on_publish(
     assert open_multipart_uploads(s3_endpoint, bucket) == []
 
 
+def test_every_part_but_the_last_has_exactly_the_part_size(
+    s3_endpoint: S3Endpoint, bucket: str
+) -> None:
+    data = bytes(range(256)) * (11 * MIB // 256 + 3)
+    with upload(s3_endpoint, bucket, "parts.bin", part_size=5 * MIB) as pending:
+        # Writes of every size, including ones larger than a part.
+        for offset, size in zip(range(0, len(data), 7 * MIB), (7 * MIB, 6 * MIB), strict=False):
+            pending.write(memoryview(data)[offset : offset + size])
+        pending.publish()
+    client = s3_endpoint.client()
+    sizes = [
+        client.head_object(Bucket=bucket, Key="parts.bin", PartNumber=number)["ContentLength"]
+        for number in (1, 2, 3)
+    ]
+    assert sizes == [5 * MIB, 5 * MIB, len(data) - 10 * MIB]
+    assert body(s3_endpoint, bucket, "parts.bin") == data
+
+
 def test_a_failure_before_publish_leaves_the_previous_version_and_no_upload(
     s3_endpoint: S3Endpoint, bucket: str
 ) -> None:
