@@ -92,6 +92,7 @@ class Pipeline:
         raise_on_error: bool = True,
         lake: Mapping[str, Any] | None = None,
         source: Mapping[str, Any] | None = None,
+        writer: Mapping[str, Any] | None = None,
     ) -> dg.ExecuteInProcessResult:
         """Materialize the table's raw asset for one partition or a range."""
         built = build_table_assets(table, transform)
@@ -106,7 +107,7 @@ class Pipeline:
             partition_key=partition,
             tags=tags,
             instance=self.instance,
-            resources=self.resources(table, lake=lake, source=source),
+            resources=self.resources(table, lake=lake, source=source, writer=writer),
             raise_on_error=raise_on_error,
             selection=[built.raw.key],
         )
@@ -117,19 +118,27 @@ class Pipeline:
         *,
         lake: Mapping[str, Any] | None = None,
         source: Mapping[str, Any] | None = None,
+        writer: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """The two IO managers, pointed at this pipeline's database and bucket."""
+        """The two IO managers, pointed at this pipeline's database and bucket.
+
+        `lake` overrides `S3Lake` fields (the endpoint too), `source` `PostgresSource` fields
+        and `writer` `LakeIOManager` fields.
+        """
         return {
             postgres_io_manager_key(table.source): PostgresWindowIOManager(
                 source=PostgresSource(dsn=self.conninfo, **(source or {}))
             ),
             LAKE_IO_MANAGER_KEY: LakeIOManager(
                 lake=S3Lake(
-                    bucket=self.bucket,
-                    prefix=LAKE_PREFIX,
-                    endpoint_url=self.endpoint.url,
-                    **(lake or {}),
-                )
+                    **{
+                        "bucket": self.bucket,
+                        "prefix": LAKE_PREFIX,
+                        "endpoint_url": self.endpoint.url,
+                        **(lake or {}),
+                    }
+                ),
+                **(writer or {}),
             ),
         }
 

@@ -4,6 +4,8 @@
     etl-assets introspect sales.orders          columns, planned Parquet types, partition-column
                                                 candidates, and a YAML entry (the contract)
     etl-assets pools [--apply]                  each source's extraction pool and limit
+    etl-assets lake abort-uploads [--min-age 6h] [--dry-run]
+                                                abort multipart uploads left by killed loads
 
 The connection comes from `--dsn-env` (the name of an environment variable holding a libpq
 DSN, like `source.dsn_env` in defs.yaml) or from libpq's own variables (PGHOST, PGUSER, ...).
@@ -21,10 +23,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
+import boto3
+import botocore.exceptions
 from psycopg import sql
 
 from etl_assets.components.table_assets import POOL_LIMIT_METADATA_KEY, POOL_METADATA_KEY
 from etl_assets.lib.extract import ConnectionSettings, Snapshot
+from etl_assets.lib.incremental import parse_duration
 from etl_assets.lib.introspect import (
     TABLES_QUERY,
     TableReport,
@@ -34,6 +39,7 @@ from etl_assets.lib.introspect import (
     yaml_entry,
 )
 from etl_assets.lib.sql import Relation, render
+from etl_assets.lib.upload_cleanup import abort_stale_uploads
 from etl_assets.lib.windows import Grain
 
 
@@ -64,6 +70,26 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="set each pool's limit on the Dagster instance of $DAGSTER_HOME",
     )
+    lake = commands.add_parser("lake", help="maintenance of the lake's bucket")
+    lake_commands = lake.add_subparsers(dest="lake_command", required=True)
+    abort = lake_commands.add_parser(
+        "abort-uploads",
+        help="abort incomplete multipart uploads that no running load can own",
+        description=(
+            "A load killed outright leaves its invisible multipart upload behind. This aborts "
+            "those under the lake's prefix older than --min-age. The bucket is "
+            "$ETL_LAKE_BUCKET and the prefix $ETL_LAKE_PREFIX unless given; the endpoint and "
+            "credentials come from the AWS chain (AWS_ENDPOINT_URL, AWS_REGION, ...)."
+        ),
+    )
+    abort.add_argument("--bucket", default=os.environ.get("ETL_LAKE_BUCKET"))
+    abort.add_argument("--prefix", default=os.environ.get("ETL_LAKE_PREFIX", ""))
+    abort.add_argument(
+        "--min-age",
+        default="6h",
+        help="only uploads started this long ago or more (default 6h, the longest run)",
+    )
+    abort.add_argument("--dry-run", action="store_true", help="list, do not abort")
     return parser
 
 
@@ -72,6 +98,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     args = _parser().parse_args(argv)
     if args.command == "pools":
         return _pools(apply=args.apply, out=out)
+    if args.command == "lake":
+        return _abort_uploads(args, out)
     try:
         settings = _settings(args.dsn_env, args.password_env)
         with Snapshot(settings, "etl-assets introspect") as snapshot:
@@ -141,6 +169,31 @@ def _pools(*, apply: bool, out: TextIO) -> int:
     if apply:
         set_pool_limits(pools)
         out.write("applied to the instance of $DAGSTER_HOME\n")
+    return 0
+
+
+def _abort_uploads(args: argparse.Namespace, out: TextIO) -> int:
+    if not args.bucket:
+        print("etl-assets lake: set --bucket or ETL_LAKE_BUCKET", file=sys.stderr)  # noqa: T201
+        return 2
+    try:
+        min_age = parse_duration(args.min_age)
+        client = boto3.client("s3")
+        stale = abort_stale_uploads(
+            client, args.bucket, args.prefix, min_age=min_age, dry_run=args.dry_run
+        )
+    except (
+        ValueError,
+        botocore.exceptions.BotoCoreError,
+        botocore.exceptions.ClientError,
+    ) as error:
+        print(f"etl-assets lake: {error}", file=sys.stderr)  # noqa: T201
+        return 2
+    verb = "would abort" if args.dry_run else "aborted"
+    for upload in stale:
+        started = upload.initiated.isoformat(timespec="seconds")
+        out.write(f"{verb} s3://{args.bucket}/{upload.key} (started {started})\n")
+    out.write(f"{len(stale)} upload(s) {verb} under s3://{args.bucket}/{args.prefix}\n")
     return 0
 
 

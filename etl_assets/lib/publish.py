@@ -48,20 +48,34 @@ def publish_file(
     anywhere before) leaves the key holding its previous version, or nothing.
     """
     started = time.perf_counter()
-    with PendingUpload(
+    pending = PendingUpload(
         client,
         bucket,
         key,
         encryption=upload.encryption,
         content_type="application/vnd.apache.parquet",
         part_size=upload.part_size,
-    ) as pending:
-        # A RawIOBase is a binary file; typeshed just does not count it as IO[bytes].
-        written = write(cast("IO[bytes]", pending))
-        if verify is not None:
-            verify(written)
-        published = pending.publish()
+    )
+    try:
+        with pending:
+            # A RawIOBase is a binary file; typeshed just does not count it as IO[bytes].
+            written = write(cast("IO[bytes]", pending))
+            if verify is not None:
+                verify(written)
+            published = pending.publish()
+    except Exception as error:
+        if pending.abort_failure is None:
+            raise
+        raise UploadLeftBehindError(
+            f"{error}; the incomplete upload could not be aborted either "
+            f"({pending.abort_failure}): `etl-assets lake abort-uploads` or the bucket's "
+            "lifecycle rule removes it"
+        ) from error
     return PublishedPartition(object=published, file=written, seconds=time.perf_counter() - started)
+
+
+class UploadLeftBehindError(RuntimeError):
+    """Writing failed, and so did aborting the invisible upload: it stays until cleaned up."""
 
 
 def publish_frame(

@@ -122,6 +122,8 @@ class PendingUpload(io.RawIOBase):
         self._slots = threading.BoundedSemaphore(max_parts_in_flight)
         self._pool: ThreadPoolExecutor | None = None
         self._state = "open"
+        self.abort_failure: str | None = None
+        """Why aborting the multipart upload failed, if it did: the upload is left behind."""
 
     # io.RawIOBase protocol: pyarrow's ParquetWriter writes through these.
     def writable(self) -> bool:
@@ -188,7 +190,12 @@ class PendingUpload(io.RawIOBase):
         )
 
     def abort(self) -> None:
-        """Drop everything written; the key keeps its previous version (or stays absent)."""
+        """Drop everything written; the key keeps its previous version (or stays absent).
+
+        If the endpoint cannot be reached to abort the multipart upload, the upload stays
+        (invisible, but billed) and `abort_failure` says why; the failure that led here is
+        what the caller should see, so this does not raise.
+        """
         if self._state in ("aborted", "published"):
             return
         self._state = "aborted"
@@ -197,9 +204,12 @@ class PendingUpload(io.RawIOBase):
             future.cancel()
         self._shutdown()
         if self._upload_id is not None:
-            self._client.abort_multipart_upload(
-                Bucket=self.bucket, Key=self.key, UploadId=self._upload_id
-            )
+            try:
+                self._client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=self.key, UploadId=self._upload_id
+                )
+            except Exception as error:  # reported through abort_failure, never raised
+                self.abort_failure = f"{type(error).__name__}: {error}"
 
     def __enter__(self) -> PendingUpload:
         return self

@@ -42,6 +42,7 @@ from etl_assets.lib.parquet_files import (
 from etl_assets.lib.pg_types import ColumnPlan, TablePlan
 from etl_assets.lib.publish import PublishedPartition, UploadSettings, publish_file
 from etl_assets.lib.s3_objects import MIB, Encryption, S3Client, ServerSideEncryption
+from etl_assets.lib.transient import transient_cause
 from etl_assets.lib.windows import grain_for_cron
 
 DEFAULT_PARTITION_NAME = "partition"
@@ -82,6 +83,11 @@ class S3Lake(dg.ConfigurableResource):  # pyright: ignore[reportMissingTypeArgum
     row_group_mib: int = Field(
         default=16, ge=1, description="Uncompressed Arrow MiB buffered per Parquet row group."
     )
+    max_attempts: int = Field(
+        default=5,
+        ge=1,
+        description="Attempts per S3 request; throttling, 5xx and lost connections are retried.",
+    )
 
     _client: Any = PrivateAttr(default=None)
 
@@ -97,7 +103,7 @@ class S3Lake(dg.ConfigurableResource):  # pyright: ignore[reportMissingTypeArgum
                 region_name=self.region,
                 endpoint_url=self.endpoint_url,
                 config=botocore.config.Config(
-                    retries={"mode": "standard", "max_attempts": 5},
+                    retries={"mode": "standard", "max_attempts": self.max_attempts},
                     max_pool_connections=16,
                 ),
             )
@@ -131,6 +137,22 @@ class S3Lake(dg.ConfigurableResource):  # pyright: ignore[reportMissingTypeArgum
             options["aws_region"] = self.region
         return options
 
+    def check_bucket(self) -> None:
+        """Raise, naming the bucket, unless it exists and these credentials may reach it."""
+        client: Any = self.client()
+        try:
+            client.head_bucket(Bucket=self.bucket)
+        except botocore.exceptions.ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            raise LakeUnavailableError(
+                f"bucket {self.bucket!r} does not exist or is not accessible with the AWS "
+                f"chain's credentials ({code}); check ETL_LAKE_BUCKET, the region and the role"
+            ) from error
+        except botocore.exceptions.BotoCoreError as error:
+            raise LakeUnavailableError(
+                f"cannot reach the S3 endpoint for bucket {self.bucket!r}: {error}"
+            ) from error
+
     def object_exists(self, key: str) -> bool:
         """Whether an object is published at `key`."""
         client: Any = self.client()
@@ -147,11 +169,27 @@ class LakeIOManager(dg.ConfigurableIOManager):
     """Writes each partition as one Parquet object on S3, published atomically; reads them back."""
 
     lake: S3Lake = Field(description="The bucket and prefix of the lake.")
+    transient_retries: int = Field(
+        default=2,
+        ge=0,
+        description=(
+            "Retries of a load that failed transiently (lost connection, server restarting, "
+            "S3 unavailable); other failures fail at once."
+        ),
+    )
+    retry_delay_seconds: float = Field(
+        default=10.0, ge=0, description="Wait before the first such retry; doubles each time."
+    )
 
     def handle_output(self, context: dg.OutputContext, obj: object) -> None:
         """Publish every partition of the output (see the module docstring)."""
         if isinstance(obj, TableExtract):
-            self._publish_extract(context, obj)
+            self.lake.check_bucket()
+            try:
+                self._publish_extract(context, obj)
+            except Exception as error:
+                self._retry_if_transient(context, error)
+                raise
         elif isinstance(obj, pl.LazyFrame | pl.DataFrame):
             if context.has_asset_partitions and len(context.asset_partition_keys) > 1:
                 raise dg.Failure(
@@ -175,6 +213,31 @@ class LakeIOManager(dg.ConfigurableIOManager):
                 f"{context.asset_key.to_user_string()} returned {type(obj).__name__}; the lake "
                 "stores polars LazyFrames/DataFrames and source extracts"
             )
+
+    def _retry_if_transient(self, context: dg.OutputContext, error: Exception) -> None:
+        """Ask Dagster to run the step again if `error` may not happen on a second attempt.
+
+        Every partition is published atomically, so a retry republishes the partitions the
+        failed attempt already published (same snapshot rules, same content) and goes on.
+        """
+        reason = transient_cause(error)
+        if reason is None or self.transient_retries == 0:
+            return
+        try:
+            attempt = context.step_context.previous_attempt_count + 1
+        except dg.DagsterInvariantViolationError:
+            return  # not inside a run (a context built by hand): nothing can retry the step
+        if attempt > self.transient_retries:
+            context.log.error(f"{reason}; {self.transient_retries} retries used, giving up")
+            return
+        delay = self.retry_delay_seconds * 2 ** (attempt - 1)
+        context.log.warning(
+            f"{reason}; retrying (retry {attempt} of {self.transient_retries}) in {delay:g}s "
+            f"after: {error}"
+        )
+        raise dg.RetryRequested(
+            max_retries=self.transient_retries, seconds_to_wait=delay
+        ) from error
 
     def load_input(self, context: dg.InputContext) -> pl.LazyFrame | pl.DataFrame:
         """Scan exactly the upstream partitions this run depends on."""
@@ -362,6 +425,10 @@ def _partition_content(
     if read.transform is None:
         return _BatchContent(read.lake_batches, plan.arrow_schema, dictionary)
     return _FrameContent(read.frame, PlannedSchema(plan.arrow_schema, plan.frame_schema))
+
+
+class LakeUnavailableError(RuntimeError):
+    """The lake's bucket cannot be reached: nothing is read from the source."""
 
 
 class PartitionWriteError(RuntimeError):

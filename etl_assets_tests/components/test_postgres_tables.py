@@ -128,3 +128,10 @@ def test_source_settings_are_validated(sandbox: DefsFolderSandbox) -> None:
     message = load_error(sandbox, defs_yaml(GOOD_TABLE, source="{name: Shop!, dsn_env: X}"))
     assert "name" in message
     assert "should match pattern" in message
+
+
+def test_malformed_yaml_fails_naming_the_file_and_the_line(sandbox: DefsFolderSandbox) -> None:
+    text = defs_yaml(GOOD_TABLE).replace("      grain: daily\n", "      grain: [daily\n")
+    message = load_error(sandbox, text)
+    assert str(Path("defs") / "shop" / "defs.yaml") in message
+    assert "line" in message.lower()

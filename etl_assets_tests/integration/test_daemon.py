@@ -19,8 +19,10 @@ import pytest
 
 from etl_assets.cli.main import declared_pools, set_pool_limits
 from etl_assets.devstack.cli import start_daemon, start_webserver
+from etl_assets.devstack.demo import declared_tables
 from etl_assets.devstack.postgres import free_port
 from etl_assets.devstack.stack import LAKE_BUCKET, LAKE_PREFIX, DevStack, dev_stack
+from etl_assets.devstack.verify import compare_table_partition
 from etl_assets_tests.support import graphql, healthy_daemons, wait_for
 
 pytestmark = pytest.mark.slow
@@ -177,8 +179,11 @@ def test_a_ui_backfill_survives_a_daemon_restart_without_duplicates_or_gaps(
     ]
 
 
-def test_a_source_pool_bounds_concurrent_extractions(running: Running) -> None:
-    keys = [f"2026-10-{day:02d}" for day in range(1, 13)]
+def test_twenty_partitions_at_once_with_a_pool_of_four_hold_four_sessions_and_all_load(
+    running: Running,
+) -> None:
+    keys = [f"2026-10-{day:02d}" for day in range(1, 21)]
+    set_pool_limits({"postgres_shop": 4}, running.stack.process_environment())
     source = running.stack.source_conninfo()
     peak = {"sessions": 0}
     stop = threading.Event()
@@ -200,8 +205,8 @@ def test_a_source_pool_bounds_concurrent_extractions(running: Running) -> None:
         blocker.execute("LOCK TABLE sales.payments IN ACCESS EXCLUSIVE MODE")
         watcher.start()
         run_ids = [launch_partition(running, PAYMENTS, key) for key in keys]
-        wait_for(lambda: peak["sessions"] >= 3, 300, "three extractions to start", poll=0.5)
-        stop.wait(10)  # time for a fourth one to show up, if the pool let it
+        wait_for(lambda: peak["sessions"] >= 4, 300, "four extractions to start", poll=0.5)
+        stop.wait(10)  # time for a fifth one to show up, if the pool let it
         blocker.rollback()
     instance = running.instance()
 
@@ -211,12 +216,18 @@ def test_a_source_pool_bounds_concurrent_extractions(running: Running) -> None:
             for run_id in run_ids
         )
 
-    wait_for(all_done, 600, "the 12 runs", poll=3)
+    wait_for(all_done, 900, "the 20 runs", poll=3)
     stop.set()
     watcher.join()
-    assert peak["sessions"] == 3
+    assert peak["sessions"] == 4
     statuses = {instance.get_run_by_id(run_id).status for run_id in run_ids}  # type: ignore[union-attr]
     assert statuses == {dg.DagsterRunStatus.SUCCESS}
+    payments = declared_tables()["raw/shop/sales/payments"]
+    lake = f"{LAKE_BUCKET}/{LAKE_PREFIX}"
+    for key in keys:
+        comparison = compare_table_partition(source, running.stack.s3, lake, payments, key)
+        assert comparison.equal, (key, comparison.first_difference)
+        assert comparison.source_rows > 0
 
 
 def launch_partition(running: Running, path: list[str], key: str) -> str:

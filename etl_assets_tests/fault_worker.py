@@ -1,0 +1,53 @@
+"""A run worker in its own process, for the tests that kill one mid-upload.
+
+`run(settings)` materializes the wide table's partition the way `test_faults` does in-process,
+but slowly, so the parent has time to kill it while its upload is open.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+
+import dagster as dg
+import polars as pl
+
+from etl_assets.devstack.s3 import S3Endpoint
+from etl_assets_tests.support import Pipeline, spec
+
+DAY = "2026-10-01"
+SMALL_PARTS = {"row_group_mib": 1, "upload_part_mib": 5}
+SMALL_BATCHES = {"read_batch_mib": 1}
+
+
+def slowly(seconds_per_batch: float) -> Callable[[pl.LazyFrame], pl.LazyFrame]:
+    """A transform that takes its time over each batch, so a fault can land mid-read."""
+
+    def pause(ids: pl.Series) -> pl.Series:
+        time.sleep(seconds_per_batch)
+        return ids
+
+    def transform(frame: pl.LazyFrame) -> pl.LazyFrame:
+        return frame.with_columns(
+            pl.col("id").map_batches(pause, return_dtype=pl.Int64, is_elementwise=True)
+        )
+
+    return transform
+
+
+def run(settings_text: str) -> None:
+    """Materialize the wide table's partition with the given connection, bucket and pace."""
+    settings = json.loads(settings_text)
+    os.environ.update(settings["environment"])
+    endpoint = S3Endpoint(url=settings["environment"]["AWS_ENDPOINT_URL"])
+    with dg.DagsterInstance.ephemeral() as instance:
+        pipeline = Pipeline(instance, settings["conninfo"], settings["bucket"], endpoint)
+        pipeline.materialize(
+            spec(table="wide", columns=("id", "created_at", "body")),
+            partition=DAY,
+            transform=slowly(settings["seconds_per_batch"]),
+            lake=SMALL_PARTS,
+            source=SMALL_BATCHES,
+        )

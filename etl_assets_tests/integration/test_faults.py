@@ -1,0 +1,332 @@
+"""Faults during a materialization: the lake never holds a partial or mixed partition.
+
+Each test first publishes a good version of a partition, then breaks a second load of it in one
+way, and checks that the key still holds the good version byte for byte, that the error names
+the asset, the partition and the cause, and what happens to retries and leftover uploads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import dagster as dg
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from etl_assets.cli.main import main as etl_assets_main
+from etl_assets.lib.tables import TableSpec
+from etl_assets.lib.upload_cleanup import incomplete_uploads
+from etl_assets_tests.fault_worker import DAY, SMALL_BATCHES, SMALL_PARTS, slowly
+from etl_assets_tests.faults import Faults, FaultyS3Proxy
+from etl_assets_tests.support import LAKE_PREFIX, Pipeline, failure_text, query, run_sql, spec
+
+WIDE_TABLE = """
+CREATE TABLE wide (id bigint PRIMARY KEY, created_at timestamptz NOT NULL, body text);
+INSERT INTO wide
+SELECT g, timestamptz '2026-10-01 00:00+00' + g * interval '100 ms',
+       md5(g::text) || md5((g + 1)::text) || md5((g + 2)::text)
+FROM generate_series(1, 200000) g;
+"""
+ASSET = "raw/testsrc/public/wide"
+NO_RETRIES = {"transient_retries": 0}
+
+
+def wide() -> TableSpec:
+    return spec(table="wide", columns=("id", "created_at", "body"))
+
+
+@pytest.fixture
+def published(pipeline: Pipeline) -> bytes:
+    """The wide table, with a good version of its partition already in the lake."""
+    run_sql(pipeline.conninfo, WIDE_TABLE)
+    assert pipeline.materialize(wide(), partition=DAY, lake=SMALL_PARTS).success
+    return pipeline.partition_bytes(wide(), DAY)
+
+
+def digest(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def lake_key() -> str:
+    return f"{LAKE_PREFIX}/{ASSET}/day={DAY}/part-00000.parquet"
+
+
+def terminate_when_reading(conninfo: str, stop: threading.Event) -> list[int]:
+    """Terminate the load's backend once its COPY is running; returns the pids terminated."""
+    terminated: list[int] = []
+
+    def watch() -> None:
+        while not stop.is_set() and not terminated:
+            rows = query(
+                conninfo,
+                "SELECT pid FROM pg_stat_activity WHERE application_name LIKE %s"
+                " AND state = 'active' AND query LIKE 'COPY%%'",
+                [f"{ASSET}%"],
+            )
+            for (pid,) in rows:
+                run_sql(conninfo, "SELECT pg_terminate_backend(%s)", [pid])
+                terminated.append(int(pid))
+            time.sleep(0.05)
+
+    threading.Thread(target=watch, daemon=True).start()
+    return terminated
+
+
+def test_a_backend_terminated_mid_read_is_retried_and_the_partition_published_once(
+    pipeline: Pipeline, published: bytes
+) -> None:
+    stop = threading.Event()
+    terminated = terminate_when_reading(pipeline.conninfo, stop)
+    try:
+        result = pipeline.materialize(
+            wide(),
+            partition=DAY,
+            transform=slowly(0.05),
+            lake=SMALL_PARTS,
+            source=SMALL_BATCHES,
+            writer={"transient_retries": 2, "retry_delay_seconds": 0.1},
+        )
+    finally:
+        stop.set()
+    assert len(terminated) == 1
+    assert result.success
+    events = pipeline.instance.all_logs(result.run_id)
+    retries = [e for e in events if e.dagster_event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+    assert len(retries) == 1
+    logs = [e.message or "" for e in events]
+    assert any("retrying" in m and "terminating connection" in m for m in logs)
+    materializations = pipeline.instance.fetch_materializations(
+        dg.AssetKey(ASSET.split("/")), limit=10
+    ).records
+    assert len(materializations) == 2  # the good version, then this run's single one
+    assert digest(pipeline.partition_bytes(wide(), DAY)) == digest(published)
+
+
+def test_a_backend_terminated_mid_read_without_retries_fails_naming_it_and_keeps_the_lake(
+    pipeline: Pipeline, published: bytes
+) -> None:
+    stop = threading.Event()
+    terminated = terminate_when_reading(pipeline.conninfo, stop)
+    try:
+        result = pipeline.materialize(
+            wide(),
+            partition=DAY,
+            transform=slowly(0.05),
+            raise_on_error=False,
+            lake=SMALL_PARTS,
+            source=SMALL_BATCHES,
+            writer=NO_RETRIES,
+        )
+    finally:
+        stop.set()
+    assert terminated
+    assert not result.success
+    error = failure_text(result)
+    assert f"{ASSET} [{DAY}]: nothing was published" in error
+    assert "terminating connection due to administrator command" in error
+    assert pipeline.partition_bytes(wide(), DAY) == published
+    assert incomplete_uploads(pipeline.endpoint.client(), pipeline.bucket) == []
+
+
+def test_a_statement_timeout_fails_the_load_without_a_retry_and_keeps_the_lake(
+    pipeline: Pipeline, published: bytes
+) -> None:
+    result = pipeline.materialize(
+        wide(),
+        partition=DAY,
+        transform=slowly(0.1),
+        raise_on_error=False,
+        lake=SMALL_PARTS,
+        source={**SMALL_BATCHES, "statement_timeout_seconds": 1},
+        writer={"transient_retries": 2, "retry_delay_seconds": 0.1},
+    )
+    assert not result.success
+    error = failure_text(result)
+    assert f"{ASSET} [{DAY}]" in error
+    assert "canceling statement due to statement timeout" in error
+    events = pipeline.instance.all_logs(result.run_id)
+    assert not [e for e in events if e.dagster_event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+    assert pipeline.partition_bytes(wide(), DAY) == published
+
+
+def test_s3_errors_on_some_parts_are_retried_by_the_client(
+    pipeline: Pipeline, published: bytes
+) -> None:
+    faults = Faults(failing_part_uploads=2)
+    with FaultyS3Proxy(pipeline.endpoint.url, faults) as proxy:
+        result = pipeline.materialize(
+            wide(), partition=DAY, lake={**SMALL_PARTS, "endpoint_url": proxy.url}
+        )
+    assert result.success
+    assert faults.failing_part_uploads == 0
+    parts = [r for r in faults.requests if r[0] == "PUT" and "partNumber=" in r[1]]
+    assert len(parts) == faults.part_uploads_seen + 2
+    assert pipeline.partition_bytes(wide(), DAY) == published
+
+
+def test_s3_failing_every_part_fails_the_load_and_leaves_no_upload(
+    pipeline: Pipeline, published: bytes
+) -> None:
+    faults = Faults(failing_part_uploads=1_000)
+    with FaultyS3Proxy(pipeline.endpoint.url, faults) as proxy:
+        result = pipeline.materialize(
+            wide(),
+            partition=DAY,
+            raise_on_error=False,
+            lake={**SMALL_PARTS, "endpoint_url": proxy.url, "max_attempts": 2},
+            writer={"transient_retries": 1, "retry_delay_seconds": 0.1},
+        )
+    assert not result.success
+    error = failure_text(result)
+    assert f"{ASSET} [{DAY}]: nothing was published" in error
+    assert "InternalError" in error
+    events = pipeline.instance.all_logs(result.run_id)
+    assert (
+        len([e for e in events if e.dagster_event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY])
+        == 1
+    )
+    assert pipeline.partition_bytes(wide(), DAY) == published
+    assert incomplete_uploads(pipeline.endpoint.client(), pipeline.bucket) == []
+
+
+def test_an_endpoint_gone_mid_upload_keeps_the_lake_and_its_upload_is_cleaned_up_later(
+    pipeline: Pipeline, published: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    faults = Faults(vanish_after_part_uploads=1)
+    with FaultyS3Proxy(pipeline.endpoint.url, faults) as proxy:
+        result = pipeline.materialize(
+            wide(),
+            partition=DAY,
+            raise_on_error=False,
+            lake={**SMALL_PARTS, "endpoint_url": proxy.url, "max_attempts": 2},
+            writer=NO_RETRIES,
+        )
+    assert not result.success
+    error = failure_text(result)
+    assert f"{ASSET} [{DAY}]: nothing was published" in error
+    assert "abort-uploads" in error  # the abort could not reach the endpoint either
+    assert pipeline.partition_bytes(wide(), DAY) == published
+    client = pipeline.endpoint.client()
+    assert [u.key for u in incomplete_uploads(client, pipeline.bucket)] == [lake_key()]
+
+    for name, value in pipeline.endpoint.environment().items():
+        monkeypatch.setenv(name, value)
+    out = io.StringIO()
+    code = etl_assets_main(
+        ["lake", "abort-uploads", "--bucket", pipeline.bucket, "--min-age", "0s"], out=out
+    )
+    assert code == 0
+    assert f"aborted s3://{pipeline.bucket}/{lake_key()}" in out.getvalue()
+    assert incomplete_uploads(client, pipeline.bucket) == []
+
+
+def test_every_put_carries_the_encryption_header_a_deny_unencrypted_policy_checks(
+    pipeline: Pipeline, published: bytes
+) -> None:
+    # moto does not evaluate policy conditions, so the requests themselves are checked: AWS's
+    # documented "deny unencrypted uploads" policy tests this header on PutObject and on
+    # CreateMultipartUpload (parts carry none; S3 refuses it there).
+    faults = Faults()
+    with FaultyS3Proxy(pipeline.endpoint.url, faults) as proxy:
+        # Multipart (5 MiB parts), then a single PUT (parts larger than the file).
+        for lake in (SMALL_PARTS, {"upload_part_mib": 512}):
+            assert pipeline.materialize(
+                wide(), partition=DAY, lake={**lake, "endpoint_url": proxy.url}
+            ).success
+    creates = [h for m, path, h in faults.requests if m == "POST" and path.endswith("?uploads")]
+    puts = [
+        h
+        for m, path, h in faults.requests
+        if m == "PUT" and "partNumber=" not in path and "uploadId=" not in path
+    ]
+    assert len(creates) == 1
+    assert len(puts) == 1
+    assert all(h.get("x-amz-server-side-encryption") == "AES256" for h in creates + puts)
+    head = pipeline.endpoint.client().head_object(Bucket=pipeline.bucket, Key=lake_key())
+    assert head["ServerSideEncryption"] == "AES256"
+
+
+def test_two_runs_of_one_partition_at_once_leave_one_complete_version(
+    pipeline: Pipeline, published: bytes
+) -> None:
+    results: list[dg.ExecuteInProcessResult] = []
+
+    def load() -> None:
+        results.append(
+            pipeline.materialize(
+                wide(),
+                partition=DAY,
+                transform=slowly(0.1),
+                lake=SMALL_PARTS,
+                source=SMALL_BATCHES,
+            )
+        )
+
+    first = threading.Thread(target=load)
+    first.start()
+    time.sleep(0.5)
+    # Rows arrive between the two snapshots: the runs read different versions of the window.
+    run_sql(
+        pipeline.conninfo,
+        "INSERT INTO wide SELECT g, timestamptz '2026-10-01 12:00+00' + g * interval '1 ms', 'new'"
+        " FROM generate_series(300001, 301000) g",
+    )
+    second = threading.Thread(target=load)
+    second.start()
+    first.join()
+    second.join()
+    assert len(results) == 2
+    assert all(r.success for r in results)
+    # The key holds one run's complete file: one snapshot's rows, each once.
+    table = pq.read_table(io.BytesIO(pipeline.partition_bytes(wide(), DAY)))
+    before = pq.read_table(io.BytesIO(published)).num_rows
+    assert table.num_rows in (before, before + 1_000)
+    assert pc.count_distinct(table.column("id")).as_py() == table.num_rows
+
+
+RUN_WORKER = """
+import sys
+from etl_assets_tests.fault_worker import run
+run(sys.argv[1])
+"""
+
+
+def test_a_run_worker_killed_mid_upload_leaves_the_previous_version_and_a_rerun_matches(
+    pipeline: Pipeline, published: bytes, tmp_path: Path
+) -> None:
+    settings = {
+        "conninfo": pipeline.conninfo,
+        "bucket": pipeline.bucket,
+        "prefix": LAKE_PREFIX,
+        "environment": pipeline.endpoint.environment(),
+        "seconds_per_batch": 0.2,
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-c", RUN_WORKER, json.dumps(settings)],
+        env={**os.environ, "DAGSTER_HOME": str(tmp_path)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    client = pipeline.endpoint.client()
+    deadline = time.monotonic() + 120
+    while not incomplete_uploads(client, pipeline.bucket):
+        assert worker.poll() is None, worker.stderr.read().decode() if worker.stderr else ""
+        assert time.monotonic() < deadline, "the worker never started uploading"
+        time.sleep(0.1)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(30)
+    assert pipeline.partition_bytes(wide(), DAY) == published
+    assert [u.key for u in incomplete_uploads(client, pipeline.bucket)] == [lake_key()]
+    # A rerun of the same partition writes the same bytes as the first version.
+    assert pipeline.materialize(wide(), partition=DAY, lake=SMALL_PARTS).success
+    assert digest(pipeline.partition_bytes(wide(), DAY)) == digest(published)
