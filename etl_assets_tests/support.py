@@ -125,19 +125,19 @@ class Pipeline:
         `lake` overrides `S3Lake` fields (the endpoint too), `source` `PostgresSource` fields
         and `writer` `LakeIOManager` fields.
         """
+        lake_settings: dict[str, Any] = {
+            "bucket": self.bucket,
+            "prefix": LAKE_PREFIX,
+            "endpoint_url": self.endpoint.url,
+            **(lake or {}),
+        }
+        source_settings: dict[str, Any] = {"dsn": self.conninfo, **(source or {})}
         return {
             postgres_io_manager_key(table.source): PostgresWindowIOManager(
-                source=PostgresSource(dsn=self.conninfo, **(source or {}))
+                source=PostgresSource(**source_settings)
             ),
             LAKE_IO_MANAGER_KEY: LakeIOManager(
-                lake=S3Lake(
-                    **{
-                        "bucket": self.bucket,
-                        "prefix": LAKE_PREFIX,
-                        "endpoint_url": self.endpoint.url,
-                        **(lake or {}),
-                    }
-                ),
+                lake=S3Lake(**lake_settings),
                 **(writer or {}),
             ),
         }

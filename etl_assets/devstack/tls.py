@@ -10,6 +10,7 @@ the plain server behind it, the way a TLS-terminating proxy in front of a databa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import ipaddress
 import ssl
@@ -128,6 +129,7 @@ class TlsTerminator:
             target=self._loop.run_forever, name="tls-terminator", daemon=True
         )
         self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
         self.port = 0
 
     def __enter__(self) -> Self:
@@ -154,21 +156,35 @@ class TlsTerminator:
     async def _stop(self) -> None:
         if self._server is not None:
             self._server.close()
+        # Connections still open are cut, and every socket closed before the loop goes away.
+        for connection in list(self._connections):
+            connection.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
+        if self._server is not None:
             await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        backend_writer: asyncio.StreamWriter | None = None
         try:
             if not await self._negotiate(reader, writer):
                 return
             await writer.start_tls(self._context)
             backend_reader, backend_writer = await asyncio.open_connection(*self._backend)
+            await asyncio.gather(_relay(reader, backend_writer), _relay(backend_reader, writer))
         except (OSError, ssl.SSLError, asyncio.IncompleteReadError):
-            # A client that rejected our certificate hangs up mid-handshake: nothing to relay.
-            writer.close()
-            return
-        await asyncio.gather(
-            _relay(reader, backend_writer), _relay(backend_reader, writer), return_exceptions=True
-        )
+            # A client that rejects our certificate hangs up mid-handshake; either side may
+            # hang up at any time after that: the other side is closed below.
+            pass
+        finally:
+            self._connections.discard(task)
+            for stream in (writer, backend_writer):
+                if stream is not None:
+                    stream.close()
+                    with contextlib.suppress(Exception):
+                        await stream.wait_closed()
 
     async def _negotiate(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         """Answer the requests before TLS: GSSAPI encryption is declined, SSL accepted."""
@@ -187,6 +203,7 @@ class TlsTerminator:
 
 
 async def _relay(source: asyncio.StreamReader, target: asyncio.StreamWriter) -> None:
+    """Copy one direction until it ends, then close the other side's writer."""
     try:
         while chunk := await source.read(65536):
             target.write(chunk)

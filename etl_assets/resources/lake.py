@@ -185,11 +185,16 @@ class LakeIOManager(dg.ConfigurableIOManager):
         """Publish every partition of the output (see the module docstring)."""
         if isinstance(obj, TableExtract):
             self.lake.check_bucket()
+            published_keys: list[str] = []
             try:
-                self._publish_extract(context, obj)
+                self._publish_extract(context, obj, published_keys)
             except Exception as error:
                 self._retry_if_transient(context, error)
-                raise
+                if isinstance(error, PartitionWriteError | BlockingCheckError):
+                    raise
+                raise PartitionWriteError(
+                    _extract_failure(context.asset_key.to_user_string(), obj, published_keys, error)
+                ) from error
         elif isinstance(obj, pl.LazyFrame | pl.DataFrame):
             if context.has_asset_partitions and len(context.asset_partition_keys) > 1:
                 raise dg.Failure(
@@ -268,7 +273,10 @@ class LakeIOManager(dg.ConfigurableIOManager):
             return frame.collect()
         return frame
 
-    def _publish_extract(self, context: dg.OutputContext, extract: TableExtract) -> None:
+    def _publish_extract(
+        self, context: dg.OutputContext, extract: TableExtract, published_keys: list[str]
+    ) -> None:
+        """Publish each window of `extract`, appending each key to `published_keys` once it is."""
         spec = extract.spec
         name = partition_name(context.asset_partitions_def, context.definition_metadata)
         with extract.open() as opened:
@@ -307,6 +315,7 @@ class LakeIOManager(dg.ConfigurableIOManager):
                     "null_partition_rows": opened.null_partition_rows,
                 }
                 _record_partition(context, read.window.key, metadata)
+                published_keys.append(read.window.key)
                 if len(extract.windows) == 1:
                     # The source's fingerprint is the partition's data version: reloading
                     # unchanged rows leaves downstream partitions fresh.
@@ -425,6 +434,25 @@ def _partition_content(
     if read.transform is None:
         return _BatchContent(read.lake_batches, plan.arrow_schema, dictionary)
     return _FrameContent(read.frame, PlannedSchema(plan.arrow_schema, plan.frame_schema))
+
+
+def _extract_failure(
+    asset: str, extract: TableExtract, published: Sequence[str], error: Exception
+) -> str:
+    """What a failed load did and did not publish, and why it failed."""
+    keys = [w.key for w in extract.windows]
+    span = keys[0] if len(keys) == 1 else f"{keys[0]}...{keys[-1]}"
+    if not published:
+        outcome = "nothing was published"
+    else:
+        outcome = (
+            f"published {len(published)} of {len(keys)} partitions (through {published[-1]}), "
+            "not the rest"
+        )
+    return (
+        f"{asset} [{span}]: {outcome} (the previous version of every unpublished partition, if "
+        f"any, is unchanged): {type(error).__name__}: {error}"
+    )
 
 
 class LakeUnavailableError(RuntimeError):

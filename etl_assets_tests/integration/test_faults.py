@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import psycopg
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
@@ -34,7 +35,7 @@ WIDE_TABLE = """
 CREATE TABLE wide (id bigint PRIMARY KEY, created_at timestamptz NOT NULL, body text);
 INSERT INTO wide
 SELECT g, timestamptz '2026-10-01 00:00+00' + g * interval '100 ms',
-       md5(g::text) || md5((g + 1)::text) || md5((g + 2)::text)
+       md5('a' || g) || md5('b' || g) || md5('c' || g)
 FROM generate_series(1, 200000) g;
 """
 ASSET = "raw/testsrc/public/wide"
@@ -141,15 +142,18 @@ def test_a_backend_terminated_mid_read_without_retries_fails_naming_it_and_keeps
 def test_a_statement_timeout_fails_the_load_without_a_retry_and_keeps_the_lake(
     pipeline: Pipeline, published: bytes
 ) -> None:
-    result = pipeline.materialize(
-        wide(),
-        partition=DAY,
-        transform=slowly(0.1),
-        raise_on_error=False,
-        lake=SMALL_PARTS,
-        source={**SMALL_BATCHES, "statement_timeout_seconds": 1},
-        writer={"transient_retries": 2, "retry_delay_seconds": 0.1},
-    )
+    # Another session holds the table: the load's first statement on it waits past the limit.
+    with psycopg.connect(pipeline.conninfo) as blocker:
+        blocker.execute("LOCK TABLE wide IN ACCESS EXCLUSIVE MODE")
+        result = pipeline.materialize(
+            wide(),
+            partition=DAY,
+            raise_on_error=False,
+            lake=SMALL_PARTS,
+            source={"statement_timeout_seconds": 1},
+            writer={"transient_retries": 2, "retry_delay_seconds": 0.1},
+        )
+        blocker.rollback()
     assert not result.success
     error = failure_text(result)
     assert f"{ASSET} [{DAY}]" in error
@@ -311,16 +315,18 @@ def test_a_run_worker_killed_mid_upload_leaves_the_previous_version_and_a_rerun_
         "environment": pipeline.endpoint.environment(),
         "seconds_per_batch": 0.2,
     }
-    worker = subprocess.Popen(
-        [sys.executable, "-c", RUN_WORKER, json.dumps(settings)],
-        env={**os.environ, "DAGSTER_HOME": str(tmp_path)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    log = tmp_path / "worker.log"
+    with log.open("wb") as output:
+        worker = subprocess.Popen(
+            [sys.executable, "-c", RUN_WORKER, json.dumps(settings)],
+            env={**os.environ, "DAGSTER_HOME": str(tmp_path)},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
     client = pipeline.endpoint.client()
     deadline = time.monotonic() + 120
     while not incomplete_uploads(client, pipeline.bucket):
-        assert worker.poll() is None, worker.stderr.read().decode() if worker.stderr else ""
+        assert worker.poll() is None, log.read_text()[-3000:]
         assert time.monotonic() < deadline, "the worker never started uploading"
         time.sleep(0.1)
     worker.send_signal(signal.SIGKILL)

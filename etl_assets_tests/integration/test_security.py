@@ -7,7 +7,7 @@ import os
 import pwd
 import re
 import shutil
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,8 +63,10 @@ def test_a_role_with_only_usage_and_select_loads_a_partition(events: Pipeline) -
 
 def test_every_session_is_read_only_even_for_a_superuser(events: Pipeline) -> None:
     with Snapshot(ConnectionSettings(events.conninfo), "read-only check") as snapshot:
-        assert snapshot.scalar("SHOW transaction_read_only") == "on"
-        assert snapshot.scalar("SHOW transaction_isolation") == "repeatable read"
+        assert snapshot.scalar("SELECT current_setting('transaction_read_only')") == "on"
+        assert (
+            snapshot.scalar("SELECT current_setting('transaction_isolation')") == "repeatable read"
+        )
         with pytest.raises(Exception, match="read-only transaction"):
             snapshot.query("INSERT INTO events VALUES (0, now(), 'x') RETURNING id")
     [(count,)] = query(events.conninfo, "SELECT count(*) FROM events WHERE id = 0")
@@ -79,8 +81,11 @@ def test_sessions_are_named_after_the_asset_and_partition(events: Pipeline) -> N
             "SELECT state FROM pg_stat_activity WHERE application_name = %s",
             [name],
         )
-        assert snapshot.scalar("SHOW statement_timeout") == "1h"
-        assert snapshot.scalar("SHOW idle_in_transaction_session_timeout") == "10min"
+        assert snapshot.scalar("SELECT current_setting('statement_timeout')") == "1h"
+        assert (
+            snapshot.scalar("SELECT current_setting('idle_in_transaction_session_timeout')")
+            == "10min"
+        )
     assert state == "idle in transaction"
 
 
@@ -136,7 +141,7 @@ def ssl_capable_bindir() -> Path | None:
 @contextmanager
 def ssl_server(
     bindir: Path, base: Path, certificates: CertificateFiles
-) -> Iterator[EmbeddedPostgres]:
+) -> Generator[EmbeddedPostgres]:
     server = EmbeddedPostgres(base, bindir=bindir)
     base.mkdir(parents=True, exist_ok=True)
     # The server reads its key as its own user, and only from a file nobody else can read.

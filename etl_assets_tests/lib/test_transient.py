@@ -1,3 +1,5 @@
+from typing import Any
+
 import adbc_driver_manager
 import botocore.exceptions
 import pytest
@@ -13,10 +15,11 @@ def postgres_error(sqlstate: str, message: str = "failed") -> Exception:
 
 
 def s3_error(code: str, status: int) -> botocore.exceptions.ClientError:
-    return botocore.exceptions.ClientError(
-        {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}},
-        "UploadPart",
-    )
+    response: Any = {
+        "Error": {"Code": code, "Message": code},
+        "ResponseMetadata": {"HTTPStatusCode": status},
+    }
+    return botocore.exceptions.ClientError(response, "UploadPart")
 
 
 @pytest.mark.parametrize(
