@@ -16,7 +16,7 @@ PYTHON := .venv/bin/python
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := python3
 
-.PHONY: help install lint format typecheck test test-fast test-slow demo dev bench check-defs clean
+.PHONY: help install browser lint format typecheck test test-fast test-slow demo dev bench check-defs clean
 
 help:
 	@grep -E '^#   make' Makefile | sed 's/^#   //'
@@ -30,6 +30,16 @@ $(UV):
 	touch $@
 
 install: .venv/.installed
+
+# The UI journey test drives Debian's chromium (Playwright never downloads a browser).
+CHROMIUM := /usr/bin/chromium
+browser:
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  echo "installing Debian's chromium package"; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; \
+	fi
 
 lint: install
 	.venv/bin/ruff check etl_assets etl_assets_tests bench
@@ -51,7 +61,8 @@ check-defs: install
 test-fast: install
 	$(PYTHON) -m pytest -m "not slow" -n 2 --durations=15
 
-test-slow: install
+# End to end with a real webserver and daemon, and the UI journey in headless chromium.
+test-slow: install browser
 	$(PYTHON) -m pytest -m slow --durations=15
 
 test: lint typecheck check-defs test-fast

@@ -327,6 +327,23 @@ class TableModel(dg.Resolvable, dg.Model):
         ),
     )
 
+    preview_rows: int = Field(
+        default=5,
+        ge=0,
+        le=50,
+        description=(
+            "Rows of each published partition shown as a markdown table in its "
+            "materialization's metadata (stored in the Dagster event log); 0 turns it off."
+        ),
+    )
+    preview_mask: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Columns whose values the preview shows as `***` (e-mail addresses, names, "
+            "secrets): the lake holds them, the event log does not."
+        ),
+    )
+
     @field_validator("freshness_deadline_cron")
     @classmethod
     def _valid_cron(cls, value: str | None) -> str | None:
@@ -372,6 +389,10 @@ class TableModel(dg.Resolvable, dg.Model):
         missing = [c for c in self.primary_key if c not in self.column_names]
         if missing:
             raise ValueError(f"field `primary_key`: {', '.join(missing)} not in `columns`")
+        unknown = [c for c in self.preview_mask if c not in self.column_names]
+        if unknown and self.transform is None:
+            # With a transform, a masked column may be one the transform computes.
+            raise ValueError(f"field `preview_mask`: {', '.join(unknown)} not in `columns`")
         return self
 
     def to_spec(self, source: str) -> TableSpec:
@@ -400,6 +421,8 @@ class TableModel(dg.Resolvable, dg.Model):
             incremental=self.incremental.to_spec() if self.incremental else None,
             reconcile=self.reconcile.to_spec() if self.reconcile else None,
             freshness_deadline_cron=self.freshness_deadline_cron,
+            preview_rows=self.preview_rows,
+            preview_mask=tuple(self.preview_mask),
         )
 
 

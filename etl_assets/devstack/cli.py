@@ -68,15 +68,20 @@ def dev(state_dir: Path, port: int, *, demo_runs: bool = True) -> int:
         except KeyboardInterrupt:
             pass
         finally:
-            for process in processes:
-                process.terminate()
-            for process in processes:
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+            stop_processes(processes)
         _say("stopped the webserver, the daemon, S3 and Postgres")
     return 0
+
+
+def stop_processes(processes: list[subprocess.Popen[bytes]], timeout: float = 30) -> None:
+    """Ask every process to stop, then kill those still running after `timeout` seconds."""
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def dagster_command(

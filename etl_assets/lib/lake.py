@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 PART_FILE_NAME = "part-00000.parquet"
 
@@ -52,3 +52,16 @@ class LakeLayout:
     def uri(self, key: str) -> str:
         """`s3://bucket/key`."""
         return f"s3://{self.bucket}/{key}"
+
+
+def object_link(bucket: str, key: str, *, endpoint_url: str | None, region: str | None) -> str:
+    """An https (or http) address where a person can look at an object.
+
+    On AWS (no endpoint, or an `amazonaws.com` one) it is the S3 console's page of the object;
+    on another endpoint (MinIO, a local one) it is the object's path-style URL there.
+    """
+    host = urlsplit(endpoint_url).hostname or "" if endpoint_url else ""
+    if endpoint_url and not (host == "amazonaws.com" or host.endswith(".amazonaws.com")):
+        return f"{endpoint_url.rstrip('/')}/{quote(bucket)}/{quote(key, safe='/=')}"
+    query = f"prefix={quote(key, safe='')}" + (f"&region={quote(region)}" if region else "")
+    return f"https://console.aws.amazon.com/s3/object/{quote(bucket)}?{query}"

@@ -51,6 +51,8 @@ class WrittenFile:
     row_groups: int
     schema: pa.Schema
     size: int
+    first_rows: tuple[dict[str, object], ...] = ()
+    """The first rows written, as Python values, when the writer was asked to keep some."""
 
 
 def write_frame(
@@ -58,7 +60,9 @@ def write_frame(
     planned: PlannedSchema,
     sink: IO[bytes],
     settings: ParquetSettings,
+    *,
     on_row_group: Callable[[int, int], None] | None = None,
+    keep_rows: int = 0,
 ) -> WrittenFile:
     """Execute `frame` on Polars' streaming engine and write its rows to `sink` as Parquet.
 
@@ -72,7 +76,9 @@ def write_frame(
             if chunk.height:
                 yield from conform_table(chunk.to_arrow(), schema).to_batches()
 
-    return write_batches(batches(), schema, sink, settings, on_row_group=on_row_group)
+    return write_batches(
+        batches(), schema, sink, settings, on_row_group=on_row_group, keep_rows=keep_rows
+    )
 
 
 class DictionaryChoice:
@@ -100,8 +106,12 @@ def write_batches(
     *,
     on_row_group: Callable[[int, int], None] | None = None,
     dictionary: DictionaryChoice | None = None,
+    keep_rows: int = 0,
 ) -> WrittenFile:
     """Write `batches` (all of `schema`) to `sink` as one Parquet file.
+
+    The first `keep_rows` rows come back in `WrittenFile.first_rows` (as Python values, so
+    the row group they came from is not held).
 
     A stream with no rows still yields a valid file carrying the schema. `on_row_group(rows,
     bytes)` reports progress each time a row group is followed by more rows (a file of one row
@@ -109,10 +119,13 @@ def write_batches(
     before this returns.
     """
     file = _RowGroupWriter(schema, sink, settings, dictionary or DictionaryChoice())
+    first_rows: list[dict[str, object]] = []
     try:
         for group in row_groups(batches, schema, settings.row_group_bytes):
             if file.rows_submitted and on_row_group is not None:
                 on_row_group(file.rows_submitted, sink.tell())
+            if len(first_rows) < keep_rows:
+                first_rows += group.slice(0, keep_rows - len(first_rows)).to_pylist()
             file.write(group)
         metadata = file.close()
     except BaseException:
@@ -125,7 +138,11 @@ def write_batches(
     if written_columns != schema.names:
         raise VerificationError(f"file has columns {written_columns}, expected {schema.names}")
     return WrittenFile(
-        rows=rows, row_groups=metadata.num_row_groups, schema=schema, size=sink.tell()
+        rows=rows,
+        row_groups=metadata.num_row_groups,
+        schema=schema,
+        size=sink.tell(),
+        first_rows=tuple(first_rows),
     )
 
 

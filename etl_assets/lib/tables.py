@@ -83,6 +83,10 @@ class TableSpec:
     reconcile: ReconcileSpec | None = None
     freshness_deadline_cron: str | None = None
     """Cron by which the newest closed partition must be materialized (in `timezone`)."""
+    preview_rows: int = 5
+    """Rows of each published partition shown in its materialization's metadata; 0: none."""
+    preview_mask: tuple[str, ...] = ()
+    """Columns whose values the preview hides (sensitive data stays out of the event log)."""
 
     @property
     def qualified_name(self) -> str:
@@ -146,6 +150,8 @@ class TableSpec:
             "primary_key_check": self.primary_key_check.value,
             "freshness_deadline_cron": self.freshness_deadline_cron,
             "asset_name": self.asset_name,
+            "preview_rows": self.preview_rows,
+            "preview_mask": list(self.preview_mask),
             "incremental": (
                 {
                     "change_column": self.incremental.change_column,
@@ -194,6 +200,8 @@ class TableSpec:
             partition_name=str(data["partition_name"]) if data.get("partition_name") else None,
             primary_key_check=PrimaryKeyCheck(str(data.get("primary_key_check") or "warn")),
             asset_name=str(data["asset_name"]) if data.get("asset_name") else None,
+            preview_rows=int(str(data.get("preview_rows", 5))),
+            preview_mask=tuple(str(c) for c in _as_list(data.get("preview_mask") or [])),
             incremental=_incremental(data.get("incremental")),
             reconcile=_reconcile(data.get("reconcile")),
             freshness_deadline_cron=(

@@ -31,7 +31,7 @@ from pydantic import Field, PrivateAttr
 from etl_assets.lib.arrow_types import PlannedSchema
 from etl_assets.lib.checks import CheckOutcome
 from etl_assets.lib.extract import PartitionRead, ReadStats, TableExtract
-from etl_assets.lib.lake import LakeLayout
+from etl_assets.lib.lake import LakeLayout, object_link
 from etl_assets.lib.parquet_files import (
     DictionaryChoice,
     ParquetSettings,
@@ -40,6 +40,7 @@ from etl_assets.lib.parquet_files import (
     write_frame,
 )
 from etl_assets.lib.pg_types import ColumnPlan, TablePlan
+from etl_assets.lib.preview import markdown_preview
 from etl_assets.lib.publish import PublishedPartition, UploadSettings, publish_file
 from etl_assets.lib.s3_objects import MIB, Encryption, S3Client, ServerSideEncryption
 from etl_assets.lib.transient import transient_cause
@@ -136,6 +137,17 @@ class S3Lake(dg.ConfigurableResource):  # pyright: ignore[reportMissingTypeArgum
         if self.region:
             options["aws_region"] = self.region
         return options
+
+    def object_link(self, key: str) -> str:
+        """Where a person can look at the object at `key` (the S3 console on AWS)."""
+        # The client's endpoint also reflects AWS_ENDPOINT_URL and the region's default.
+        client: Any = self.client()
+        return object_link(
+            self.bucket,
+            key,
+            endpoint_url=self.endpoint_url or client.meta.endpoint_url,
+            region=self.region or client.meta.region_name,
+        )
 
     def check_bucket(self) -> None:
         """Raise, naming the bucket, unless it exists and these credentials may reach it."""
@@ -308,12 +320,22 @@ class LakeIOManager(dg.ConfigurableIOManager):
                     content=_partition_content(read, opened.plan, dictionary),
                     hive_name=name,
                     verify=verify,
+                    keep_rows=spec.preview_rows,
                 )
                 metadata = {
                     **_published_metadata(published, opened.plan),
+                    "lake_object": dg.MetadataValue.url(self.lake.object_link(key)),
                     **_read_metadata(read.stats, opened.plan),
                     "null_partition_rows": opened.null_partition_rows,
                 }
+                if spec.preview_rows:
+                    metadata["preview"] = dg.MetadataValue.md(
+                        markdown_preview(
+                            published.file.first_rows,
+                            published.file.schema.names,
+                            masked=spec.preview_mask,
+                        )
+                    )
                 _record_partition(context, read.window.key, metadata)
                 published_keys.append(read.window.key)
                 if len(extract.windows) == 1:
@@ -344,7 +366,14 @@ class LakeIOManager(dg.ConfigurableIOManager):
                 content=_FrameContent(frame, PlannedSchema.none()),
                 hive_name=name if partition is not None else None,
             )
-            _record_partition(context, partition, _published_metadata(published))
+            _record_partition(
+                context,
+                partition,
+                {
+                    **_published_metadata(published),
+                    "lake_object": dg.MetadataValue.url(self.lake.object_link(key)),
+                },
+            )
 
     def _publish(
         self,
@@ -355,6 +384,7 @@ class LakeIOManager(dg.ConfigurableIOManager):
         content: _FrameContent | _BatchContent,
         hive_name: str | None,
         verify: Callable[[WrittenFile], None] | None = None,
+        keep_rows: int = 0,
     ) -> PublishedPartition:
         label = f"{context.asset_key.to_user_string()}" + (f" [{partition}]" if partition else "")
         if hive_name is not None and hive_name in content.column_names():
@@ -371,7 +401,7 @@ class LakeIOManager(dg.ConfigurableIOManager):
                 self.lake.client(),
                 self.lake.bucket,
                 key,
-                lambda sink: content.write(sink, parquet, progress),
+                lambda sink: content.write(sink, parquet, progress, keep_rows),
                 upload=self.lake.upload_settings(),
                 verify=verify,
             )
@@ -399,9 +429,15 @@ class _FrameContent:
         return self.frame.collect_schema().names()
 
     def write(
-        self, sink: IO[bytes], settings: ParquetSettings, progress: Callable[[int, int], None]
+        self,
+        sink: IO[bytes],
+        settings: ParquetSettings,
+        progress: Callable[[int, int], None],
+        keep_rows: int,
     ) -> WrittenFile:
-        return write_frame(self.frame, self.planned, sink, settings, on_row_group=progress)
+        return write_frame(
+            self.frame, self.planned, sink, settings, on_row_group=progress, keep_rows=keep_rows
+        )
 
 
 @dataclass(frozen=True)
@@ -416,7 +452,11 @@ class _BatchContent:
         return self.schema.names
 
     def write(
-        self, sink: IO[bytes], settings: ParquetSettings, progress: Callable[[int, int], None]
+        self,
+        sink: IO[bytes],
+        settings: ParquetSettings,
+        progress: Callable[[int, int], None],
+        keep_rows: int,
     ) -> WrittenFile:
         return write_batches(
             self.batches(),
@@ -425,6 +465,7 @@ class _BatchContent:
             settings,
             on_row_group=progress,
             dictionary=self.dictionary,
+            keep_rows=keep_rows,
         )
 
 

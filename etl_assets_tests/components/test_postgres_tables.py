@@ -98,6 +98,8 @@ def test_a_declared_table_becomes_a_source_spec_and_a_raw_asset(sandbox: DefsFol
             ("columns: [order_id, placed_at, total]", "columns: [order_id, day]"),
             "field `partition_name`",
         ),
+        (("grain: daily", "grain: daily\n      preview_mask: [email]"), "field `preview_mask`"),
+        (("grain: daily", "grain: daily\n      preview_rows: 500"), "field `preview_rows`"),
     ],
 )
 def test_a_bad_entry_fails_naming_the_file_the_table_and_the_field(

@@ -6,6 +6,8 @@ daemon's queued run coordinator and backfill daemon launch them as separate proc
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import threading
 from collections.abc import Generator
@@ -28,15 +30,15 @@ from etl_assets_tests.support import graphql, healthy_daemons, wait_for
 pytestmark = pytest.mark.slow
 
 PAGE_VIEWS = ["raw", "shop", "web", "page_views"]
-PAYMENTS = ["raw", "shop", "sales", "payments"]
 
 
 @dataclass
 class Running:
-    """The stack, the webserver's port, and a daemon that can be restarted."""
+    """The stack, the webserver and its port, and a daemon that can be restarted."""
 
     stack: DevStack
     port: int
+    webserver: subprocess.Popen[bytes]
     daemon: subprocess.Popen[bytes]
     logs: ExitStack
 
@@ -59,8 +61,8 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Generator[Running]:
     with dev_stack(state) as stack, ExitStack() as logs:
         set_pool_limits(declared_pools(), stack.process_environment())
         port = free_port()
-        handle = Running(stack, port, daemon=None, logs=logs)  # type: ignore[arg-type]
-        webserver = start_webserver(stack, port, log=handle.log("webserver.log"))
+        handle = Running(stack, port, webserver=None, daemon=None, logs=logs)  # type: ignore[arg-type]
+        handle.webserver = start_webserver(stack, port, log=handle.log("webserver.log"))
         handle.daemon = start_daemon(stack, log=handle.log("daemon.log"))
         try:
             wait_for(
@@ -73,9 +75,9 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Generator[Running]:
             )
             yield handle
         finally:
-            for process in (webserver, handle.daemon):
+            for process in (handle.webserver, handle.daemon):
                 process.terminate()
-            for process in (webserver, handle.daemon):
+            for process in (handle.webserver, handle.daemon):
                 process.wait(timeout=60)
 
 
@@ -93,15 +95,17 @@ query($id: String!) {
   partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { status } }
 }
 """
-LAUNCH_RUN = """
-mutation($params: ExecutionParams!) {
-  launchRun(executionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message }
-  }
-}
-"""
+
+
+def launch_page_views_backfill(running: Running, keys: list[str]) -> str:
+    """Launch a backfill of page views' `keys` as the UI does; return its id."""
+    launched = graphql(
+        running.port,
+        LAUNCH_BACKFILL,
+        {"params": {"assetSelection": [{"path": PAGE_VIEWS}], "partitionNames": keys}},
+    )["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    return launched["backfillId"]
 
 
 def backfill_runs(instance: dg.DagsterInstance, backfill_id: str) -> list[dg.DagsterRun]:
@@ -123,13 +127,7 @@ def test_a_ui_backfill_survives_a_daemon_restart_without_duplicates_or_gaps(
     running: Running,
 ) -> None:
     keys = [f"2026-10-{day:02d}" for day in range(1, 13)]
-    launched = graphql(
-        running.port,
-        LAUNCH_BACKFILL,
-        {"params": {"assetSelection": [{"path": PAGE_VIEWS}], "partitionNames": keys}},
-    )["launchPartitionBackfill"]
-    assert launched["__typename"] == "LaunchBackfillSuccess", launched
-    backfill_id = launched["backfillId"]
+    backfill_id = launch_page_views_backfill(running, keys)
     instance = running.instance()
     wait_for(lambda: len(backfill_runs(instance, backfill_id)) >= 1, 180, "the first run")
     running.restart_daemon()
@@ -179,69 +177,79 @@ def test_a_ui_backfill_survives_a_daemon_restart_without_duplicates_or_gaps(
     ]
 
 
-def test_twenty_partitions_at_once_with_a_pool_of_four_hold_four_sessions_and_all_load(
-    running: Running,
+def run_worker_pid(instance: dg.DagsterInstance, run_id: str) -> int:
+    """The process id the run's worker reported when it started."""
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
+        started = re.search(r"Started process for run \(pid: (\d+)\)", entry.message)
+        if started:
+            return int(started[1])
+    raise AssertionError(f"run {run_id} reported no worker process")
+
+
+def test_a_backfill_in_runs_of_separate_processes_holds_the_source_pool_across_them(
+    running: Running, request: pytest.FixtureRequest
 ) -> None:
-    keys = [f"2026-10-{day:02d}" for day in range(1, 21)]
-    set_pool_limits({"postgres_shop": 4}, running.stack.process_environment())
+    # 12 days of page views in runs of 3 (max_partitions_per_run) are 4 runs: twice the pool.
+    limit = 2
+    environment = running.stack.process_environment()
+    set_pool_limits({"postgres_shop": limit}, environment)
+    request.addfinalizer(lambda: set_pool_limits(declared_pools(), environment))
+    keys = [f"2026-10-{day:02d}" for day in range(1, 13)]
     source = running.stack.source_conninfo()
-    peak = {"sessions": 0}
+    peak: dict[str, Any] = {"sessions": 0, "names": set()}
     stop = threading.Event()
 
     def watch() -> None:
         with psycopg.connect(source, autocommit=True) as watcher:
             while not stop.is_set():
-                count = watcher.execute(
-                    "SELECT count(*) FROM pg_stat_activity"
-                    " WHERE application_name LIKE 'raw/shop/sales/payments/%'"
-                ).fetchone()
-                peak["sessions"] = max(peak["sessions"], int(count[0]) if count else 0)
+                names = [
+                    str(row[0])
+                    for row in watcher.execute(
+                        "SELECT application_name FROM pg_stat_activity"
+                        " WHERE application_name LIKE 'raw/shop/web/page_views/%'"
+                    ).fetchall()
+                ]
+                if len(names) > peak["sessions"]:
+                    peak.update(sessions=len(names), names=set(names))
                 stop.wait(0.05)
 
     watcher = threading.Thread(target=watch, daemon=True)
     # Hold the table so every extraction that gets a slot waits inside its session: the number
     # of sessions is then exactly the number of extractions the pool lets run at once.
     with psycopg.connect(source) as blocker:
-        blocker.execute("LOCK TABLE sales.payments IN ACCESS EXCLUSIVE MODE")
+        blocker.execute("LOCK TABLE web.page_views IN ACCESS EXCLUSIVE MODE")
         watcher.start()
-        run_ids = [launch_partition(running, PAYMENTS, key) for key in keys]
-        wait_for(lambda: peak["sessions"] >= 4, 300, "four extractions to start", poll=0.5)
-        stop.wait(10)  # time for a fifth one to show up, if the pool let it
+        backfill_id = launch_page_views_backfill(running, keys)
+        wait_for(lambda: peak["sessions"] >= limit, 300, "the pool's extractions", poll=0.5)
+        stop.wait(10)  # time for one more session to show up, if the pool let it
         blocker.rollback()
+
     instance = running.instance()
 
-    def all_done() -> bool:
-        return all(
-            (run := instance.get_run_by_id(run_id)) is not None and run.is_finished
-            for run_id in run_ids
-        )
+    def all_runs_finished() -> bool:
+        runs = backfill_runs(instance, backfill_id)
+        return len(runs) == 4 and all(run.is_finished for run in runs)
 
-    wait_for(all_done, 900, "the 20 runs", poll=3)
+    wait_for(all_runs_finished, 600, "the backfill's 4 runs", poll=2)
     stop.set()
     watcher.join()
-    assert peak["sessions"] == 4
-    statuses = {instance.get_run_by_id(run_id).status for run_id in run_ids}  # type: ignore[union-attr]
-    assert statuses == {dg.DagsterRunStatus.SUCCESS}
-    payments = declared_tables()["raw/shop/sales/payments"]
+    runs = backfill_runs(instance, backfill_id)
+    assert {run.status for run in runs} == {dg.DagsterRunStatus.SUCCESS}
+    assert peak["sessions"] == limit
+    # The sessions at the peak belonged to as many different runs (each names its range).
+    assert len(peak["names"]) == limit
+    # Every run was its own process, neither the daemon, the webserver nor this test.
+    pids = {run_worker_pid(instance, run.run_id) for run in runs}
+    assert len(pids) == len(runs)
+    assert not pids & {os.getpid(), running.daemon.pid, running.webserver.pid}
+    # Every slot was handed back through the instance once its run's extraction ended.
+    slots = instance.event_log_storage.get_concurrency_info("postgres_shop")
+    assert slots.claimed_slots == []
+    assert slots.pending_steps == []
+    assert materialized_partitions(instance, PAGE_VIEWS, {run.run_id for run in runs}) == keys
+    page_views = declared_tables()["raw/shop/web/page_views"]
     lake = f"{LAKE_BUCKET}/{LAKE_PREFIX}"
     for key in keys:
-        comparison = compare_table_partition(source, running.stack.s3, lake, payments, key)
+        comparison = compare_table_partition(source, running.stack.s3, lake, page_views, key)
         assert comparison.equal, (key, comparison.first_difference)
         assert comparison.source_rows > 0
-
-
-def launch_partition(running: Running, path: list[str], key: str) -> str:
-    params: dict[str, Any] = {
-        "selector": {
-            "repositoryLocationName": "etl_assets",
-            "repositoryName": "__repository__",
-            "jobName": "__ASSET_JOB",
-            "assetSelection": [{"path": path}],
-            "assetCheckSelection": [],
-        },
-        "runConfigData": {},
-        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": key}]},
-    }
-    launched = graphql(running.port, LAUNCH_RUN, {"params": params})["launchRun"]
-    assert launched["__typename"] == "LaunchRunSuccess", launched
-    return launched["run"]["runId"]

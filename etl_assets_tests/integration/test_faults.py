@@ -261,23 +261,10 @@ def test_every_put_carries_the_encryption_header_a_deny_unencrypted_policy_check
 
 
 def test_two_runs_of_one_partition_at_once_leave_one_complete_version(
-    pipeline: Pipeline, published: bytes
+    pipeline: Pipeline, published: bytes, tmp_path: Path
 ) -> None:
-    results: list[dg.ExecuteInProcessResult] = []
-
-    def load() -> None:
-        results.append(
-            pipeline.materialize(
-                wide(),
-                partition=DAY,
-                transform=slowly(0.1),
-                lake=SMALL_PARTS,
-                source=SMALL_BATCHES,
-            )
-        )
-
-    first = threading.Thread(target=load)
-    first.start()
+    # Two run workers, as the run launcher starts them: separate processes.
+    first = start_worker(pipeline, tmp_path / "first", seconds_per_batch=0.1)
     time.sleep(0.5)
     # Rows arrive between the two snapshots: the runs read different versions of the window.
     run_sql(
@@ -285,12 +272,9 @@ def test_two_runs_of_one_partition_at_once_leave_one_complete_version(
         "INSERT INTO wide SELECT g, timestamptz '2026-10-01 12:00+00' + g * interval '1 ms', 'new'"
         " FROM generate_series(300001, 301000) g",
     )
-    second = threading.Thread(target=load)
-    second.start()
-    first.join()
-    second.join()
-    assert len(results) == 2
-    assert all(r.success for r in results)
+    second = start_worker(pipeline, tmp_path / "second", seconds_per_batch=0.1)
+    for worker, folder in ((first, "first"), (second, "second")):
+        assert worker.wait(180) == 0, (tmp_path / folder / "worker.log").read_text()[-3000:]
     # The key holds one run's complete file: one snapshot's rows, each once.
     table = pq.read_table(io.BytesIO(pipeline.partition_bytes(wide(), DAY)))
     before = pq.read_table(io.BytesIO(published)).num_rows
@@ -305,24 +289,32 @@ run(sys.argv[1])
 """
 
 
-def test_a_run_worker_killed_mid_upload_leaves_the_previous_version_and_a_rerun_matches(
-    pipeline: Pipeline, published: bytes, tmp_path: Path
-) -> None:
+def start_worker(
+    pipeline: Pipeline, folder: Path, *, seconds_per_batch: float
+) -> subprocess.Popen[bytes]:
+    """A run worker process loading the wide table's partition; its output in folder/worker.log."""
+    folder.mkdir()
     settings = {
         "conninfo": pipeline.conninfo,
         "bucket": pipeline.bucket,
         "prefix": LAKE_PREFIX,
         "environment": pipeline.endpoint.environment(),
-        "seconds_per_batch": 0.2,
+        "seconds_per_batch": seconds_per_batch,
     }
-    log = tmp_path / "worker.log"
-    with log.open("wb") as output:
-        worker = subprocess.Popen(
+    with (folder / "worker.log").open("wb") as output:
+        return subprocess.Popen(
             [sys.executable, "-c", RUN_WORKER, json.dumps(settings)],
-            env={**os.environ, "DAGSTER_HOME": str(tmp_path)},
+            env={**os.environ, "DAGSTER_HOME": str(folder)},
             stdout=output,
             stderr=subprocess.STDOUT,
         )
+
+
+def test_a_run_worker_killed_mid_upload_leaves_the_previous_version_and_a_rerun_matches(
+    pipeline: Pipeline, published: bytes, tmp_path: Path
+) -> None:
+    worker = start_worker(pipeline, tmp_path / "worker", seconds_per_batch=0.2)
+    log = tmp_path / "worker" / "worker.log"
     client = pipeline.endpoint.client()
     deadline = time.monotonic() + 120
     while not incomplete_uploads(client, pipeline.bucket):

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
 import logging
+import urllib.parse
 
 import dagster as dg
 import polars as pl
 import pytest
 
 from etl_assets.devstack.verify import compare_table_partition, read_lake_partition
+from etl_assets.lib.preview import MASK, NULL
 from etl_assets.lib.tables import NullPartitionRows, TableSpec
 from etl_assets.lib.windows import Grain
 from etl_assets_tests.support import LAKE_PREFIX, Pipeline, failure_text, query, run_sql, spec
@@ -68,6 +71,7 @@ INSERT INTO wide
 SELECT g, timestamptz '2026-10-01 00:00+00' + g * interval '100 ms', md5(g::text) || repeat('x', 60)
 FROM generate_series(1, 200000) g;
 """
+DAY_IDS = "SELECT id FROM events WHERE created_at >= %s::date AND created_at < %s::date + 1"
 SMALL_PARTS = {"row_group_mib": 1, "upload_part_mib": 5}
 SMALL_BATCHES = {"read_batch_mib": 1}
 
@@ -112,6 +116,31 @@ def test_a_partition_holds_exactly_its_window_with_every_value(events: Pipeline)
     assert metadata["source_snapshot_rows"] == expected
     assert metadata["dagster/uri"] == (
         f"s3://{events.bucket}/lake/raw/testsrc/public/events/day=2026-10-02/part-00000.parquet"
+    )
+
+
+def test_the_materialization_shows_a_masked_preview_and_a_link_to_the_object(
+    events: Pipeline,
+) -> None:
+    table = dataclasses.replace(events_spec(), preview_rows=3, preview_mask=("label", "blob"))
+    assert events.materialize(table, partition="2026-10-02").success
+    metadata = events.metadata(table, "2026-10-02")
+
+    lines = metadata["preview"].splitlines()
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    assert header[:4] == ["id", "created_at", "amount", "label (masked)"]
+    assert len(lines) == 2 + 3
+    day_ids = {row[0] for row in query(events.conninfo, DAY_IDS, ("2026-10-02", "2026-10-02"))}
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
+    assert {int(row[0]) for row in rows} <= day_ids
+    assert {row[header.index("label (masked)")] for row in rows} <= {MASK, NULL}
+    assert "ünïcode" not in metadata["preview"]
+
+    link = metadata["lake_object"]
+    assert link == f"{events.endpoint.url}/{metadata['dagster/uri'].removeprefix('s3://')}"
+    bucket, key = urllib.parse.urlsplit(link).path.lstrip("/").split("/", 1)
+    assert events.endpoint.client().head_object(Bucket=bucket, Key=key)["ContentLength"] == (
+        len(events.partition_bytes(table, "2026-10-02"))
     )
 
 

@@ -346,6 +346,7 @@ def test_a_value_without_exact_representation_is_refused_before_publishing(
     error = failure_text(result)
     assert f"{SCHEMA}.{TABLE}.{column} (" in error
     assert f"primary key ({KEY}={10 + index})" in error
+    assert f"[{day}]: nothing was published" in error
     assert values in error
     assert "`as: text`" in error
     assert hazards.objects() == {}
@@ -388,6 +389,7 @@ def test_types_without_a_mapping_are_refused_unless_declared_as_text(
     assert not result.success
     error = failure_text(result)
     assert f"public.odd.v has type {pg_type.split('(', maxsplit=1)[0]}" in error
+    assert f"raw/testsrc/public/odd [{DAY}]: nothing was published" in error
     assert "`as: text`" in error
     assert pipeline.objects() == {}
     as_text = spec(

@@ -1,6 +1,6 @@
 import pytest
 
-from etl_assets.lib.lake import LakeLayout, path_segment
+from etl_assets.lib.lake import LakeLayout, object_link, path_segment
 
 
 def test_partition_keys_are_hive_style_and_deterministic() -> None:
@@ -24,3 +24,18 @@ def test_names_that_would_break_the_layout_are_escaped() -> None:
 def test_bucket_must_be_a_bare_name(bucket: str) -> None:
     with pytest.raises(ValueError, match="bare bucket name"):
         LakeLayout(bucket)
+
+
+def test_an_object_link_opens_the_object_on_its_endpoint_or_in_the_aws_console() -> None:
+    key = "etl/raw/shop/orders/day=2026-10-01/part-00000.parquet"
+    assert object_link("lake", key, endpoint_url="http://127.0.0.1:9000/", region=None) == (
+        "http://127.0.0.1:9000/lake/etl/raw/shop/orders/day=2026-10-01/part-00000.parquet"
+    )
+    on_aws = "https://s3.eu-west-1.amazonaws.com"
+    assert object_link("lake", key, endpoint_url=on_aws, region="eu-west-1") == (
+        "https://console.aws.amazon.com/s3/object/lake?prefix=etl%2Fraw%2Fshop%2Forders%2F"
+        "day%3D2026-10-01%2Fpart-00000.parquet&region=eu-west-1"
+    )
+    assert object_link("lake", key, endpoint_url=None, region=None).startswith(
+        "https://console.aws.amazon.com/s3/object/lake?prefix=etl%2Fraw"
+    )

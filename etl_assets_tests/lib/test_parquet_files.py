@@ -159,3 +159,13 @@ def test_a_stream_that_fails_mid_way_closes_its_writer_and_raises() -> None:
         write_batches(failing(), table.schema, io.BytesIO(), ParquetSettings(row_group_bytes=1))
     # Nothing is left running: the encoder thread has stopped.
     assert not [t for t in threading.enumerate() if t.name == "parquet-encode"]
+
+
+def test_the_first_rows_are_kept_across_row_groups_when_asked() -> None:
+    schema = pa.schema([("id", pa.int64())])
+    batches = [pa.record_batch([pa.array([i, i + 1], pa.int64())], schema=schema) for i in (0, 2)]
+    settings = ParquetSettings(row_group_bytes=16)  # one 2-row batch per row group
+    kept = write_batches(iter(batches), schema, io.BytesIO(), settings, keep_rows=3)
+    assert kept.row_groups == 2
+    assert kept.first_rows == ({"id": 0}, {"id": 1}, {"id": 2})
+    assert write_batches(iter(batches), schema, io.BytesIO(), settings).first_rows == ()

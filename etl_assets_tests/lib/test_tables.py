@@ -22,6 +22,8 @@ def test_a_declaration_survives_its_metadata_form() -> None:
         null_partition_rows=NullPartitionRows.REPORT,
         max_partitions_per_run=7,
         partition_name="wk",
+        preview_rows=3,
+        preview_mask=("total",),
     )
     assert TableSpec.from_metadata(spec.to_metadata()) == spec
     assert spec.read_columns == ("order_id", "total", "placed_at")
