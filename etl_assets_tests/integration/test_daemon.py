@@ -189,12 +189,13 @@ def run_worker_pid(instance: dg.DagsterInstance, run_id: str) -> int:
 def test_a_backfill_in_runs_of_separate_processes_holds_the_source_pool_across_them(
     running: Running, request: pytest.FixtureRequest
 ) -> None:
-    # 12 days of page views in runs of 3 (max_partitions_per_run) are 4 runs: twice the pool.
-    limit = 2
+    # 20 days of page views requested at once, in runs of 3 (max_partitions_per_run): 7 runs,
+    # all of which the run queue would start together, against a pool of 4.
+    limit = 4
     environment = running.stack.process_environment()
     set_pool_limits({"postgres_shop": limit}, environment)
     request.addfinalizer(lambda: set_pool_limits(declared_pools(), environment))
-    keys = [f"2026-10-{day:02d}" for day in range(1, 13)]
+    keys = [f"2026-10-{day:02d}" for day in range(1, 21)]
     source = running.stack.source_conninfo()
     peak: dict[str, Any] = {"sessions": 0, "names": set()}
     stop = threading.Event()
@@ -228,9 +229,9 @@ def test_a_backfill_in_runs_of_separate_processes_holds_the_source_pool_across_t
 
     def all_runs_finished() -> bool:
         runs = backfill_runs(instance, backfill_id)
-        return len(runs) == 4 and all(run.is_finished for run in runs)
+        return len(runs) == 7 and all(run.is_finished for run in runs)
 
-    wait_for(all_runs_finished, 600, "the backfill's 4 runs", poll=2)
+    wait_for(all_runs_finished, 600, "the backfill's 7 runs", poll=2)
     stop.set()
     watcher.join()
     runs = backfill_runs(instance, backfill_id)

@@ -226,6 +226,22 @@ def test_materialize_backfill_and_read_the_checks_in_the_browser(
     expect(preview.get_by_text(MASK, exact=True).first).to_be_visible()
     journey.shot("partition-preview")
 
+    # Neither the source's password nor the AWS secret key shows anywhere a user can look.
+    secrets = [
+        serving.stack.environment[n] for n in ("ETL_SHOP_PG_PASSWORD", "AWS_SECRET_ACCESS_KEY")
+    ]
+    for path, shown in (
+        ("/locations/etl_assets/resources", "postgres_shop"),
+        ("/locations/etl_assets/resources/postgres_shop", "PostgresWindowIOManager"),
+        ("/locations/etl_assets/resources/lake_io_manager", "transient_retries"),
+        ("/locations/etl_assets/jobs/__ASSET_JOB/playground", "transient_retries"),
+        (f"/runs/{single.run_id}", "Success"),
+    ):
+        journey.open(path)
+        expect(page.get_by_text(shown).first).to_be_visible()
+        content = page.content()
+        assert all(secret not in content for secret in secrets), path
+
     assert single.run_id != backfill_run.run_id
     orders = declared_tables()["/".join(ORDERS)]
     objects = lake_objects(serving.stack.s3, LAKE_BUCKET)
