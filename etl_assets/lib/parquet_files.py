@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from etl_assets.lib.arrow_types import PlannedSchema, conform_table, output_schema
 from etl_assets.lib.pipeline import BackgroundWorker
+from etl_assets.lib.preview import python_rows
 
 MIB = 1024 * 1024
 
@@ -125,7 +126,7 @@ def write_batches(
             if file.rows_submitted and on_row_group is not None:
                 on_row_group(file.rows_submitted, sink.tell())
             if len(first_rows) < keep_rows:
-                first_rows += group.slice(0, keep_rows - len(first_rows)).to_pylist()
+                first_rows += python_rows(group.slice(0, keep_rows - len(first_rows)))
             file.write(group)
         metadata = file.close()
     except BaseException:

@@ -310,6 +310,19 @@ def start_worker(
         )
 
 
+def test_a_load_without_a_transform_never_imports_pandas(
+    pipeline: Pipeline, published: bytes, tmp_path: Path
+) -> None:
+    # pyarrow imports pandas on some conversions (timestamps to Python, tables from Python
+    # objects): ~0.3 s and ~30 MB a run would pay for nothing.
+    worker = start_worker(pipeline, tmp_path / "worker", seconds_per_batch=0)
+    log = (tmp_path / "worker" / "worker.log").read_text
+    assert worker.wait(180) == 0, log()[-3000:]
+    assert json.loads(log().strip().splitlines()[-1]) == {"pandas_imported": False}
+    # The same rows, loaded in another process without a transform: the same file.
+    assert pipeline.partition_bytes(wide(), DAY) == published
+
+
 def test_a_run_worker_killed_mid_upload_leaves_the_previous_version_and_a_rerun_matches(
     pipeline: Pipeline, published: bytes, tmp_path: Path
 ) -> None:
