@@ -122,6 +122,8 @@ class PendingUpload(io.RawIOBase):
         self._slots = threading.BoundedSemaphore(max_parts_in_flight)
         self._pool: ThreadPoolExecutor | None = None
         self._state = "open"
+        self._acknowledged = 0
+        self._acknowledged_lock = threading.Lock()
         self.abort_failure: str | None = None
         """Why aborting the multipart upload failed, if it did: the upload is left behind."""
 
@@ -158,6 +160,13 @@ class PendingUpload(io.RawIOBase):
     def size(self) -> int:
         """Bytes written so far."""
         return self._position
+
+    @property
+    def uploaded(self) -> int:
+        """Bytes of the parts S3 has acknowledged so far (all of them once published)."""
+        if self._state == "published":
+            return self._position
+        return self._acknowledged
 
     def publish(self) -> PublishedObject:
         """Make the object visible at its key, replacing any previous version atomically."""
@@ -244,6 +253,8 @@ class PendingUpload(io.RawIOBase):
         response = self._client.upload_part(
             Bucket=self.bucket, Key=self.key, UploadId=upload_id, PartNumber=part_number, Body=chunk
         )
+        with self._acknowledged_lock:
+            self._acknowledged += len(chunk)
         return {"PartNumber": part_number, "ETag": response["ETag"]}
 
     def _shutdown(self) -> None:

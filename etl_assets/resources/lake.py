@@ -321,6 +321,7 @@ class LakeIOManager(dg.ConfigurableIOManager):
                     hive_name=name,
                     verify=verify,
                     keep_rows=spec.preview_rows,
+                    batches_read=lambda read=read: read.stats.batches,
                 )
                 metadata = {
                     **_published_metadata(published, opened.plan),
@@ -385,6 +386,7 @@ class LakeIOManager(dg.ConfigurableIOManager):
         hive_name: str | None,
         verify: Callable[[WrittenFile], None] | None = None,
         keep_rows: int = 0,
+        batches_read: Callable[[], int] | None = None,
     ) -> PublishedPartition:
         label = f"{context.asset_key.to_user_string()}" + (f" [{partition}]" if partition else "")
         if hive_name is not None and hive_name in content.column_names():
@@ -394,14 +396,15 @@ class LakeIOManager(dg.ConfigurableIOManager):
                 f"partitioning would see two `{hive_name}` columns. Rename the column, or set "
                 "a different `partition_name`"
             )
-        progress = _ProgressLog(context, label)
         try:
             parquet = self.lake.parquet_settings()
             published = publish_file(
                 self.lake.client(),
                 self.lake.bucket,
                 key,
-                lambda sink: content.write(sink, parquet, progress, keep_rows),
+                lambda sink: content.write(
+                    sink, parquet, _ProgressLog(context, label, sink, batches_read), keep_rows
+                ),
                 upload=self.lake.upload_settings(),
                 verify=verify,
             )
@@ -524,11 +527,24 @@ def _evidence(metadata: Mapping[str, Any]) -> str:
 
 
 class _ProgressLog:
-    """Logs at most one line every few seconds while a partition's rows stream."""
+    """Logs at most one line every few seconds while a partition's rows stream.
 
-    def __init__(self, context: dg.OutputContext, label: str, every_seconds: float = 5.0) -> None:
+    Each line says how far the partition is: source batches read, rows written, Parquet
+    written and acknowledged by S3, and the rate so far.
+    """
+
+    def __init__(
+        self,
+        context: dg.OutputContext,
+        label: str,
+        sink: object,
+        batches_read: Callable[[], int] | None,
+        every_seconds: float = 5.0,
+    ) -> None:
         self._context = context
         self._label = label
+        self._sink = sink
+        self._batches_read = batches_read
         self._every = every_seconds
         self._started = time.perf_counter()
         self._last: float | None = None
@@ -539,10 +555,14 @@ class _ProgressLog:
             return
         self._last = now
         rate = rows / (now - self._started)
-        self._context.log.info(
-            f"{self._label}: {rows:,} rows so far, {size / MIB:,.1f} MiB written, "
-            f"{rate:,.0f} rows/s"
-        )
+        parts = [f"{rows:,} rows so far ({rate:,.0f} rows/s)"]
+        if self._batches_read is not None:
+            parts.append(f"{self._batches_read():,} source batches read")
+        parts.append(f"{size / MIB:,.1f} MiB of Parquet written")
+        uploaded = getattr(self._sink, "uploaded", None)
+        if isinstance(uploaded, int):
+            parts.append(f"{uploaded / MIB:,.1f} MiB uploaded")
+        self._context.log.info(f"{self._label}: {', '.join(parts)}")
 
 
 def partition_name(

@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import itertools
 import logging
+import re
 import urllib.parse
 
 import dagster as dg
@@ -288,6 +289,28 @@ def fail_after_some_batches(frame: pl.LazyFrame) -> pl.LazyFrame:
     return frame.with_columns(
         pl.col("id").map_batches(explode_late, return_dtype=pl.Int64, is_elementwise=True)
     )
+
+
+PROGRESS = re.compile(
+    r"\[2026-10-01\]: (?P<rows>[\d,]+) rows so far \([\d,]+ rows/s\), (?P<batches>[\d,]+) source "
+    r"batches read, (?P<written>[\d.]+) MiB of Parquet written, (?P<uploaded>[\d.]+) MiB uploaded$"
+)
+
+
+def test_a_long_partition_reports_its_progress_while_it_streams(pipeline: Pipeline) -> None:
+    run_sql(pipeline.conninfo, WIDE_TABLE)
+    table = spec(table="wide", columns=("id", "created_at", "body"))
+    result = pipeline.materialize(
+        table, partition="2026-10-01", lake=SMALL_PARTS, source=SMALL_BATCHES
+    )
+    lines = [e.message for e in pipeline.instance.all_logs(result.run_id) if e.message]
+    progress = [match for line in lines if (match := PROGRESS.search(line))]
+    assert progress, "\n".join(lines)
+    first = progress[0]
+    total_rows = query(pipeline.conninfo, "SELECT count(*) FROM wide")[0][0]
+    assert 0 < int(first["rows"].replace(",", "")) < total_rows
+    assert int(first["batches"].replace(",", "")) >= 1
+    assert 0 <= float(first["uploaded"]) <= float(first["written"])
 
 
 def test_a_write_that_fails_mid_way_never_publishes_a_partial_partition(
