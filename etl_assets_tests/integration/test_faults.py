@@ -40,6 +40,10 @@ FROM generate_series(1, 200000) g;
 """
 ASSET = "raw/testsrc/public/wide"
 NO_RETRIES = {"transient_retries": 0}
+TERMINATED_BACKEND = (
+    "terminating connection due to administrator command",
+    "server closed the connection unexpectedly",
+)
 
 
 def wide() -> TableSpec:
@@ -105,7 +109,7 @@ def test_a_backend_terminated_mid_read_is_retried_and_the_partition_published_on
     retries = [e for e in events if e.dagster_event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
     assert len(retries) == 1
     logs = [e.message or "" for e in events]
-    assert any("retrying" in m and "terminating connection" in m for m in logs)
+    assert any("lost the connection to Postgres" in m and "retrying" in m for m in logs)
     materializations = pipeline.instance.fetch_materializations(
         dg.AssetKey(ASSET.split("/")), limit=10
     ).records
@@ -134,7 +138,9 @@ def test_a_backend_terminated_mid_read_without_retries_fails_naming_it_and_keeps
     assert not result.success
     error = failure_text(result)
     assert f"{ASSET} [{DAY}]: nothing was published" in error
-    assert "terminating connection due to administrator command" in error
+    # libpq reports the server's FATAL message, or only the closed socket when that arrives
+    # first; which one depends on timing.
+    assert any(text in error for text in TERMINATED_BACKEND), error
     assert pipeline.partition_bytes(wide(), DAY) == published
     assert incomplete_uploads(pipeline.endpoint.client(), pipeline.bucket) == []
 
