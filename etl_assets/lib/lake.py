@@ -60,7 +60,7 @@ def object_link(bucket: str, key: str, *, endpoint_url: str | None, region: str 
     On AWS (no endpoint, or an `amazonaws.com` one) it is the S3 console's page of the object;
     on another endpoint (MinIO, a local one) it is the object's path-style URL there.
     """
-    host = urlsplit(endpoint_url).hostname or "" if endpoint_url else ""
+    host = urlsplit(endpoint_url or "").hostname or ""
     if endpoint_url and not (host == "amazonaws.com" or host.endswith(".amazonaws.com")):
         return f"{endpoint_url.rstrip('/')}/{quote(bucket)}/{quote(key, safe='/=')}"
     query = f"prefix={quote(key, safe='')}" + (f"&region={quote(region)}" if region else "")

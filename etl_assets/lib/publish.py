@@ -7,10 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, cast
 
-import polars as pl
-
-from etl_assets.lib.arrow_types import PlannedSchema
-from etl_assets.lib.parquet_files import ParquetSettings, WrittenFile, write_frame
+from etl_assets.lib.parquet_files import WrittenFile
 from etl_assets.lib.s3_objects import Encryption, PendingUpload, PublishedObject, S3Client
 
 MIB = 1024 * 1024
@@ -76,26 +73,3 @@ def publish_file(
 
 class UploadLeftBehindError(RuntimeError):
     """Writing failed, and so did aborting the invisible upload: it stays until cleaned up."""
-
-
-def publish_frame(
-    client: S3Client,
-    bucket: str,
-    key: str,
-    frame: pl.LazyFrame,
-    planned: PlannedSchema,
-    *,
-    upload: UploadSettings,
-    parquet: ParquetSettings,
-    verify: Callable[[WrittenFile], None] | None = None,
-    on_progress: Callable[[int, int], None] | None = None,
-) -> PublishedPartition:
-    """Publish the rows of a Polars plan at `key` (see `publish_file`)."""
-    return publish_file(
-        client,
-        bucket,
-        key,
-        lambda sink: write_frame(frame, planned, sink, parquet, on_row_group=on_progress),
-        upload=upload,
-        verify=verify,
-    )

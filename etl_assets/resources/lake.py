@@ -324,8 +324,7 @@ class LakeIOManager(dg.ConfigurableIOManager):
                     batches_read=lambda read=read: read.stats.batches,
                 )
                 metadata = {
-                    **_published_metadata(published, opened.plan),
-                    "lake_object": dg.MetadataValue.url(self.lake.object_link(key)),
+                    **_published_metadata(published, self.lake.object_link(key), opened.plan),
                     **_read_metadata(read.stats, opened.plan),
                     "null_partition_rows": opened.null_partition_rows,
                 }
@@ -368,12 +367,7 @@ class LakeIOManager(dg.ConfigurableIOManager):
                 hive_name=name if partition is not None else None,
             )
             _record_partition(
-                context,
-                partition,
-                {
-                    **_published_metadata(published),
-                    "lake_object": dg.MetadataValue.url(self.lake.object_link(key)),
-                },
+                context, partition, _published_metadata(published, self.lake.object_link(key))
             )
 
     def _publish(
@@ -613,8 +607,9 @@ def _column_origin(column: ColumnPlan) -> str:
 
 
 def _published_metadata(
-    published: PublishedPartition, plan: TablePlan | None = None
+    published: PublishedPartition, link: str, plan: TablePlan | None = None
 ) -> dict[str, Any]:
+    """What every published partition records; `link` is where a person can look at it."""
     seconds = published.seconds
     return {
         "dagster/row_count": published.file.rows,
@@ -624,6 +619,7 @@ def _published_metadata(
         "dagster/column_schema": table_schema(published.file.schema, plan),
         "duration_seconds": round(seconds, 3),
         "rows_per_second": round(published.file.rows / seconds, 1) if seconds else 0.0,
+        "lake_object": dg.MetadataValue.url(link),
     }
 
 

@@ -16,7 +16,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import psycopg
@@ -87,9 +89,10 @@ def terminate_when_reading(conninfo: str, stop: threading.Event) -> list[int]:
     return terminated
 
 
-def test_a_backend_terminated_mid_read_is_retried_and_the_partition_published_once(
-    pipeline: Pipeline, published: bytes
-) -> None:
+def load_terminating_the_read(
+    pipeline: Pipeline, *, writer: Mapping[str, Any]
+) -> tuple[dg.ExecuteInProcessResult, list[int]]:
+    """Load the wide table's partition, terminating its backend once; the pids terminated."""
     stop = threading.Event()
     terminated = terminate_when_reading(pipeline.conninfo, stop)
     try:
@@ -97,12 +100,22 @@ def test_a_backend_terminated_mid_read_is_retried_and_the_partition_published_on
             wide(),
             partition=DAY,
             transform=slowly(0.05),
+            raise_on_error=False,
             lake=SMALL_PARTS,
             source=SMALL_BATCHES,
-            writer={"transient_retries": 2, "retry_delay_seconds": 0.1},
+            writer=writer,
         )
     finally:
         stop.set()
+    return result, terminated
+
+
+def test_a_backend_terminated_mid_read_is_retried_and_the_partition_published_once(
+    pipeline: Pipeline, published: bytes
+) -> None:
+    result, terminated = load_terminating_the_read(
+        pipeline, writer={"transient_retries": 2, "retry_delay_seconds": 0.1}
+    )
     assert len(terminated) == 1
     assert result.success
     events = pipeline.instance.all_logs(result.run_id)
@@ -120,20 +133,7 @@ def test_a_backend_terminated_mid_read_is_retried_and_the_partition_published_on
 def test_a_backend_terminated_mid_read_without_retries_fails_naming_it_and_keeps_the_lake(
     pipeline: Pipeline, published: bytes
 ) -> None:
-    stop = threading.Event()
-    terminated = terminate_when_reading(pipeline.conninfo, stop)
-    try:
-        result = pipeline.materialize(
-            wide(),
-            partition=DAY,
-            transform=slowly(0.05),
-            raise_on_error=False,
-            lake=SMALL_PARTS,
-            source=SMALL_BATCHES,
-            writer=NO_RETRIES,
-        )
-    finally:
-        stop.set()
+    result, terminated = load_terminating_the_read(pipeline, writer=NO_RETRIES)
     assert terminated
     assert not result.success
     error = failure_text(result)
