@@ -34,8 +34,13 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Generator[ServerAddre
     if external:
         yield external_server(external)
         return
-    with EmbeddedPostgres(tmp_path_factory.mktemp("postgres")) as server:
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("postgres"))
+    # Two-phase commit on, so the sensor tests can hold a prepared transaction open.
+    server.start(extra_settings=["-c max_prepared_transactions=8"])
+    try:
         yield server.address
+    finally:
+        server.stop()
 
 
 @pytest.fixture
@@ -91,7 +96,12 @@ def instance_database(pg_server: ServerAddress) -> str:
 
 @pytest.fixture
 def instance(instance_database: str, tmp_path: Path) -> Generator[dg.DagsterInstance]:
-    """A Dagster instance on dagster-postgres storage (shared database, runs kept apart by id)."""
+    """A Dagster instance on dagster-postgres storage, empty at the start of each test.
+
+    The storage database is shared by the tests of one xdist worker, which run one at a time;
+    wiping it keeps one test's runs and materializations out of the next one's counts.
+    """
     overrides = {"storage": {"postgres": {"postgres_url": instance_database}}}
     with dg.instance_for_test(overrides=overrides, temp_dir=str(tmp_path)) as test_instance:
+        test_instance.wipe()
         yield test_instance

@@ -16,7 +16,7 @@ import dagster as dg
 import polars as pl
 
 from etl_assets.devstack.s3 import S3Endpoint
-from etl_assets_tests.support import Pipeline, spec
+from etl_assets_tests.support import Pipeline, on_every_batch, spec
 
 DAY = "2026-10-01"
 SMALL_PARTS = {"row_group_mib": 1, "upload_part_mib": 5}
@@ -25,17 +25,7 @@ SMALL_BATCHES = {"read_batch_mib": 1}
 
 def slowly(seconds_per_batch: float) -> Callable[[pl.LazyFrame], pl.LazyFrame]:
     """A transform that takes its time over each batch, so a fault can land mid-read."""
-
-    def pause(ids: pl.Series) -> pl.Series:
-        time.sleep(seconds_per_batch)
-        return ids
-
-    def transform(frame: pl.LazyFrame) -> pl.LazyFrame:
-        return frame.with_columns(
-            pl.col("id").map_batches(pause, return_dtype=pl.Int64, is_elementwise=True)
-        )
-
-    return transform
+    return on_every_batch(lambda: time.sleep(seconds_per_batch))
 
 
 def run(settings_text: str) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
+import polars as pl
 import psycopg
 
 from etl_assets.components.table_assets import (
@@ -93,19 +94,20 @@ class Pipeline:
         lake: Mapping[str, Any] | None = None,
         source: Mapping[str, Any] | None = None,
         writer: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> dg.ExecuteInProcessResult:
-        """Materialize the table's raw asset for one partition or a range."""
+        """Materialize the table's raw asset for one partition or a range (with extra run tags)."""
         built = build_table_assets(table, transform)
-        tags: dict[str, str] = {}
+        run_tags = dict(tags or {})
         if partition_range is not None:
-            tags = {
+            run_tags |= {
                 "dagster/asset_partition_range_start": partition_range[0],
                 "dagster/asset_partition_range_end": partition_range[1],
             }
         return dg.materialize(
             [built.source, built.raw],
             partition_key=partition,
-            tags=tags,
+            tags=run_tags,
             instance=self.instance,
             resources=self.resources(table, lake=lake, source=source, writer=writer),
             raise_on_error=raise_on_error,
@@ -224,3 +226,18 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str, poll: flo
             return
         time.sleep(poll)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def on_every_batch(callback: Callable[[], None]) -> Transform:
+    """A transform that leaves the rows alone and calls `callback` once per streamed batch."""
+
+    def call(ids: pl.Series) -> pl.Series:
+        callback()
+        return ids
+
+    def transform(frame: pl.LazyFrame) -> pl.LazyFrame:
+        return frame.with_columns(
+            pl.col("id").map_batches(call, return_dtype=pl.Int64, is_elementwise=True)
+        )
+
+    return transform

@@ -23,6 +23,44 @@ from etl_assets.resources.lake import FINGERPRINT_METADATA_KEY
 from etl_assets.resources.postgres import PostgresWindowIOManager
 
 REASON_TAG = "etl_assets/reason"
+# Tags Dagster itself puts on runs: the sensor that requested a run, and the run's partition.
+SENSOR_NAME_TAG = "dagster/sensor_name"
+PARTITION_TAG = "dagster/partition"
+
+
+def failing_partitions(
+    instance: dg.DagsterInstance, sensor_name: str, *, runs_to_read: int = 500
+) -> dict[str, int]:
+    """The partitions whose latest run from this sensor failed, with how many failed in a row.
+
+    Run retries count: a retried run carries its parent's sensor tag.
+    """
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(tags={SENSOR_NAME_TAG: sensor_name}), limit=runs_to_read
+    )
+    failed_in_a_row: dict[str, int] = {}
+    settled: set[str] = set()
+    for run in runs:  # newest first
+        key = run.tags.get(PARTITION_TAG)
+        if key is None or key in settled:
+            continue
+        if run.status == dg.DagsterRunStatus.FAILURE:
+            failed_in_a_row[key] = failed_in_a_row.get(key, 0) + 1
+        else:
+            settled.add(key)
+    return failed_in_a_row
+
+
+def describe_failing(failing: dict[str, int]) -> str:
+    """One line naming the failing partitions, for the sensor's tick log."""
+    listed = ", ".join(
+        f"{key} ({count} failed run{'s' if count > 1 else ''} in a row)"
+        for key, count in sorted(failing.items())
+    )
+    return (
+        f"latest run failed for {listed}; a partition is requested again when its rows change, "
+        "or can be rematerialized from the UI"
+    )
 
 
 def _windows(
@@ -67,6 +105,7 @@ def evaluate_changes(
     *,
     purpose: str,
     clock_shift: dt.timedelta = dt.timedelta(0),
+    max_requests: int = 100,
 ) -> TickPlan:
     """One tick of a change sensor: read the source, then decide (`plan_tick`).
 
@@ -75,7 +114,7 @@ def evaluate_changes(
     """
     incremental = spec.incremental
     assert incremental is not None
-    scan = scan_changes(settings, spec, cursor.watermark, purpose)
+    scan = scan_changes(settings, spec, cursor.watermark, purpose, until=cursor.scan_until)
     clock = replace(scan.clock, now=scan.clock.now + clock_shift)
     windows = _windows(partitions_def, clock.now)
     changed = [
@@ -83,11 +122,18 @@ def evaluate_changes(
         for bucket in scan.changed
         for key in _keys_for(partitions_def, spec.timezone, bucket)
     ]
-    tick = plan_tick(cursor, clock, incremental.settle_lag, windows, changed)
-    scanned_until = scan.clock.safe_time
-    if tick.cursor.watermark is not None and tick.cursor.watermark > scanned_until:
+    tick = plan_tick(
+        cursor,
+        clock,
+        incremental.settle_lag,
+        windows,
+        changed,
+        max_requests=max_requests,
+        scanned_until=scan.scanned_until,
+    )
+    if tick.cursor.watermark is not None and tick.cursor.watermark > scan.scanned_until:
         # Never move past what was actually scanned (a shifted clock must not skip changes).
-        tick = replace(tick, cursor=replace(tick.cursor, watermark=scanned_until))
+        tick = replace(tick, cursor=replace(tick.cursor, watermark=scan.scanned_until))
     return tick
 
 
@@ -101,8 +147,10 @@ def build_change_sensor(
     incremental = spec.incremental
     assert incremental is not None
 
+    sensor_name = f"{asset_key.to_python_identifier()}__changes"
+
     @dg.sensor(
-        name=f"{asset_key.to_python_identifier()}__changes",
+        name=sensor_name,
         asset_selection=[asset_key],
         minimum_interval_seconds=incremental.interval_seconds,
         required_resource_keys={resource_key},
@@ -124,6 +172,11 @@ def build_change_sensor(
         )
         for note in tick.notes:
             context.log.info(note)
+        failing = failing_partitions(context.instance, sensor_name)
+        notes = [*tick.notes]
+        if failing:
+            context.log.warning(describe_failing(failing))
+            notes.append(describe_failing(failing))
         requests = [
             dg.RunRequest(
                 run_key=request.run_key,
@@ -133,7 +186,7 @@ def build_change_sensor(
             )
             for request in tick.requests
         ]
-        skip = None if requests else "; ".join(tick.notes) or "nothing closed or changed"
+        skip = None if requests else "; ".join(notes) or "nothing closed or changed"
         return dg.SensorResult(
             run_requests=requests, cursor=tick.cursor.to_json(), skip_reason=skip
         )
@@ -198,11 +251,19 @@ def build_reconcile_schedule(
             windows,
             f"reconcile {asset_key.to_user_string()}",
         )
+        lag = spec.incremental.settle_lag if spec.incremental else dt.timedelta(0)
+        ends = {w.key: w.end for w in closed}
+        # The settle rule of the change sensor: a window still settling is not compared yet.
         settled = {
             k: f
             for k, f in current.items()
-            if next(w for w in closed if w.key == k).end <= clock.safe_time
+            if ends[k] <= clock.safe_time and ends[k] + lag <= clock.now
         }
+        if not settled:
+            return dg.SkipReason(
+                f"none of the newest {len(closed)} closed partitions has settled yet "
+                f"(window end + {lag}, and no transaction open from before it)"
+            )
         drifts = reconcile(
             settled, recorded_fingerprints(context.instance, asset_key, list(settled))
         )

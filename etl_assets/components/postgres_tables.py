@@ -349,6 +349,17 @@ class TableModel(dg.Resolvable, dg.Model):
     def _valid_cron(cls, value: str | None) -> str | None:
         return _checked_cron(value) if value is not None else None
 
+    @field_validator("transform")
+    @classmethod
+    def _importable_transform(cls, value: str | None) -> str | None:
+        # Imported while the YAML is validated, so a bad path is reported with its file and line.
+        if value is not None:
+            try:
+                load_transform(value)
+            except TransformError as error:
+                raise ValueError(str(error)) from None
+        return value
+
     @field_validator("primary_key")
     @classmethod
     def _no_duplicate_keys(cls, value: list[str]) -> list[str]:
@@ -538,14 +549,7 @@ class PostgresTablesComponent(dg.Component, dg.Resolvable, dg.Model):
         io_manager_key = postgres_io_manager_key(self.source.name)
         for table in self.tables:
             spec = table.to_spec(self.source.name)
-            transform = None
-            if table.transform:
-                try:
-                    transform = load_transform(table.transform)
-                except TransformError as error:
-                    raise ValueError(
-                        f"{context.path}: table {spec.qualified_name}, field `transform`: {error}"
-                    ) from error
+            transform = load_transform(table.transform) if table.transform else None
             built = build_table_assets(
                 spec, transform, pool_limit=self.source.max_concurrent_extractions
             )

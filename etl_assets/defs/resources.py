@@ -8,7 +8,10 @@ from etl_assets.resources.settings import optional_env
 
 @dg.definitions
 def resources() -> dg.Definitions:
-    """The lake every asset writes to; see README "Configuration" for each variable."""
+    """The lake every asset writes to.
+
+    README "Pointing it at your own Postgres and S3" lists each variable.
+    """
     lake = S3Lake(
         bucket=dg.EnvVar("ETL_LAKE_BUCKET"),
         prefix=optional_env("ETL_LAKE_PREFIX") or "",

@@ -127,13 +127,14 @@ class Comparison:
         """A short human summary."""
         if not self.equal:
             return f"MISMATCH: {self.first_difference}"
-        extra = ""
-        if self.only_in_source or self.only_in_lake:
-            extra = (
-                f" (transform: -{','.join(self.only_in_source) or '∅'}"
-                f" +{','.join(self.only_in_lake) or '∅'})"
-            )
-        return f"equal: {self.source_rows} rows x {len(self.compared_columns)} cols{extra}"
+        changes = []
+        if self.only_in_source:
+            changes.append(f"drops {', '.join(self.only_in_source)}")
+        if self.only_in_lake:
+            changes.append(f"adds {', '.join(self.only_in_lake)}")
+        extra = f" (the transform {' and '.join(changes)})" if changes else ""
+        rows = f"{self.source_rows} row{'' if self.source_rows == 1 else 's'}"
+        return f"equal: {rows} x {len(self.compared_columns)} cols{extra}"
 
 
 def compare_rows(source: Sequence[dict[str, Any]], lake: Sequence[dict[str, Any]]) -> Comparison:

@@ -34,24 +34,39 @@ class ChangeScan:
 
     clock: SourceClock
     changed: tuple[ChangedBucket, ...]
+    scanned_until: dt.datetime
+    """The end of the change range that was read."""
 
 
 def read_clock(snapshot: Snapshot) -> SourceClock:
     """The source's now, oldest open transaction, and sessions hidden from this role."""
-    now, oldest, hidden = snapshot.query(q.SOURCE_CLOCK)[0]
-    return SourceClock(now=now, oldest_open_transaction=oldest, hidden_sessions=int(hidden))
+    now, oldest, hidden, prepared = snapshot.query(q.SOURCE_CLOCK)[0]
+    return SourceClock(
+        now=now,
+        oldest_open_transaction=oldest,
+        hidden_sessions=int(hidden),
+        prepared_transactions=int(prepared),
+    )
 
 
 def scan_changes(
-    settings: ConnectionSettings, spec: TableSpec, since: dt.datetime | None, purpose: str
+    settings: ConnectionSettings,
+    spec: TableSpec,
+    since: dt.datetime | None,
+    purpose: str,
+    until: dt.datetime | None = None,
 ) -> ChangeScan:
-    """The clock, and the windows with rows changed in `[since, safe time)`."""
+    """The clock, and the windows with rows changed in `[since, until)`.
+
+    `until` is the safe time unless given (and never later than it).
+    """
     if spec.incremental is None:
         raise ValueError(f"{spec.qualified_name} declares no change column")
     with Snapshot(settings, f"etl-assets {purpose}") as snapshot:
         clock = read_clock(snapshot)
-        if since is None or clock.hidden_sessions:
-            return ChangeScan(clock, ())
+        if since is None or clock.hidden_sessions or clock.prepared_transactions:
+            return ChangeScan(clock, (), clock.safe_time)
+        scanned_until = clock.safe_time if until is None else min(until, clock.safe_time)
         plan = snapshot.plan(spec)
         statement = q.changed_windows(
             plan.relation,
@@ -61,13 +76,13 @@ def scan_changes(
             timezone=spec.timezone,
             change_column=spec.incremental.change_column,
             since=since,
-            until=clock.safe_time,
+            until=scanned_until,
         )
         changed = tuple(
             ChangedBucket(start, oldest, newest, int(rows))
             for start, oldest, newest, rows in snapshot.query(statement)
         )
-    return ChangeScan(clock, changed)
+    return ChangeScan(clock, changed, scanned_until)
 
 
 def fingerprint_windows(

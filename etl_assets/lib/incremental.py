@@ -6,6 +6,12 @@ Three facts drive every decision, all read from Postgres:
   the database if that is earlier. A row whose change column (or partition column) is older
   than the safe time is committed or will never be: no open transaction can still add one;
 * the windows whose rows changed since the cursor's watermark (by the declared change column);
+  each tick reads the range `[watermark, safe time)` and requests the changed windows in order
+  of (oldest change, partition key). When more windows changed than one tick may request, the
+  range stays fixed and the cursor keeps the position of the last requested window (the
+  tie-breaker), so the next tick carries on after it: a bulk update that stamps hundreds of
+  windows with the same `now()` is requested over several ticks, never skipped and never
+  requested twice;
 * the windows that closed since the last tick: a window is closed once `end + settle lag` has
   passed and `end` is before the safe time.
 """
@@ -48,6 +54,9 @@ class SourceClock:
     """Start of the oldest transaction that could still commit rows, if any is open."""
     hidden_sessions: int = 0
     """Sessions the role cannot see into (without pg_read_all_stats); they could be writing."""
+    prepared_transactions: int = 0
+    """Two-phase transactions prepared in the database: they can still commit rows, and the
+    catalog does not say when they started."""
 
     @property
     def safe_time(self) -> dt.datetime:
@@ -76,6 +85,14 @@ class ChangedWindow:
     rows: int
 
 
+@dataclass(frozen=True, order=True)
+class ChangePosition:
+    """Where a changed window sorts in a tick's range: its oldest change, then its key."""
+
+    oldest_change: dt.datetime
+    key: str
+
+
 @dataclass(frozen=True)
 class ChangeCursor:
     """What a change sensor has seen; stored as JSON in the sensor's cursor."""
@@ -84,13 +101,30 @@ class ChangeCursor:
     """Every change older than this has been looked at."""
     closed_through: dt.datetime | None = None
     """Every window ending at or before this has been requested as closed."""
+    backlog_until: dt.datetime | None = None
+    """Set while more windows changed in `[watermark, backlog_until)` than one tick could request:
+    ticks read that same range until every window in it has been requested."""
+    requested_through: ChangePosition | None = None
+    """The tie-breaker while a backlog lasts: windows up to this position are requested."""
+
+    @property
+    def scan_until(self) -> dt.datetime | None:
+        """The end of the change range the next tick must read (None: the safe time)."""
+        return self.backlog_until
 
     def to_json(self) -> str:
         """The cursor as stored by Dagster."""
+        position = self.requested_through
         return json.dumps(
             {
-                "watermark": self.watermark.isoformat() if self.watermark else None,
-                "closed_through": self.closed_through.isoformat() if self.closed_through else None,
+                "watermark": _format(self.watermark),
+                "closed_through": _format(self.closed_through),
+                "backlog_until": _format(self.backlog_until),
+                "requested_through": (
+                    {"oldest_change": position.oldest_change.isoformat(), "key": position.key}
+                    if position
+                    else None
+                ),
             },
             sort_keys=True,
         )
@@ -101,9 +135,18 @@ class ChangeCursor:
         if not text:
             return cls()
         data = json.loads(text)
+        position = data.get("requested_through")
         return cls(
             watermark=_parse(data.get("watermark")),
             closed_through=_parse(data.get("closed_through")),
+            backlog_until=_parse(data.get("backlog_until")),
+            requested_through=(
+                ChangePosition(
+                    dt.datetime.fromisoformat(position["oldest_change"]), position["key"]
+                )
+                if position
+                else None
+            ),
         )
 
 
@@ -121,6 +164,10 @@ def parse_duration(text: str) -> dt.timedelta:
 
 def _parse(value: str | None) -> dt.datetime | None:
     return dt.datetime.fromisoformat(value) if value else None
+
+
+def _format(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value else None
 
 
 @dataclass(frozen=True)
@@ -149,15 +196,17 @@ def plan_tick(
     changed: Sequence[ChangedWindow],
     *,
     max_requests: int = 100,
+    scanned_until: dt.datetime | None = None,
 ) -> TickPlan:
     """Decide one tick of a change sensor.
 
     `windows` are the table's partitions up to the safe time, `changed` the windows touched in
-    `[cursor.watermark, safe time)`. Closed windows not yet requested are requested once;
-    already-closed windows with changes are requested again; changes in still-open windows wait
-    for their window to close (it is then read whole). The watermark only passes changes whose
-    windows were requested in this tick or are still open, so nothing is skipped when a tick
-    requests fewer windows than changed (at most `max_requests`).
+    `[cursor.watermark, scanned_until)`; `scanned_until` defaults to the cursor's backlog end, or
+    else the safe time. Closed windows not yet requested are requested once; already-closed
+    windows with changes are requested again; changes in still-open windows wait for their window
+    to close (it is then read whole). At most `max_requests` windows are requested in a tick;
+    the cursor then keeps the range and the position of the last requested window, and the next
+    tick carries on after it.
     """
     safe = clock.safe_time
     if clock.hidden_sessions:
@@ -169,6 +218,17 @@ def plan_tick(
                 "commit rows late; grant pg_read_all_stats to the extraction role",
             ),
         )
+    if clock.prepared_transactions:
+        return TickPlan(
+            (),
+            cursor,
+            (
+                f"{clock.prepared_transactions} prepared transaction(s) can still commit rows of "
+                "unknown age; nothing counts as settled until they are committed or rolled back "
+                "(pg_prepared_xacts)",
+            ),
+        )
+    range_end = scanned_until or cursor.backlog_until or safe
 
     def closed(window: WindowBounds) -> bool:
         return window.end <= safe and window.end + settle_lag <= clock.now
@@ -193,30 +253,43 @@ def plan_tick(
         requests.append(Request(window.key, "closed", f"{window.key}:closed"))
     closed_through = max((by_key[r.key].end for r in requests), default=cursor.closed_through)
     requested = {r.key for r in requests}
-    deferred: list[ChangedWindow] = []
-    for change in sorted(changed, key=lambda c: c.oldest_change):
+    position = cursor.requested_through
+    for change in sorted(changed, key=_position):
+        if position is not None and _position(change) <= position:
+            continue  # requested by an earlier tick over this same range
         window = by_key.get(change.key)
-        if window is None or change.key in requested:
-            continue
-        still_open = closed_through is None or window.end > closed_through
-        if still_open:
-            continue  # read whole when it closes
-        if len(requests) >= max_requests:
-            deferred.append(change)
-            continue
-        requests.append(
-            Request(
-                change.key,
-                "changed",
-                f"{change.key}:changed:{change.newest_change.isoformat()}:{change.rows}",
+        still_open = window is not None and (closed_through is None or window.end > closed_through)
+        if window is not None and change.key not in requested and not still_open:
+            if len(requests) >= max_requests:
+                return TickPlan(
+                    tuple(requests),
+                    replace(
+                        cursor,
+                        closed_through=closed_through,
+                        backlog_until=range_end,
+                        requested_through=position,
+                    ),
+                    (f"more windows changed than {max_requests}; the next tick carries on",),
+                )
+            requests.append(
+                Request(
+                    change.key,
+                    "changed",
+                    f"{change.key}:changed:{change.newest_change.isoformat()}:{change.rows}",
+                )
             )
-        )
-        requested.add(change.key)
-    watermark = min([safe, *(c.oldest_change for c in deferred)])
+            requested.add(change.key)
+        # Requested now, by the closed rule, or read whole when its window closes.
+        position = _position(change)
+    watermark = max(range_end, cursor.watermark)
     return TickPlan(
         tuple(requests),
-        replace(cursor, watermark=max(watermark, cursor.watermark), closed_through=closed_through),
+        ChangeCursor(watermark=watermark, closed_through=closed_through),
     )
+
+
+def _position(change: ChangedWindow) -> ChangePosition:
+    return ChangePosition(change.oldest_change, change.key)
 
 
 @dataclass(frozen=True)

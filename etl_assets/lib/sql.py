@@ -221,15 +221,23 @@ SOURCE_CLOCK = """
 SELECT now(),
        (SELECT min(a.xact_start) FROM pg_catalog.pg_stat_activity a
          WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
-           AND a.backend_type = 'client backend' AND a.xact_start IS NOT NULL
+           AND a.backend_type NOT IN ('autovacuum worker', 'walsender')
+           AND a.xact_start IS NOT NULL
            AND coalesce(a.application_name, '') NOT LIKE 'raw/%'
            AND coalesce(a.application_name, '') NOT LIKE 'etl-assets %'),
        (SELECT count(*) FROM pg_catalog.pg_stat_activity a
          WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
-           AND a.backend_type = 'client backend' AND a.state IS NULL)
+           AND a.backend_type = 'client backend' AND a.state IS NULL),
+       (SELECT count(*) FROM pg_catalog.pg_prepared_xacts p
+         WHERE p.database = current_database())
 """
-"""The server's time, the start of the oldest transaction that could still commit rows (other
-than etl_assets' own read-only sessions), and how many sessions the role cannot see into."""
+"""The server's time; the start of the oldest transaction that could still commit rows (any
+backend but autovacuum and WAL senders, and other than etl_assets' own read-only sessions); how
+many sessions the role cannot see into; and how many prepared transactions wait to commit.
+
+Transaction start, not `backend_xmin`: a transaction gets its xid at its first write, so one
+that began before a window's end but has not written yet holds no xmin, while its `now()` (which
+stamps its rows) is already in the past."""
 
 
 def begin_snapshot() -> str:

@@ -111,6 +111,15 @@ class TableSpec:
         return self.primary_key
 
     @property
+    def fingerprint_sees_updates(self) -> bool:
+        """Whether an updated row changes the fingerprint.
+
+        It does through the change column (which every write must move), or because every
+        declared column is hashed.
+        """
+        return self.change_column is not None or self.fingerprint_columns == self.read_columns
+
+    @property
     def column_names(self) -> tuple[str, ...]:
         """The declared columns' names, in order."""
         return tuple(c.name for c in self.columns)

@@ -338,9 +338,11 @@ class LakeIOManager(dg.ConfigurableIOManager):
                     )
                 _record_partition(context, read.window.key, metadata)
                 published_keys.append(read.window.key)
-                if len(extract.windows) == 1:
+                if len(extract.windows) == 1 and spec.fingerprint_sees_updates:
                     # The source's fingerprint is the partition's data version: reloading
-                    # unchanged rows leaves downstream partitions fresh.
+                    # unchanged rows leaves downstream partitions fresh. A fingerprint blind to
+                    # updates (key hash, no change column) would hide changed rows, and Dagster
+                    # records one data version per run, not per partition of a range.
                     _set_data_version(context, dg.DataVersion(read.stats.fingerprint.version))
 
     def _publish_frames(

@@ -117,8 +117,8 @@ def test_a_bad_transform_path_fails_naming_the_file_the_table_and_the_field(
 ) -> None:
     text = defs_yaml(GOOD_TABLE + "      transform: no_such_package.transforms:clean\n")
     message = load_error(sandbox, text)
-    assert str(Path("defs") / "shop") in message
-    assert "table sales.orders, field `transform`" in message
+    assert str(Path("defs") / "shop" / "defs.yaml") in message
+    assert "table sales.orders: field `transform`" in message
     assert "cannot import module 'no_such_package.transforms'" in message
 
 

@@ -28,6 +28,16 @@ def describe_partitions(partitions_def: dg.PartitionsDefinition[Any] | None) -> 
     }
 
 
+def describe_backfill(definitions: dg.Definitions, spec: dg.AssetSpec) -> object:
+    """How a backfill of the asset is split into runs (None: one partition per run)."""
+    if spec.partitions_def is None:
+        return None
+    policy = definitions.resolve_assets_def(spec.key).backfill_policy
+    if policy is None:
+        return None
+    return policy.max_partitions_per_run or "single run"
+
+
 def io_manager_key(definitions: dg.Definitions, spec: dg.AssetSpec) -> object:
     declared = spec.metadata.get("dagster/io_manager_key")
     if declared is not None:
@@ -46,6 +56,7 @@ def asset_graph() -> dict[str, object]:
             "kinds": sorted(spec.kinds),
             "partitions": describe_partitions(spec.partitions_def),
             "io_manager": io_manager_key(definitions, spec),
+            "backfill": describe_backfill(definitions, spec),
             "checks": sorted(
                 f"{key.name}{' (blocking)' if checks.get_check_spec(key).blocking else ''}"
                 for key in checks.get_check_keys_for_assets({spec.key})

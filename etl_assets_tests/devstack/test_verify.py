@@ -28,6 +28,7 @@ def test_identical_rows_compare_equal_on_shared_columns() -> None:
     assert comparison.equal, comparison.describe()
     assert comparison.compared_columns == ("id", "amount", "ref", "doc")
     assert comparison.only_in_lake == ("extra",)
+    assert comparison.describe() == "equal: 1 row x 4 cols (the transform adds extra)"
 
 
 def test_differences_are_found_and_named() -> None:

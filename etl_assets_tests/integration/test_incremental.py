@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import uuid
 
 import dagster as dg
 import psycopg
 import pytest
+from psycopg import sql
 
 from etl_assets.components.incremental import (
+    SENSOR_NAME_TAG,
     build_change_sensor,
     build_reconcile_schedule,
     evaluate_changes,
+    failing_partitions,
 )
 from etl_assets.components.table_assets import build_table_assets, postgres_io_manager_key
 from etl_assets.lib.extract import ConnectionSettings
@@ -67,7 +71,9 @@ class Source:
             (row_id, created_at),
         )
 
-    def tick(self, cursor: ChangeCursor, shift: dt.timedelta = dt.timedelta(0)) -> TickPlan:
+    def tick(
+        self, cursor: ChangeCursor, shift: dt.timedelta = dt.timedelta(0), max_requests: int = 100
+    ) -> TickPlan:
         return evaluate_changes(
             self.table,
             self.built.partitions_def,
@@ -75,6 +81,7 @@ class Source:
             cursor,
             purpose="test",
             clock_shift=shift,
+            max_requests=max_requests,
         )
 
 
@@ -149,16 +156,104 @@ def test_a_transaction_open_across_a_window_end_is_not_missed_once_it_commits(
     assert held.cursor.watermark <= rows[0][0]  # the row is still ahead of the watermark
 
 
-def test_a_failed_partition_is_requested_again_after_new_changes(source: Source) -> None:
+def test_a_bulk_update_over_more_windows_than_a_tick_requests_reaches_each_window_once(
+    source: Source,
+) -> None:
+    hours = [source.hour - n * HOUR for n in range(2, 7)]
+    for row_id, window in enumerate(hours, start=20):
+        source.insert(row_id, window + dt.timedelta(minutes=5))
+    first = source.tick(ChangeCursor())
+    # One transaction: every row gets the same updated_at, so only the key breaks the tie.
+    run_sql(source.pipeline.conninfo, "UPDATE events SET v = 'bulk', updated_at = now()")
+    ticks = [source.tick(first.cursor, max_requests=2)]
+    while ticks[-1].cursor.backlog_until is not None:
+        assert len(ticks) < 5, "the backlog never drained"
+        ticks.append(source.tick(ticks[-1].cursor, max_requests=2))
+    assert [len(t.requests) for t in ticks] == [2, 2, 1]
+    keys = [r.key for t in ticks for r in t.requests]
+    assert sorted(keys) == sorted(source.key(h) for h in hours)
+    assert source.tick(ticks[-1].cursor, max_requests=2).requests == ()
+
+
+def test_a_prepared_transaction_holds_every_window_until_it_is_committed(source: Source) -> None:
+    if (
+        query(source.pipeline.conninfo, "SELECT current_setting('max_prepared_transactions')::int")[
+            0
+        ][0]
+        == 0
+    ):
+        pytest.skip("the server has two-phase commit off (max_prepared_transactions = 0)")
+    first = source.tick(ChangeCursor())
+    gid = f"etl-assets-test-{uuid.uuid4().hex}"
+    with psycopg.connect(source.pipeline.conninfo, autocommit=True) as writer:
+        writer.execute("BEGIN")
+        writer.execute("INSERT INTO events (id, created_at) VALUES (30, now())")
+        writer.execute(sql.SQL("PREPARE TRANSACTION {}").format(sql.Literal(gid)))
+        try:
+            held = source.tick(first.cursor, shift=HOUR)
+            assert held.requests == ()
+            assert held.cursor == first.cursor
+            assert "pg_prepared_xacts" in held.notes[0]
+        finally:
+            writer.execute(sql.SQL("COMMIT PREPARED {}").format(sql.Literal(gid)))
+    released = source.tick(first.cursor, shift=HOUR)
+    assert requested(released) == [(source.key(source.hour), "closed")]
+
+
+def test_a_failed_partition_is_visible_and_requested_again_after_new_changes(
+    source: Source,
+) -> None:
     source.insert(6, source.hour - 5 * HOUR)
-    cursor = source.tick(ChangeCursor()).cursor
+    key = source.key(source.hour - 5 * HOUR)
+    resource_key = postgres_io_manager_key(source.table.source)
+    sensor = build_change_sensor(
+        source.table, source.built.raw.key, source.built.partitions_def, resource_key
+    )
+    resources = source.pipeline.resources(source.table)
+    instance = source.pipeline.instance
+
+    def tick(cursor: str | None) -> dg.SensorResult:
+        with dg.build_sensor_context(
+            instance=instance, resources=resources, cursor=cursor
+        ) as context:
+            result = sensor(context)
+        assert isinstance(result, dg.SensorResult)
+        return result
+
+    first = tick(None)
     run_sql(source.pipeline.conninfo, "UPDATE events SET v = 'a', updated_at = now() WHERE id = 6")
-    first = source.tick(cursor)
-    # Suppose the run for first's request failed: the same run key would never run again.
+    second = tick(first.cursor)
+    [request] = second.run_requests or []
+    assert request.partition_key == key
+
+    # The requested run fails (the source lost a declared column), as the daemon would run it.
+    run_sql(source.pipeline.conninfo, "ALTER TABLE events RENAME COLUMN v TO v_gone")
+    sensor_tags = {SENSOR_NAME_TAG: sensor.name, "dagster/run_key": request.run_key or ""}
+    failed = source.pipeline.materialize(
+        source.table, partition=key, tags=sensor_tags, raise_on_error=False
+    )
+    assert not failed.success
+    run_sql(source.pipeline.conninfo, "ALTER TABLE events RENAME COLUMN v_gone TO v")
+
+    # The next tick has nothing new to request, and says which partition keeps failing.
+    assert failing_partitions(instance, sensor.name) == {key: 1}
+    quiet = tick(second.cursor)
+    assert quiet.run_requests == []
+    assert f"latest run failed for {key} (1 failed run in a row)" in str(quiet.skip_reason)
+
+    # New changes: requested again under a run key no earlier run holds (so the daemon runs it).
     run_sql(source.pipeline.conninfo, "UPDATE events SET v = 'b', updated_at = now() WHERE id = 6")
-    second = source.tick(first.cursor)
-    assert [r.key for r in first.requests] == [r.key for r in second.requests]
-    assert first.requests[0].run_key != second.requests[0].run_key
+    again = tick(quiet.cursor)
+    [retry] = again.run_requests or []
+    assert retry.partition_key == key
+    used = {run.tags.get("dagster/run_key") for run in instance.get_runs()}
+    assert request.run_key in used
+    assert retry.run_key not in used
+    succeeded = source.pipeline.materialize(
+        source.table, partition=key, tags={SENSOR_NAME_TAG: sensor.name}
+    )
+    assert succeeded.success
+    assert failing_partitions(instance, sensor.name) == {}
 
 
 def test_the_dagster_sensor_stores_its_cursor_and_requests_partitions(source: Source) -> None:
@@ -197,13 +292,13 @@ def test_reconciliation_finds_a_hard_delete_and_nothing_else(source: Source) -> 
     )
     resources = source.pipeline.resources(source.table)
 
-    def evaluate() -> object:
+    def evaluate(reconcile: dg.ScheduleDefinition = schedule) -> object:
         with dg.build_schedule_context(
             instance=source.pipeline.instance,
             resources=resources,
             scheduled_execution_time=source.hour + dt.timedelta(minutes=1),
         ) as context:
-            return schedule(context)
+            return reconcile(context)
 
     unchanged = evaluate()
     assert isinstance(unchanged, dg.SkipReason)
@@ -213,3 +308,52 @@ def test_reconciliation_finds_a_hard_delete_and_nothing_else(source: Source) -> 
     assert isinstance(drifted, list)
     assert [r.partition_key for r in drifted] == [key]
     assert drifted[0].tags["etl_assets/reason"] == "reconcile"
+
+    # Under a settle lag of three hours, none of the three windows has settled: none is compared.
+    assert source.table.incremental is not None
+    settling = dataclasses.replace(
+        source.table,
+        incremental=dataclasses.replace(source.table.incremental, settle_lag=3 * HOUR),
+    )
+    patient = build_reconcile_schedule(
+        settling, source.built.raw.key, source.built.partitions_def, resource_key
+    )
+    waiting = evaluate(patient)
+    assert isinstance(waiting, dg.SkipReason)
+    assert "none of the newest 3 closed partitions has settled yet" in str(waiting.skip_message)
+
+
+def latest_data_version(source: Source, key: str) -> str:
+    [record] = source.pipeline.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=source.built.raw.key, asset_partitions=[key]), limit=1
+    ).records
+    materialization = record.asset_materialization
+    assert materialization is not None
+    assert materialization.tags is not None
+    return materialization.tags["dagster/data_version"]
+
+
+def test_the_fingerprint_is_the_data_version_so_unchanged_reloads_keep_it(source: Source) -> None:
+    window = source.hour - 2 * HOUR
+    source.insert(40, window + dt.timedelta(minutes=5))
+    key = source.key(window)
+    assert source.pipeline.materialize(source.table, partition=key).success
+    first = latest_data_version(source, key)
+    assert source.pipeline.materialize(source.table, partition=key).success
+    assert latest_data_version(source, key) == first
+    run_sql(source.pipeline.conninfo, "UPDATE events SET v = 'x', updated_at = now() WHERE id = 40")
+    assert source.pipeline.materialize(source.table, partition=key).success
+    assert latest_data_version(source, key) != first
+
+
+def test_a_fingerprint_blind_to_updates_is_not_the_data_version(source: Source) -> None:
+    # No change column and a key-only hash: an update would leave the fingerprint unchanged.
+    blind = dataclasses.replace(source.table, incremental=None, reconcile=None)
+    window = source.hour - 2 * HOUR
+    source.insert(41, window + dt.timedelta(minutes=5))
+    key = source.key(window)
+    assert source.pipeline.materialize(blind, partition=key).success
+    first = latest_data_version(source, key)
+    run_sql(source.pipeline.conninfo, "UPDATE events SET v = 'y' WHERE id = 41")
+    assert source.pipeline.materialize(blind, partition=key).success
+    assert latest_data_version(source, key) != first

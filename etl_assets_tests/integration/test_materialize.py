@@ -17,7 +17,15 @@ from etl_assets.devstack.verify import compare_table_partition, read_lake_partit
 from etl_assets.lib.preview import MASK, NULL
 from etl_assets.lib.tables import NullPartitionRows, TableSpec
 from etl_assets.lib.windows import Grain
-from etl_assets_tests.support import LAKE_PREFIX, Pipeline, failure_text, query, run_sql, spec
+from etl_assets_tests.support import (
+    LAKE_PREFIX,
+    Pipeline,
+    failure_text,
+    on_every_batch,
+    query,
+    run_sql,
+    spec,
+)
 
 EVENTS_DDL = """
 CREATE TYPE mood AS ENUM ('happy', 'sad');
@@ -115,9 +123,28 @@ def test_a_partition_holds_exactly_its_window_with_every_value(events: Pipeline)
     expected = count_day(events.conninfo, "events", "2026-10-02")
     assert metadata["dagster/row_count"] == expected
     assert metadata["source_snapshot_rows"] == expected
-    assert metadata["dagster/uri"] == (
-        f"s3://{events.bucket}/lake/raw/testsrc/public/events/day=2026-10-02/part-00000.parquet"
+    key = "lake/raw/testsrc/public/events/day=2026-10-02/part-00000.parquet"
+    assert metadata["dagster/uri"] == f"s3://{events.bucket}/{key}"
+    assert metadata["size_bytes"] == events.objects()[key]
+    assert metadata["window_start"] == dt.datetime(2026, 10, 2, tzinfo=dt.UTC).timestamp()
+    assert metadata["window_end"] == dt.datetime(2026, 10, 3, tzinfo=dt.UTC).timestamp()
+    assert metadata["window"] == "[2026-10-02T00:00:00+00:00, 2026-10-03T00:00:00+00:00)"
+    schema = metadata["dagster/column_schema"]
+    assert isinstance(schema, dg.TableSchema)
+    columns = {c.name: c for c in schema.columns}
+    assert list(columns) == list(ALL_COLUMNS)
+    assert (columns["amount"].type, columns["amount"].description) == (
+        "decimal128(12, 2)",
+        "postgres numeric(12,2)",
     )
+    assert columns["feeling"].description == "postgres mood; labels: happy, sad"
+    assert columns["id"].constraints.nullable is False
+    assert columns["label"].constraints.nullable is True
+    seconds = metadata["duration_seconds"]
+    assert 0 < seconds < 60
+    # duration_seconds is rounded to the millisecond; the rate was computed before rounding.
+    rate = metadata["rows_per_second"]
+    assert expected / (seconds + 0.0005) <= rate <= expected / max(seconds - 0.0005, 1e-9)
 
 
 def test_the_materialization_shows_a_masked_preview_and_a_link_to_the_object(
@@ -281,14 +308,11 @@ def test_a_rerun_replaces_the_partition_instead_of_adding_to_it(events: Pipeline
 def fail_after_some_batches(frame: pl.LazyFrame) -> pl.LazyFrame:
     batches_seen = itertools.count(1)
 
-    def explode_late(ids: pl.Series) -> pl.Series:
+    def explode_late() -> None:
         if next(batches_seen) >= 6:
             raise RuntimeError("transform failed mid-way")
-        return ids
 
-    return frame.with_columns(
-        pl.col("id").map_batches(explode_late, return_dtype=pl.Int64, is_elementwise=True)
-    )
+    return on_every_batch(explode_late)(frame)
 
 
 PROGRESS = re.compile(

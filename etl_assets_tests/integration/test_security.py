@@ -21,8 +21,16 @@ from etl_assets.components.table_assets import build_table_assets, postgres_io_m
 from etl_assets.devstack.postgres import EmbeddedPostgres, ServerAddress
 from etl_assets.devstack.tls import CertificateFiles, TlsTerminator, make_certificates
 from etl_assets.lib.extract import ConnectionSettings, ExtractError, Snapshot
+from etl_assets.lib.transforms import Transform
 from etl_assets.resources.postgres import PostgresSource, PostgresWindowIOManager
-from etl_assets_tests.support import Pipeline, failure_text, query, run_sql, spec
+from etl_assets_tests.support import (
+    Pipeline,
+    failure_text,
+    on_every_batch,
+    query,
+    run_sql,
+    spec,
+)
 
 EVENTS = """
 CREATE TABLE events (id bigint PRIMARY KEY, created_at timestamptz NOT NULL, label text);
@@ -71,6 +79,41 @@ def test_every_session_is_read_only_even_for_a_superuser(events: Pipeline) -> No
             snapshot.query("INSERT INTO events VALUES (0, now(), 'x') RETURNING id")
     [(count,)] = query(events.conninfo, "SELECT count(*) FROM events WHERE id = 0")
     assert count == 0
+
+
+def session_names_seen_by_a_transform(conninfo: str, seen: list[str]) -> Transform:
+    """A transform that, on its first batch, records the extraction sessions the server sees."""
+
+    def look() -> None:
+        if not seen:
+            rows = query(
+                conninfo,
+                "SELECT application_name FROM pg_stat_activity"
+                " WHERE datname = current_database() AND application_name LIKE 'raw/%'"
+                " ORDER BY 1",
+            )
+            seen.extend(str(name) for (name,) in rows)
+
+    return on_every_batch(look)
+
+
+def test_a_load_names_its_session_after_the_asset_and_its_partitions(events: Pipeline) -> None:
+    run_sql(
+        events.conninfo,
+        "INSERT INTO events SELECT g, timestamptz '2026-10-03 00:00+00' + g * interval '1 minute',"
+        " 'next ' || g FROM generate_series(1001, 1100) g",
+    )
+    table = spec(columns=("id", "created_at", "label"))
+    one: list[str] = []
+    transform = session_names_seen_by_a_transform(events.conninfo, one)
+    assert events.materialize(table, partition=DAY, transform=transform).success
+    assert one == ["raw/testsrc/public/events/2026-10-02"]
+    both: list[str] = []
+    transform = session_names_seen_by_a_transform(events.conninfo, both)
+    assert events.materialize(
+        table, partition_range=(DAY, "2026-10-03"), transform=transform
+    ).success
+    assert both == ["raw/testsrc/public/events/2026-10-02...2026-10-03"]
 
 
 def test_sessions_are_named_after_the_asset_and_partition(events: Pipeline) -> None:
