@@ -18,7 +18,11 @@ from pydantic import (
 )
 
 from etl_assets.components.incremental import build_change_sensor, build_reconcile_schedule
-from etl_assets.components.table_assets import build_table_assets, postgres_io_manager_key
+from etl_assets.components.table_assets import (
+    build_freshness_checks,
+    build_table_assets,
+    postgres_io_manager_key,
+)
 from etl_assets.lib.contract import ColumnChecks, ColumnSpec, Representation
 from etl_assets.lib.incremental import parse_duration
 from etl_assets.lib.tables import (
@@ -564,12 +568,7 @@ class PostgresTablesComponent(dg.Component, dg.Resolvable, dg.Model):
                         spec, built.raw.key, built.partitions_def, io_manager_key
                     )
                 )
-            if spec.freshness_deadline_cron:
-                freshness_checks += dg.build_time_partition_freshness_checks(
-                    assets=[built.raw],
-                    deadline_cron=spec.freshness_deadline_cron,
-                    timezone=spec.timezone,
-                )
+            freshness_checks += build_freshness_checks(spec, built.raw)
         if freshness_checks:
             sensors.append(
                 dg.build_sensor_for_freshness_checks(

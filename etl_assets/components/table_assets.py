@@ -5,6 +5,7 @@
 
 import hashlib
 import re
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -21,7 +22,7 @@ from etl_assets.lib.extract import TableExtract
 from etl_assets.lib.lake import PART_FILE_NAME
 from etl_assets.lib.tables import PrimaryKeyCheck, TableSpec
 from etl_assets.lib.transforms import Transform
-from etl_assets.resources.lake import HIVE_PARTITION_METADATA_KEY
+from etl_assets.resources.lake import HIVE_PARTITION_METADATA_KEY, check_evaluation
 from etl_assets.resources.postgres import READER_METADATA_KEY, TABLE_METADATA_KEY
 
 POOL_METADATA_KEY = "etl_assets/pool"
@@ -182,6 +183,25 @@ def build_table_assets(
     return TableAssets(source=source_spec, raw=raw_table, partitions_def=partitions_def)
 
 
+def build_freshness_checks(
+    spec: TableSpec, raw: dg.AssetsDefinition
+) -> Sequence[dg.AssetChecksDefinition]:
+    """The table's freshness check, if it declares a deadline.
+
+    The newest closed window must be materialized by `freshness_deadline_cron`, read in the
+    table's own timezone.
+    """
+    if not spec.freshness_deadline_cron:
+        return []
+    with warnings.catch_warnings():
+        # Dagster 1.13 prefers asset-level FreshnessPolicy objects, which judge the asset's last
+        # materialization of any partition; this check asks for the newest closed partition.
+        warnings.filterwarnings("ignore", message="Function `build_time_partition_freshness")
+        return dg.build_time_partition_freshness_checks(
+            assets=[raw], deadline_cron=spec.freshness_deadline_cron, timezone=spec.timezone
+        )
+
+
 def check_specs(
     spec: TableSpec, asset_key: dg.AssetKey, partitions_def: dg.PartitionsDefinition[str]
 ) -> list[dg.AssetCheckSpec]:
@@ -237,13 +257,4 @@ def check_evaluations(
     """One evaluation per check and published partition."""
     for partition, outcomes in results.items():
         for outcome in outcomes:
-            yield dg.AssetCheckEvaluation(
-                asset_key=asset_key,
-                check_name=outcome.name,
-                passed=outcome.passed,
-                metadata=outcome.metadata,
-                severity=dg.AssetCheckSeverity(outcome.severity.value),
-                description=outcome.description,
-                blocking=outcome.blocking,
-                partition=partition,
-            )
+            yield check_evaluation(asset_key, partition, outcome)

@@ -439,6 +439,12 @@ class PartitionRead:
         """
         table = self._spec.qualified_name
         complete = self.stats.complete and self.stats.rows_read == self.stats.snapshot_rows
+        # Without a transform the file must be exactly the planned schema; a transform may
+        # drop, add or retype columns, which the metadata reports.
+        differences = written_vs_planned(self._plan.arrow_schema, written)
+        written_as_planned = self.transform is not None or _same_columns(
+            self._plan.arrow_schema, written
+        )
         outcomes = [
             CheckOutcome(
                 name=ROW_COUNT_CHECK,
@@ -456,16 +462,23 @@ class PartitionRead:
             ),
             CheckOutcome(
                 name=SCHEMA_CHECK,
-                passed=True,
+                passed=written_as_planned,
                 blocking=True,
-                description=f"{table} has every declared column with its declared type and "
-                "nullability (checked before reading)",
+                description=(
+                    f"{table} has every declared column with its declared type and "
+                    "nullability (checked before reading)"
+                    + (
+                        ""
+                        if written_as_planned
+                        else f", but the file to publish differs from the plan: {differences}"
+                    )
+                ),
                 metadata={
                     "declared_columns": ", ".join(
                         f"{c.name} {c.declared_type}" for c in self._plan.columns
                     ),
                     "undeclared_columns": ", ".join(self._plan.undeclared_columns) or "none",
-                    "written_vs_planned": written_vs_planned(self._plan.arrow_schema, written),
+                    "written_vs_planned": differences,
                 },
             ),
         ]
@@ -682,20 +695,28 @@ def _int32_values(batch: pa.RecordBatch, name: str) -> np.ndarray[Any, np.dtype[
     return values[column.offset :]
 
 
+def _same_columns(planned: pa.Schema, written: pa.Schema) -> bool:
+    """Same column names in the same order, each with the planned type."""
+    return planned.names == written.names and all(
+        written.field(name).type == planned.field(name).type for name in planned.names
+    )
+
+
 def written_vs_planned(planned: pa.Schema, written: pa.Schema) -> str:
-    """How the written file differs from the plan: columns the transform dropped or retyped."""
+    """How the written file differs from the plan: columns dropped, retyped, added or moved."""
     notes: list[str] = []
     for name in planned.names:
         if name not in written.names:
-            notes.append(f"{name}: dropped by the transform")
+            notes.append(f"{name}: not written")
         elif written.field(name).type != planned.field(name).type:
             notes.append(
-                f"{name}: planned {planned.field(name).type}, written "
-                f"{written.field(name).type} (retyped by the transform)"
+                f"{name}: planned {planned.field(name).type}, written {written.field(name).type}"
             )
     added = [name for name in written.names if name not in planned.names]
     if added:
-        notes.append(f"added by the transform: {', '.join(added)}")
+        notes.append(f"not planned: {', '.join(added)}")
+    if not notes and planned.names != written.names:
+        notes.append(f"columns in the order {', '.join(written.names)}")
     return "; ".join(notes) or "as planned"
 
 

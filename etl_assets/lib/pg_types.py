@@ -36,6 +36,10 @@ class ContractError(ValueError):
     """The live table does not have what the declaration expects."""
 
 
+class SchemaDriftError(ContractError):
+    """The live table's columns differ from the declared contract (or the table is gone)."""
+
+
 class ReadKind(StrEnum):
     """How a column's Arrow array is built from what the reader selects."""
 
@@ -421,7 +425,7 @@ class Planner:
         base, _ = self.resolve_domain(column.type_oid, column.typmod)
         kind = _PARTITION_BOUNDS.get(base.name)
         if kind is None:
-            raise ContractError(
+            raise SchemaDriftError(
                 f"{self._where(column)}: partition column type {column.declared_type} cannot "
                 "hold a time window; use a timestamptz, timestamp or date column"
             )
@@ -593,7 +597,7 @@ def plan_table(
     declared column must have an exact mapping or a chosen representation.
     """
     if not live_columns:
-        raise ContractError(
+        raise SchemaDriftError(
             f"table {relation.schema}.{relation.table} does not exist or is not visible to the "
             "connecting role"
         )
@@ -605,7 +609,7 @@ def plan_table(
     if partition_column not in by_name:
         differences.append(f"{partition_column}: the partition column does not exist")
     if differences:
-        raise ContractError(
+        raise SchemaDriftError(
             f"the live table {relation.schema}.{relation.table} does not match its contract:\n"
             + "\n".join(f"  - {line}" for line in differences)
             + "\nUpdate the table's `columns` in its defs.yaml (`etl-assets introspect` prints "

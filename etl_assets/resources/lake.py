@@ -26,10 +26,11 @@ import botocore.exceptions
 import dagster as dg
 import polars as pl
 import pyarrow as pa
+from dagster._core.events import DagsterEvent
 from pydantic import Field, PrivateAttr
 
 from etl_assets.lib.arrow_types import PlannedSchema
-from etl_assets.lib.checks import CheckOutcome
+from etl_assets.lib.checks import SCHEMA_CHECK, CheckOutcome
 from etl_assets.lib.extract import PartitionRead, ReadStats, TableExtract
 from etl_assets.lib.lake import LakeLayout, object_link
 from etl_assets.lib.parquet_files import (
@@ -39,7 +40,7 @@ from etl_assets.lib.parquet_files import (
     write_batches,
     write_frame,
 )
-from etl_assets.lib.pg_types import ColumnPlan, TablePlan
+from etl_assets.lib.pg_types import ColumnPlan, SchemaDriftError, TablePlan
 from etl_assets.lib.preview import markdown_preview
 from etl_assets.lib.publish import PublishedPartition, UploadSettings, publish_file
 from etl_assets.lib.s3_objects import MIB, Encryption, S3Client, ServerSideEncryption
@@ -201,6 +202,11 @@ class LakeIOManager(dg.ConfigurableIOManager):
             try:
                 self._publish_extract(context, obj, published_keys)
             except Exception as error:
+                if isinstance(error, SchemaDriftError):
+                    drifted = CheckOutcome(
+                        SCHEMA_CHECK, passed=False, blocking=True, description=str(error)
+                    )
+                    record_refused_checks(context, {w.key: [drifted] for w in obj.windows})
                 self._retry_if_transient(context, error)
                 if isinstance(error, PartitionWriteError | BlockingCheckError):
                     raise
@@ -310,6 +316,8 @@ class LakeIOManager(dg.ConfigurableIOManager):
 
                 def verify(written: WrittenFile, read: PartitionRead = read) -> None:
                     outcomes = read.check_outcomes(written.schema)
+                    if any(o.blocking and not o.passed for o in outcomes):
+                        record_refused_checks(context, {read.window.key: outcomes})
                     refuse_on_blocking_failures(outcomes, spec.qualified_name, read.window.key)
                     extract.check_results[read.window.key] = outcomes
 
@@ -505,6 +513,43 @@ class PartitionWriteError(RuntimeError):
 
 class BlockingCheckError(RuntimeError):
     """A blocking check failed: the partition was not published."""
+
+
+def check_evaluation(
+    asset_key: dg.AssetKey, partition: str, outcome: CheckOutcome
+) -> dg.AssetCheckEvaluation:
+    """The Dagster evaluation of one check of one partition."""
+    return dg.AssetCheckEvaluation(
+        asset_key=asset_key,
+        check_name=outcome.name,
+        passed=outcome.passed,
+        metadata=outcome.metadata,
+        severity=dg.AssetCheckSeverity(outcome.severity.value),
+        description=outcome.description,
+        blocking=outcome.blocking,
+        partition=partition,
+    )
+
+
+def record_refused_checks(
+    context: dg.OutputContext, results: Mapping[str, Sequence[CheckOutcome]]
+) -> None:
+    """Record the check evaluations of partitions that were refused, before the step fails.
+
+    A refused partition has no materialization and the asset never returns its check results,
+    so without this the UI would show the failed run but not which check refused what.
+    `OutputContext.log_event` takes only materializations and observations; the step's event
+    stream is where the asset's own check evaluations go too.
+    """
+    try:
+        step = context.step_context
+    except dg.DagsterInvariantViolationError:
+        return  # not inside a run: nothing to record them in
+    for partition, outcomes in results.items():
+        for outcome in outcomes:
+            DagsterEvent.asset_check_evaluation(
+                step, check_evaluation(context.asset_key, partition, outcome)
+            )
 
 
 def refuse_on_blocking_failures(outcomes: Sequence[CheckOutcome], table: str, key: str) -> None:

@@ -12,6 +12,7 @@ from dagster.components.testing import create_defs_folder_sandbox
 
 from etl_assets.cli.main import main
 from etl_assets.components.table_assets import LAKE_IO_MANAGER_KEY
+from etl_assets.devstack.verify import compare_table_partition
 from etl_assets.lib.tables import TableSpec
 from etl_assets.resources.lake import LakeIOManager, S3Lake
 from etl_assets.resources.postgres import TABLE_METADATA_KEY
@@ -112,3 +113,9 @@ def test_the_printed_entry_loads_and_materializes_unchanged(shop: Pipeline) -> N
     rows = pq.read_table(io.BytesIO(body)).to_pylist()
     assert len(rows) == 5
     assert rows[0]["fee"] == "$8.00"
+    # Every value, against the source window read independently.
+    comparison = compare_table_partition(
+        shop.conninfo, shop.endpoint, f"{shop.bucket}/{LAKE_PREFIX}", table, "2026-10-04"
+    )
+    assert comparison.equal, comparison.describe()
+    assert comparison.compared_columns == table.read_columns

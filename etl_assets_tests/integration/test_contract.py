@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import uuid
 
 import dagster as dg
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
-from etl_assets.components.table_assets import LAKE_IO_MANAGER_KEY, build_table_assets
+from etl_assets.components.table_assets import (
+    LAKE_IO_MANAGER_KEY,
+    build_freshness_checks,
+    build_table_assets,
+)
 from etl_assets.lib.contract import ColumnChecks, ColumnSpec
 from etl_assets.lib.tables import PrimaryKeyCheck, TableSpec
 from etl_assets_tests.support import Pipeline, failure_text, run_sql, spec
@@ -104,6 +111,38 @@ def test_drift_fails_the_run_with_a_readable_diff_before_anything_is_read(
     assert f"  - {diff}" in error
     assert "etl-assets introspect" in error
     assert orders.objects() == {}
+    # The UI shows which check refused the partition.
+    assert check_results(orders, result) == {("schema_matches_contract", DAY): False}
+
+
+def test_a_read_that_disagrees_with_the_snapshot_count_is_refused_and_shown(
+    orders: Pipeline,
+) -> None:
+    # A row-level security policy that shows rows only to statements that count them: the
+    # server itself makes the read and the snapshot's count(*) disagree.
+    role = f"count_reader_{uuid.uuid4().hex[:8]}"
+    run_sql(
+        orders.conninfo,
+        sql.SQL(
+            "CREATE ROLE {role} LOGIN PASSWORD 'count-reader-pw';"
+            " GRANT USAGE ON SCHEMA public TO {role}; GRANT SELECT ON orders TO {role};"
+            " ALTER TABLE orders ENABLE ROW LEVEL SECURITY;"
+            " CREATE POLICY only_counted ON orders FOR SELECT"
+            " USING (current_query() ILIKE '%count(*)%')"
+        )
+        .format(role=sql.Identifier(role))
+        .as_string(),
+    )
+    dsn = make_conninfo(orders.conninfo, user=role, password="count-reader-pw")
+    result = orders.materialize(
+        orders_spec(), partition=DAY, source={"dsn": dsn}, raise_on_error=False
+    )
+    assert not result.success
+    error = failure_text(result)
+    assert "row_count_matches_source: 0 rows read, 24 counted by count(*)" in error
+    assert "nothing was published" in error
+    assert orders.objects() == {}
+    assert check_results(orders, result)[("row_count_matches_source", DAY)] is False
 
 
 def test_an_added_column_is_reported_and_ignored(orders: Pipeline) -> None:
@@ -248,6 +287,40 @@ def test_the_schema_check_compares_the_written_file_with_the_plan(orders: Pipeli
     ]
     assert isinstance(evaluation, dg.AssetCheckEvaluation)
     assert evaluation.metadata["written_vs_planned"].value == (
-        "total: planned decimal128(12, 2), written double (retyped by the transform); "
-        "status: dropped by the transform"
+        "total: planned decimal128(12, 2), written double; status: not written"
     )
+
+
+def test_the_freshness_check_wants_the_newest_closed_partition_by_its_deadline(
+    pipeline: Pipeline,
+) -> None:
+    run_sql(pipeline.conninfo, DDL)
+    # Midnight in New York: the newest closed day there is due as soon as it closes.
+    table = dataclasses.replace(
+        spec(table="orders", columns=CONTRACT, timezone="America/New_York"),
+        freshness_deadline_cron="0 0 * * *",
+    )
+    built = build_table_assets(table, None)
+    [freshness] = build_freshness_checks(table, built.raw)
+
+    def evaluate() -> dg.AssetCheckEvaluation:
+        result = dg.materialize(
+            [built.source, built.raw, freshness],
+            instance=pipeline.instance,
+            resources=pipeline.resources(table),
+            selection=dg.AssetSelection.checks(*freshness.check_keys),
+        )
+        [evaluation] = result.get_asset_check_evaluations()
+        return evaluation
+
+    stale = evaluate()
+    assert stale.check_name == "freshness_check"
+    assert not stale.passed
+    assert stale.metadata["dagster/freshness_params"].value == {
+        "timezone": "America/New_York",
+        "deadline_cron": "0 0 * * *",
+    }
+    newest = built.partitions_def.get_last_partition_key()
+    assert newest is not None
+    assert pipeline.materialize(table, partition=newest).success
+    assert evaluate().passed

@@ -9,7 +9,18 @@ from urllib.parse import urlparse
 import duckdb
 import duckdb_extension_httpfs  # pyright: ignore[reportMissingTypeStubs]
 import polars as pl
+import pytest
 
+from etl_assets_tests.integration.test_types import (
+    COLUMNS,
+    DAY,
+    KEY,
+    TORTURE_DDL,
+    WHEN,
+    create,
+    create_rows,
+    torture_spec,
+)
 from etl_assets_tests.support import Pipeline, query, run_sql, spec
 
 DAYS = ("2026-10-01", "2026-10-02", "2026-10-03")
@@ -76,3 +87,71 @@ def test_polars_reads_the_lake_with_hive_partitioning(pipeline: Pipeline) -> Non
     assert list(counts.iter_rows()) == source_counts(pipeline)
     one_day = frame.filter(pl.col("day") == pl.date(2026, 10, 2)).collect()
     assert one_day.height == dict(source_counts(pipeline))[dt.date(2026, 10, 2)]
+
+
+# The README's "Postgres types" table: for a row (found by its first cell), the torture table's
+# columns of that type, what Polars and DuckDB read them as, and the words the row uses for it.
+README_READERS = [
+    ("`smallint`, `integer`, `bigint`", ["select", "naïve", KEY],
+     [pl.Int16, pl.Int32, pl.Int64], ["SMALLINT", "INTEGER", "BIGINT"]),
+    ("`real`, `double precision`", ["r", "d"], [pl.Float32, pl.Float64], ["FLOAT", "DOUBLE"]),
+    ("`numeric(p,s)`, p ≤ 38", ["n_exact", "dom"], [pl.Decimal(38, 10), pl.Decimal(12, 2)],
+     ["DECIMAL(38,10)", "DECIMAL(12,2)"]),
+    ("`numeric` (unconstrained)", ["n_free"], [pl.String], ["VARCHAR"]),
+    ("`boolean`", ["b"], [pl.Boolean], ["BOOLEAN"]),
+    ("`text`, `varchar(n)`", ["t", "vc", "bp", "en"], [pl.String] * 4, ["VARCHAR"] * 4),
+    ("`bytea`", ["by"], [pl.Binary], ["BLOB"]),
+    ("`date`", ["dt"], [pl.Date], ["DATE"]),
+    ("`time`", ["tm"], [pl.Time], ["TIME"]),
+    ("`timetz`", ["ttz"], [pl.String], ["VARCHAR"]),
+    ("`timestamp`", ["ts"], [pl.Datetime("us")], ["TIMESTAMP"]),
+    ("`timestamptz`", ["tstz", WHEN], [pl.Datetime("us", "UTC")] * 2,
+     ["TIMESTAMP WITH TIME ZONE"] * 2),
+    ("`interval`", ["iv"],
+     [pl.Struct({"months": pl.Int32, "days": pl.Int32, "microseconds": pl.Int64})],
+     ['STRUCT("months" INTEGER, "days" INTEGER, "microseconds" BIGINT)']),
+    ("`uuid`", ["u"], [pl.Binary], ["UUID"]),
+    ("`json`, `jsonb`", ["js", "jsb"], [None, None], ["JSON", "JSON"]),
+    ("1-D arrays", ["arr", "tarr"], [pl.List(pl.Int32), pl.List(pl.String)],
+     ["INTEGER[]", "VARCHAR[]"]),
+    ("composite types", ["comp"],
+     [pl.Struct({"street": pl.String, "number": pl.Int32, "since": pl.Date})],
+     ["STRUCT(street VARCHAR, number INTEGER, since DATE)"]),
+]  # fmt: skip
+# How each README row names the types above, where it differs from the type's own name.
+README_WORDS = {"TIMESTAMP WITH TIME ZONE": "TIMESTAMPTZ", "INTEGER[]": "T[]", "VARCHAR[]": "T[]"}
+
+
+def readme_type_row(first_cell: str) -> str:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("### Postgres types") :]
+    [row] = [line for line in section.splitlines() if line.startswith(f"| {first_cell}")]
+    return row
+
+
+def test_polars_and_duckdb_read_each_type_as_the_readme_says(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    create(pipeline, TORTURE_DDL)
+    create_rows(pipeline)
+    table = torture_spec()
+    assert pipeline.materialize(table, partition=DAY).success
+    path = tmp_path / "part-00000.parquet"
+    path.write_bytes(pipeline.partition_bytes(table, DAY))
+    # Polars refuses decimals wider than 38 digits, as the README says.
+    with pytest.raises(Exception, match="precision"):
+        pl.read_parquet(path)
+    polars = pl.read_parquet(path, columns=[c for c in COLUMNS if c != "n_big"]).schema
+    described = duckdb.connect().execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(path)])
+    duck = {name: kind for name, kind, *_ in described.fetchall()}
+    for first_cell, columns, polars_types, duck_types in README_READERS:
+        row = readme_type_row(first_cell)
+        for column, polars_type, duck_type in zip(columns, polars_types, duck_types, strict=True):
+            if polars_type is not None:
+                assert polars[column] == polars_type, column
+                assert f"`{polars_type.base_type().__name__}" in row, (first_cell, polars_type)
+            assert duck[column] == duck_type, column
+            assert f"`{README_WORDS.get(duck_type, duck_type.split('(')[0])}" in row, first_cell
+    assert str(polars["js"]).startswith("Extension")
+    assert "arrow.json" in str(polars["js"])
+    assert "`arrow.json`" in readme_type_row("`json`, `jsonb`")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import locale
+import time
 from typing import Any, LiteralString, cast
 
 import polars as pl
@@ -21,7 +23,7 @@ from etl_assets.components.table_assets import raw_asset_key
 from etl_assets.devstack.verify import values_equal
 from etl_assets.lib.contract import ColumnSpec, Representation
 from etl_assets.lib.tables import TableSpec
-from etl_assets_tests.support import LAKE_PREFIX, Pipeline, failure_text, run_sql, spec
+from etl_assets_tests.support import LAKE_PREFIX, Pipeline, failure_text, query, run_sql, spec
 
 SCHEMA = 'Tortüre; --Schema "x"'
 TABLE = 'Mixed Case "quoted" select'
@@ -215,6 +217,40 @@ def test_the_lake_keeps_the_planned_parquet_types(pipeline: Pipeline) -> None:
     table = torture_spec()
     assert pipeline.materialize(table, partition=DAY).success
     body = pipeline.partition_bytes(table, DAY)
+    written = pq.read_schema(io.BytesIO(body))
+    assert {field.name: str(field.type) for field in written} == {
+        KEY: "int64",
+        WHEN: "timestamp[us, tz=UTC]",
+        "select": "int16",
+        "naïve": "int32",
+        "semi;--colon": "int64",
+        "n_exact": "decimal128(38, 10)",
+        "n_big": "decimal256(50, 5)",
+        "n_free": "string",
+        "r": "float",
+        "d": "double",
+        "b": "bool",
+        "t": "string",
+        "vc": "string",
+        "bp": "string",
+        "by": "binary",
+        "en": "string",
+        "dt": "date32[day]",
+        "ts": "timestamp[us]",
+        "tstz": "timestamp[us, tz=UTC]",
+        "tm": "time64[us]",
+        "ttz": "string",
+        "iv": "struct<months: int32, days: int32, microseconds: int64>",
+        "u": "extension<arrow.uuid>",
+        "js": "extension<arrow.json>",
+        "jsb": "extension<arrow.json>",
+        "arr": "list<element: int32>",
+        "tarr": "list<element: string>",
+        "earr": "list<element: string>",
+        "comp": "struct<street: string, number: int32, since: date32[day]>",
+        "dom": "decimal128(12, 2)",
+    }
+    assert [field.name for field in written if not field.nullable] == [KEY, WHEN]
     schema = pl.read_parquet_schema(body)
     assert schema["n_exact"] == pl.Decimal(38, 10)
     assert schema["n_big"] == pl.Decimal(50, 5)
@@ -249,6 +285,68 @@ def test_the_direct_arrow_path_and_the_polars_path_write_the_same_file_contents(
     for one, other in zip(direct_rows, polars_rows, strict=True):
         for name in COLUMNS:
             assert values_equal(one[name], other[name]), (name, one[name], other[name])
+
+
+# Every element type that maps exactly, with NULL elements, empty arrays and NULL arrays.
+ARRAYS_DDL = """
+CREATE TABLE arrays (
+    id int PRIMARY KEY, created_at timestamptz NOT NULL,
+    a_int2 smallint[], a_int8 bigint[], a_real real[], a_double double precision[],
+    a_bool boolean[], a_num numeric(12,2)[], a_numfree numeric[], a_numbig numeric(50,5)[],
+    a_varchar varchar(5)[], a_char char(3)[], a_bytea bytea[], a_uuid uuid[],
+    a_json json[], a_jsonb jsonb[], a_ts timestamp[], a_tstz timestamptz[], a_time time[],
+    a_timetz timetz[], a_date date[]
+);
+INSERT INTO arrays VALUES
+(1, '2026-10-02 01:00+00', '{1,NULL,-32768}', '{9223372036854775807,NULL}',
+ '{1.5,NaN,-Infinity,NULL}', '{Infinity,-0,NULL}', '{true,NULL,false}', '{1.50,NULL,-0.01}',
+ '{1.5,NaN,NULL,123456789012345678901234567890.5}',
+ '{1.5,NULL}', '{ab,NULL,"x y"}', '{a,NULL," "}', '{"\\\\x00ff",NULL,"\\\\x"}',
+ '{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11,NULL}', ARRAY['{"b": 1,  "a": 2}'::json, NULL],
+ ARRAY['{"b": 1, "a": 2}'::jsonb, NULL], '{"2026-10-02 12:34:56.123456",NULL}',
+ '{"2026-10-02 12:34:56.123456+02",NULL}', '{12:34:56.5,NULL}', '{12:34:56+05:30,NULL}',
+ '{2026-10-02,NULL,0001-01-01}'),
+(2, '2026-10-02 02:00+00', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}',
+ '{}', '{}', '{}', '{}', '{}', '{}', '{}'),
+(3, '2026-10-02 03:00+00', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+ NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+"""
+ARRAY_COLUMNS = (
+    "id", "created_at", "a_int2", "a_int8", "a_real", "a_double", "a_bool", "a_num", "a_numfree",
+    "a_numbig", "a_varchar", "a_char", "a_bytea", "a_uuid", "a_json", "a_jsonb", "a_ts", "a_tstz",
+    "a_time", "a_timetz", "a_date",
+)  # fmt: skip
+# Kept as Postgres' text of each element (see the README's type table), so read back as text[].
+ARRAYS_AS_TEXT = ("a_numfree", "a_json", "a_jsonb", "a_timetz")
+
+
+def test_one_dimensional_arrays_of_every_exact_type_round_trip_with_null_elements(
+    pipeline: Pipeline,
+) -> None:
+    run_sql(pipeline.conninfo, ARRAYS_DDL)
+    table = spec(table="arrays", columns=ARRAY_COLUMNS)
+    assert pipeline.materialize(table, partition=DAY).success
+    select = sql.SQL(", ").join(
+        sql.SQL("{}::text[] AS {}").format(sql.Identifier(c), sql.Identifier(c))
+        if c in ARRAYS_AS_TEXT
+        else sql.Identifier(c)
+        for c in ARRAY_COLUMNS
+    )
+    with psycopg.connect(pipeline.conninfo, options="-c TimeZone=UTC") as connection:
+        cursor = connection.execute(sql.SQL("SELECT {} FROM arrays ORDER BY id").format(select))
+        expected = [dict(zip(ARRAY_COLUMNS, row, strict=True)) for row in cursor.fetchall()]
+    actual = pq.read_table(io.BytesIO(pipeline.partition_bytes(table, DAY))).to_pylist()
+    assert [row["id"] for row in actual] == [1, 2, 3]
+    for want, got in zip(expected, actual, strict=True):
+        for name in ARRAY_COLUMNS:
+            assert values_equal(want[name], got[name]), (name, want[name], got[name])
+    first = actual[0]
+    assert first["a_char"] == ["a  ", None, "   "]
+    assert first["a_jsonb"] == ['{"a": 2, "b": 1}', None]
+    assert first["a_json"] == ['{"b": 1,  "a": 2}', None]
+    assert first["a_numfree"][3] == "123456789012345678901234567890.5"
+    assert actual[1]["a_uuid"] == []
+    assert actual[2]["a_uuid"] is None
 
 
 def create_rows(pipeline: Pipeline) -> None:
@@ -344,7 +442,13 @@ def test_a_value_without_exact_representation_is_refused_before_publishing(
     result = hazards.materialize(hazard_spec(), partition=day, raise_on_error=False)
     assert not result.success
     error = failure_text(result)
-    assert f"{SCHEMA}.{TABLE}.{column} (" in error
+    [(declared_type,)] = query(
+        hazards.conninfo,
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute"
+        " WHERE attrelid = %s::regclass AND attname = %s",
+        (sql.Identifier(SCHEMA, TABLE).as_string(), column),
+    )
+    assert f"{SCHEMA}.{TABLE}.{column} ({declared_type})" in error
     assert f"primary key ({KEY}={10 + index})" in error
     assert f"[{day}]: nothing was published" in error
     assert values in error
@@ -405,27 +509,62 @@ def test_output_bytes_do_not_depend_on_session_or_client_settings(
 ) -> None:
     create(pipeline, TORTURE_DDL)
     create_rows(pipeline)
+    # A double whose shortest exact text needs 17 digits: extra_float_digits changes its text.
+    run_sql(
+        pipeline.conninfo,
+        sql.SQL("UPDATE {} SET d = 0.1::float8 + 0.2::float8 WHERE {} = 1")
+        .format(sql.Identifier(SCHEMA, TABLE), sql.Identifier(KEY))
+        .as_string(),
+    )
     text_everything = torture_spec(
         tuple(
             ColumnSpec(c, representation=Representation.TEXT)
-            if c in ("ts", "tstz", "iv", "comp")
+            if c in ("ts", "tstz", "iv", "comp", "d")
             else c
             for c in COLUMNS
         )
     )
+    [(database,)] = query(pipeline.conninfo, "SELECT current_database()")
     bodies: list[bytes] = []
-    for timezone, locale, style in (("UTC", "C", "ISO"), ("Asia/Kathmandu", "C.UTF-8", "German")):
+    for timezone, locale_name, style, server_defaults in (
+        ("UTC", "C", "ISO", ()),
+        (
+            "Asia/Kathmandu",
+            "C.utf8",
+            "German",
+            ("TimeZone = 'America/St_Johns'", "DateStyle = 'SQL, DMY'", "extra_float_digits = 0"),
+        ),
+    ):
+        for setting in server_defaults:
+            run_sql(
+                pipeline.conninfo,
+                sql.SQL("ALTER DATABASE {} SET ").format(sql.Identifier(database)).as_string()
+                + setting,
+            )
         monkeypatch.setenv("PGTZ", timezone)
         monkeypatch.setenv("TZ", timezone)
-        monkeypatch.setenv("LC_ALL", locale)
+        monkeypatch.setenv("LC_ALL", locale_name)
         monkeypatch.setenv("PGDATESTYLE", style)
-        monkeypatch.setenv("PGOPTIONS", f"-c IntervalStyle=sql_standard -c TimeZone={timezone}")
-        assert pipeline.materialize(text_everything, partition=DAY).success
+        monkeypatch.setenv(
+            "PGOPTIONS",
+            f"-c IntervalStyle=sql_standard -c TimeZone={timezone} -c extra_float_digits=-3",
+        )
+        # The process's own clock zone and locale too, not only the variables.
+        time.tzset()
+        previous_locale = locale.setlocale(locale.LC_ALL, locale_name)
+        try:
+            assert pipeline.materialize(text_everything, partition=DAY).success
+        finally:
+            locale.setlocale(locale.LC_ALL, previous_locale)
+            monkeypatch.undo()
+            time.tzset()
         bodies.append(pipeline.partition_bytes(text_everything, DAY))
     first, second = (pq.read_table(io.BytesIO(body)) for body in bodies)
     for name in first.column_names:
         assert values_equal(first.column(name).to_pylist(), second.column(name).to_pylist()), name
     assert bodies[0] == bodies[1]
     rows = second.to_pydict()
-    assert rows["tstz"][0] == "2026-10-02 10:34:56.123456+00"
-    assert json.dumps(rows["iv"][0]) == json.dumps("1 year 2 mons 3 days 04:05:06.789123")
+    first_row = rows[KEY].index(1)  # the UPDATE above moved it within the table
+    assert rows["tstz"][first_row] == "2026-10-02 10:34:56.123456+00"
+    assert rows["d"][first_row] == "0.30000000000000004"
+    assert json.dumps(rows["iv"][first_row]) == json.dumps("1 year 2 mons 3 days 04:05:06.789123")

@@ -3,9 +3,11 @@
 import datetime as dt
 
 import polars as pl
+import pyarrow as pa
 import pytest
 from psycopg.conninfo import make_conninfo
 
+from etl_assets.lib.checks import SCHEMA_CHECK, CheckOutcome
 from etl_assets.lib.extract import (
     ConnectionSettings,
     ExtractError,
@@ -111,6 +113,36 @@ def test_a_row_limit_in_the_transform_still_drains_and_counts_the_window(events_
             assert read.frame.collect().height == 3
             read.stats.check_complete("public.events")
             assert read.stats.rows_read == 24
+
+
+def schema_check(outcomes: list[CheckOutcome]) -> CheckOutcome:
+    return next(o for o in outcomes if o.name == SCHEMA_CHECK)
+
+
+def test_without_a_transform_the_file_must_have_exactly_the_planned_schema(
+    events_db: str,
+) -> None:
+    with extract_of(events_db, DAY1).open() as opened:
+        planned = opened.plan.arrow_schema
+        read = next(opened.partitions)
+        rows = pa.Table.from_batches(list(read.lake_batches()), schema=planned)
+        assert schema_check(read.check_outcomes(rows.schema)).passed
+        retyped = rows.schema.set(0, pa.field("id", pa.int32()))
+        failed = schema_check(read.check_outcomes(retyped))
+        assert failed.blocking
+        assert not failed.passed
+        assert "id: planned int64, written int32" in failed.description
+        moved = pa.schema(list(reversed(list(rows.schema))))
+        assert "columns in the order" in schema_check(read.check_outcomes(moved)).description
+
+
+def test_a_transform_may_change_the_schema_and_the_check_reports_how(events_db: str) -> None:
+    with extract_of(events_db, DAY1).with_transform(lambda f: f.drop("amount")).open() as opened:
+        read = next(opened.partitions)
+        written = read.frame.collect().to_arrow().schema
+        check = schema_check(read.check_outcomes(written))
+    assert check.passed
+    assert check.metadata["written_vs_planned"].startswith("amount: not written")
 
 
 def test_a_window_can_only_be_streamed_once(events_db: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import dagster as dg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
@@ -68,3 +70,27 @@ def test_the_password_never_reaches_the_event_log(
     assert not [entry for entry in recorded if password in entry]
     assert password not in str(run.run_config)
     assert password not in str(run.tags)
+
+
+def test_libpq_variables_fill_in_what_the_dsn_leaves_out(
+    pipeline: Pipeline, pg_server: ServerAddress, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source_db = pipeline.conninfo
+    run_sql(source_db, "CREATE TABLE events (id int PRIMARY KEY, created_at timestamptz NOT NULL)")
+    run_sql(source_db, "INSERT INTO events VALUES (1, '2026-10-02 10:00+00')")
+    role = f"env_reader_{uuid.uuid4().hex[:8]}"
+    run_sql(
+        source_db,
+        f"CREATE ROLE {role} LOGIN PASSWORD 'env-reader-pw'; GRANT SELECT ON events TO {role}",
+    )
+    # The DSN names only the host; user, password and database come from libpq's variables.
+    monkeypatch.setenv("PGUSER", role)
+    monkeypatch.setenv("PGPASSWORD", "env-reader-pw")
+    monkeypatch.setenv("PGDATABASE", str(conninfo_to_dict(source_db)["dbname"]))
+    monkeypatch.setenv("PGPORT", str(pg_server.port))
+    table = spec(columns=("id", "created_at"))
+    result = pipeline.materialize(
+        table, partition="2026-10-02", source={"dsn": f"host={pg_server.host}"}
+    )
+    assert result.success
+    assert pipeline.metadata(table, "2026-10-02")["dagster/row_count"] == 1
