@@ -9,9 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from psycopg.conninfo import make_conninfo
 
+from etl_assets.devstack.demo import declared_tables
 from etl_assets.devstack.postgres import free_port
-from etl_assets.devstack.stack import PROJECT_ROOT
+from etl_assets.devstack.s3 import S3Endpoint
+from etl_assets.devstack.stack import LAKE_BUCKET, LAKE_PREFIX, PROJECT_ROOT
+from etl_assets.devstack.verify import compare_table_partition
 from etl_assets_tests.support import graphql, healthy_daemons, wait_for
 
 
@@ -52,6 +56,23 @@ def test_dev_serves_the_ui_and_daemon_until_interrupted(tmp_path: Path) -> None:
         env_file = (tmp_path / "stack.env").read_text()
         pg_port = int(env_file.split("@127.0.0.1:")[1].split("/")[0])
         assert port_is_open(pg_port)
+        # The lake is up for a person to explore: an outside reader finds the demo's partitions.
+        variables = dict(
+            line.removeprefix("export ").split("=", 1) for line in env_file.splitlines() if line
+        )
+        endpoint = S3Endpoint(url=variables["AWS_ENDPOINT_URL"].strip("'"))
+        source = make_conninfo(
+            variables["ETL_ASSETS_DAGSTER_PG_URL"]
+            .strip("'")
+            .replace("postgresql+psycopg2://", "postgresql://"),
+            dbname="shop",
+        )
+        orders = declared_tables()["raw/shop/sales/orders"]
+        comparison = compare_table_partition(
+            source, endpoint, f"{LAKE_BUCKET}/{LAKE_PREFIX}", orders, "2026-10-05"
+        )
+        assert comparison.equal, comparison.describe()
+        assert comparison.source_rows > 0
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=120)
         assert process.returncode == 0, output

@@ -130,7 +130,10 @@ def test_a_ui_backfill_survives_a_daemon_restart_without_duplicates_or_gaps(
     backfill_id = launch_page_views_backfill(running, keys)
     instance = running.instance()
     wait_for(lambda: len(backfill_runs(instance, backfill_id)) >= 1, 180, "the first run")
+    at_restart = backfill_runs(instance, backfill_id)
     running.restart_daemon()
+    # The restart fell in the middle of the backfill: runs were still queued or running.
+    assert not all(run.is_finished for run in at_restart)
 
     def finished() -> bool:
         status = graphql(running.port, BACKFILL_STATUS, {"id": backfill_id})
@@ -256,3 +259,81 @@ def test_a_backfill_in_runs_of_separate_processes_holds_the_source_pool_across_t
         comparison = compare_table_partition(source, running.stack.s3, lake, page_views, key)
         assert comparison.equal, (key, comparison.first_difference)
         assert comparison.source_rows > 0
+
+
+LAUNCH_RUN = """
+mutation($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+  }
+}
+"""
+
+
+def launch_partition_run(running: Running, key: str, tags: dict[str, str]) -> str:
+    """Materialize one page-views partition as the UI's Materialize button does; the run id."""
+    selector = {
+        "repositoryLocationName": "etl_assets",
+        "repositoryName": "__repository__",
+        "jobName": "__ASSET_JOB",
+        "assetSelection": [{"path": PAGE_VIEWS}],
+        "assetCheckSelection": [],
+    }
+    run_tags = {"dagster/partition": key, **tags}
+    launched = graphql(
+        running.port,
+        LAUNCH_RUN,
+        {
+            "params": {
+                "selector": selector,
+                "mode": "default",
+                "executionMetadata": {
+                    "tags": [{"key": k, "value": v} for k, v in run_tags.items()]
+                },
+            }
+        },
+    )["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    return launched["run"]["runId"]
+
+
+def test_a_run_over_its_maximum_runtime_is_failed_by_monitoring_and_retried(
+    running: Running,
+) -> None:
+    # With the local run launcher, which cannot check on its workers, the maximum runtime is
+    # what ends a run that hangs (a dead worker too); run_retries then launches it again.
+    key = "2026-10-20"
+    instance = running.instance()
+    source = running.stack.source_conninfo()
+    with psycopg.connect(source) as blocker:
+        blocker.execute("LOCK TABLE web.page_views IN ACCESS EXCLUSIVE MODE")
+        run_id = launch_partition_run(running, key, {"dagster/max_runtime": "20"})
+
+        def ended() -> bool:
+            run = instance.get_run_by_id(run_id)
+            return run is not None and run.is_finished
+
+        wait_for(ended, 300, "run monitoring to end the run over its maximum runtime", poll=2)
+        blocker.rollback()
+    hung = instance.get_run_by_id(run_id)
+    assert hung is not None
+    assert hung.status == dg.DagsterRunStatus.FAILURE
+    messages = [entry.message for entry in instance.all_logs(run_id)]
+    assert any("Exceeded maximum runtime of 20 seconds" in m for m in messages), messages[-5:]
+
+    def retried() -> dg.DagsterRun | None:
+        children = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/parent_run_id": run_id}))
+        return children[0] if children and children[0].is_finished else None
+
+    wait_for(lambda: retried() is not None, 300, "the automatic retry", poll=2)
+    retry = retried()
+    assert retry is not None
+    assert retry.status == dg.DagsterRunStatus.SUCCESS
+    assert retry.tags["dagster/retry_number"] == "1"
+    assert materialized_partitions(instance, PAGE_VIEWS, {retry.run_id}) == [key]
+    page_views = declared_tables()["raw/shop/web/page_views"]
+    lake = f"{LAKE_BUCKET}/{LAKE_PREFIX}"
+    comparison = compare_table_partition(source, running.stack.s3, lake, page_views, key)
+    assert comparison.equal, comparison.describe()
