@@ -29,7 +29,47 @@ def conform_array(array: AnyArray, target: pa.DataType) -> AnyArray:
     if isinstance(target, pa.BaseExtensionType):
         converted = conform_array(array, target.storage_type)
         return pa.ExtensionArray.from_storage(target, converted)
+    if _holds_intervals(source_type):
+        return _conform_intervals(array, target)
     return pc.cast(array, target, safe=True)
+
+
+def _conform_intervals(array: AnyArray, target: pa.DataType) -> AnyArray:
+    """Intervals as structs, also inside lists and structs.
+
+    Arrow's cast cannot turn month_day_nano into a struct at any depth, so each container is
+    rebuilt around converted children.
+    """
+    if array.type == pa.month_day_nano_interval() and isinstance(target, pa.StructType):
+        return interval_struct(array, target)
+    if isinstance(array, pa.ListArray) and isinstance(target, pa.ListType):
+        # A sliced list's offsets start past 0: rebase them onto the values they cover.
+        offsets = array.offsets
+        first, last = offsets[0].as_py(), offsets[-1].as_py()
+        values = conform_array(array.values.slice(first, last - first), target.value_type)
+        return pa.ListArray.from_arrays(
+            pc.subtract(offsets, first), values, type=target, mask=array.is_null()
+        )
+    if isinstance(array, pa.StructArray) and isinstance(target, pa.StructType):
+        children = [
+            conform_array(child, target.field(i).type) for i, child in enumerate(array.flatten())
+        ]
+        return pa.StructArray.from_arrays(
+            children,
+            fields=[target.field(i) for i in range(target.num_fields)],
+            mask=array.is_null(),
+        )
+    raise TypeError(f"cannot convert {array.type} to {target}")
+
+
+def _holds_intervals(arrow_type: pa.DataType) -> bool:
+    if arrow_type == pa.month_day_nano_interval():
+        return True
+    if isinstance(arrow_type, pa.ListType):
+        return _holds_intervals(arrow_type.value_type)
+    if isinstance(arrow_type, pa.StructType):
+        return any(_holds_intervals(f.type) for f in arrow_type)
+    return False
 
 
 def conform_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:

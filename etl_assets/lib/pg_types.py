@@ -448,8 +448,6 @@ class Planner:
             if element.category == "A" or element.kind == "c":
                 raise self._unsupported(column, f"arrays of {element.name}")
             scalar = self._scalar(element, element_typmod, column)
-            if scalar.kind is not ReadKind.DIRECT:
-                raise self._unsupported(column, f"arrays of {element.name}")
             cast = sql.SQL("{}[]").format(scalar.cast) if scalar.cast is not None else None
             shape = sql.SQL("(array_ndims({e}) > 1 OR array_lower({e}, 1) <> 1)").format(
                 e=expression
@@ -486,8 +484,6 @@ class Planner:
             scalar, member_hazards = self._plan_value(
                 column, member_base, member_typmod, member_expression
             )
-            if scalar.kind is not ReadKind.DIRECT:
-                raise self._unsupported(column, f"a composite with a {member_base.name} field")
             select = (
                 member_expression if scalar.cast is None else _cast(member_expression, scalar.cast)
             )

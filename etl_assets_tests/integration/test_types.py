@@ -289,13 +289,14 @@ def test_the_direct_arrow_path_and_the_polars_path_write_the_same_file_contents(
 
 # Every element type that maps exactly, with NULL elements, empty arrays and NULL arrays.
 ARRAYS_DDL = """
+CREATE TYPE stint AS (label text, length interval);
 CREATE TABLE arrays (
     id int PRIMARY KEY, created_at timestamptz NOT NULL,
     a_int2 smallint[], a_int8 bigint[], a_real real[], a_double double precision[],
     a_bool boolean[], a_num numeric(12,2)[], a_numfree numeric[], a_numbig numeric(50,5)[],
     a_varchar varchar(5)[], a_char char(3)[], a_bytea bytea[], a_uuid uuid[],
     a_json json[], a_jsonb jsonb[], a_ts timestamp[], a_tstz timestamptz[], a_time time[],
-    a_timetz timetz[], a_date date[]
+    a_timetz timetz[], a_date date[], a_interval interval[], c_interval stint
 );
 INSERT INTO arrays VALUES
 (1, '2026-10-02 01:00+00', '{1,NULL,-32768}', '{9223372036854775807,NULL}',
@@ -305,22 +306,25 @@ INSERT INTO arrays VALUES
  '{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11,NULL}', ARRAY['{"b": 1,  "a": 2}'::json, NULL],
  ARRAY['{"b": 1, "a": 2}'::jsonb, NULL], '{"2026-10-02 12:34:56.123456",NULL}',
  '{"2026-10-02 12:34:56.123456+02",NULL}', '{12:34:56.5,NULL}', '{12:34:56+05:30,NULL}',
- '{2026-10-02,NULL,0001-01-01}'),
+ '{2026-10-02,NULL,0001-01-01}', '{"1 year 2 mons 3 days 04:05:06.789123",NULL,"-1 mons 2 us"}',
+ ROW('shift', '-2 days 00:00:01')),
 (2, '2026-10-02 02:00+00', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}',
- '{}', '{}', '{}', '{}', '{}', '{}', '{}'),
+ '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', ROW(NULL, NULL)),
 (3, '2026-10-02 03:00+00', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
- NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+ NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
 """
 ARRAY_COLUMNS = (
     "id", "created_at", "a_int2", "a_int8", "a_real", "a_double", "a_bool", "a_num", "a_numfree",
     "a_numbig", "a_varchar", "a_char", "a_bytea", "a_uuid", "a_json", "a_jsonb", "a_ts", "a_tstz",
-    "a_time", "a_timetz", "a_date",
+    "a_time", "a_timetz", "a_date", "a_interval", "c_interval",
 )  # fmt: skip
+# Postgres keeps an interval as months, days and microseconds; so does the lake.
+INTERVALS = ("a_interval", "c_interval")
 # Kept as Postgres' text of each element (see the README's type table), so read back as text[].
 ARRAYS_AS_TEXT = ("a_numfree", "a_json", "a_jsonb", "a_timetz")
 
 
-def test_one_dimensional_arrays_of_every_exact_type_round_trip_with_null_elements(
+def test_arrays_of_every_exact_type_and_intervals_in_composites_round_trip(
     pipeline: Pipeline,
 ) -> None:
     run_sql(pipeline.conninfo, ARRAYS_DDL)
@@ -331,16 +335,31 @@ def test_one_dimensional_arrays_of_every_exact_type_round_trip_with_null_element
         if c in ARRAYS_AS_TEXT
         else sql.Identifier(c)
         for c in ARRAY_COLUMNS
+        if c not in INTERVALS
     )
     with psycopg.connect(pipeline.conninfo, options="-c TimeZone=UTC") as connection:
         cursor = connection.execute(sql.SQL("SELECT {} FROM arrays ORDER BY id").format(select))
-        expected = [dict(zip(ARRAY_COLUMNS, row, strict=True)) for row in cursor.fetchall()]
+        names = [c for c in ARRAY_COLUMNS if c not in INTERVALS]
+        expected = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
     actual = pq.read_table(io.BytesIO(pipeline.partition_bytes(table, DAY))).to_pylist()
     assert [row["id"] for row in actual] == [1, 2, 3]
     for want, got in zip(expected, actual, strict=True):
-        for name in ARRAY_COLUMNS:
+        for name in want:
             assert values_equal(want[name], got[name]), (name, want[name], got[name])
     first = actual[0]
+    assert first["a_interval"] == [
+        {"months": 14, "days": 3, "microseconds": 14_706_789_123},
+        None,
+        {"months": -1, "days": 0, "microseconds": 2},
+    ]
+    assert first["c_interval"] == {
+        "label": "shift",
+        "length": {"months": 0, "days": -2, "microseconds": 1_000_000},
+    }
+    assert actual[1]["a_interval"] == []
+    assert actual[1]["c_interval"] == {"label": None, "length": None}
+    assert actual[2]["a_interval"] is None
+    assert actual[2]["c_interval"] is None
     assert first["a_char"] == ["a  ", None, "   "]
     assert first["a_jsonb"] == ['{"a": 2, "b": 1}', None]
     assert first["a_json"] == ['{"b": 1,  "a": 2}', None]

@@ -12,6 +12,7 @@ from etl_assets.lib.arrow_types import (
     output_schema,
     polars_schema,
 )
+from etl_assets.lib.pg_types import INTERVAL_TYPE
 
 
 def test_numeric_text_becomes_an_exact_decimal() -> None:
@@ -57,3 +58,27 @@ def test_wide_decimals_travel_as_text_and_are_written_as_decimal256() -> None:
     frame = pl.DataFrame({"n": ["123456789012345678901234567890123456789012345.12345"]})
     schema = output_schema(frame.schema, PlannedSchema(lake=lake, frames=frames))
     assert schema.field("n").type == pa.decimal256(50, 5)
+
+
+def test_intervals_inside_lists_and_structs_become_structs_even_in_a_slice() -> None:
+    # (months, days, nanoseconds), as the driver returns Postgres intervals.
+    day, month = (0, 1, 0), (-1, 0, 2_000)
+    lists = pa.array(
+        [[day], None, [month, None], []], pa.list_(pa.month_day_nano_interval())
+    ).slice(1)
+    converted = conform_array(lists, pa.list_(INTERVAL_TYPE))
+    assert converted.to_pylist() == [
+        None,
+        [{"months": -1, "days": 0, "microseconds": 2}, None],
+        [],
+    ]
+    records = pa.StructArray.from_arrays(
+        [pa.array([day, month], pa.month_day_nano_interval()), pa.array(["a", "b"])],
+        names=["length", "label"],
+        mask=pa.array([False, True]),
+    )
+    target = pa.struct([pa.field("length", INTERVAL_TYPE), pa.field("label", pa.string())])
+    assert conform_array(records, target).to_pylist() == [
+        {"length": {"months": 0, "days": 1, "microseconds": 0}, "label": "a"},
+        None,
+    ]
