@@ -88,18 +88,23 @@ def pipeline(
 
 
 @pytest.fixture(scope="session")
-def instance_database(pg_server: ServerAddress) -> str:
-    """The database holding the test Dagster instance's storage."""
-    create_database(pg_server, "dagster_test")
-    return pg_server.url("dagster_test", driver="postgresql+psycopg2")
+def instance_database(pg_server: ServerAddress, worker_id: str) -> str:
+    """The database holding this xdist worker's test Dagster instance storage.
+
+    One per worker, so that workers sharing an external server never see each other's runs.
+    """
+    name = f"dagster_test_{worker_id}"
+    create_database(pg_server, name)
+    return pg_server.url(name, driver="postgresql+psycopg2")
 
 
 @pytest.fixture
 def instance(instance_database: str, tmp_path: Path) -> Generator[dg.DagsterInstance]:
     """A Dagster instance on dagster-postgres storage, empty at the start of each test.
 
-    The storage database is shared by the tests of one xdist worker, which run one at a time;
-    wiping it keeps one test's runs and materializations out of the next one's counts.
+    The storage database belongs to one xdist worker, whose tests run one at a time; wiping
+    its runs and event log keeps one test's runs and materializations out of the next one's
+    counts.
     """
     overrides = {"storage": {"postgres": {"postgres_url": instance_database}}}
     with dg.instance_for_test(overrides=overrides, temp_dir=str(tmp_path)) as test_instance:

@@ -12,6 +12,7 @@ from etl_assets.lib.extract import ConnectionSettings
 from etl_assets.lib.incremental import (
     ChangeCursor,
     ChangedWindow,
+    SourceClock,
     TickPlan,
     WindowBounds,
     plan_tick,
@@ -29,25 +30,44 @@ PARTITION_TAG = "dagster/partition"
 
 
 def failing_partitions(
-    instance: dg.DagsterInstance, sensor_name: str, *, runs_to_read: int = 500
+    instance: dg.DagsterInstance,
+    sensor_name: str,
+    asset_key: dg.AssetKey,
+    *,
+    runs_to_read: int = 500,
 ) -> dict[str, int]:
     """The partitions whose latest run from this sensor failed, with how many failed in a row.
 
-    Run retries count: a retried run carries its parent's sensor tag.
+    Run retries count: a retried run carries its parent's sensor tag. A partition materialized
+    after its failed run (from the UI, a backfill, the reconcile schedule) is not failing.
     """
-    runs = instance.get_runs(
+    records = instance.get_run_records(
         filters=dg.RunsFilter(tags={SENSOR_NAME_TAG: sensor_name}), limit=runs_to_read
     )
     failed_in_a_row: dict[str, int] = {}
+    failed_at: dict[str, float] = {}
     settled: set[str] = set()
-    for run in runs:  # newest first
+    for record in records:  # newest first
+        run = record.dagster_run
         key = run.tags.get(PARTITION_TAG)
         if key is None or key in settled:
             continue
         if run.status == dg.DagsterRunStatus.FAILURE:
             failed_in_a_row[key] = failed_in_a_row.get(key, 0) + 1
+            failed_at.setdefault(key, record.end_time or record.create_timestamp.timestamp())
         else:
             settled.add(key)
+    if failed_in_a_row:
+        materializations = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=list(failed_in_a_row)),
+            limit=10_000,
+        ).records
+        for materialization in materializations:
+            event = materialization.asset_materialization
+            key = event.partition if event is not None else None
+            if key in failed_at and materialization.timestamp > failed_at[key]:
+                del failed_at[key]
+                del failed_in_a_row[key]
     return failed_in_a_row
 
 
@@ -172,7 +192,7 @@ def build_change_sensor(
         )
         for note in tick.notes:
             context.log.info(note)
-        failing = failing_partitions(context.instance, sensor_name)
+        failing = failing_partitions(context.instance, sensor_name, asset_key)
         notes = [*tick.notes]
         if failing:
             context.log.warning(describe_failing(failing))
@@ -243,32 +263,42 @@ def build_reconcile_schedule(
         context: dg.ScheduleEvaluationContext, **resources: object
     ) -> Sequence[dg.RunRequest] | dg.SkipReason:
         now = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
-        closed = _windows(partitions_def, now)[-settings.partitions :]
-        windows = [PartitionWindow(w.key, w.start, w.end) for w in closed]
+        lag = spec.incremental.settle_lag if spec.incremental else dt.timedelta(0)
+        ended = _windows(partitions_def, now)
+
+        def newest_settled(clock: SourceClock) -> list[PartitionWindow]:
+            # The settle rule of the change sensor: a window still settling is not compared.
+            if clock.hidden_sessions or clock.prepared_transactions:
+                return []
+            settled = [w for w in ended if w.end <= clock.safe_time and w.end + lag <= clock.now]
+            return [PartitionWindow(w.key, w.start, w.end) for w in settled[-settings.partitions :]]
+
         clock, current = fingerprint_windows(
             _settings(resources[resource_key]),
             spec,
-            windows,
+            newest_settled,
             f"reconcile {asset_key.to_user_string()}",
         )
-        lag = spec.incremental.settle_lag if spec.incremental else dt.timedelta(0)
-        ends = {w.key: w.end for w in closed}
-        # The settle rule of the change sensor: a window still settling is not compared yet.
-        settled = {
-            k: f
-            for k, f in current.items()
-            if ends[k] <= clock.safe_time and ends[k] + lag <= clock.now
-        }
-        if not settled:
+        if clock.hidden_sessions or clock.prepared_transactions:
             return dg.SkipReason(
-                f"none of the newest {len(closed)} closed partitions has settled yet "
-                f"(window end + {lag}, and no transaction open from before it)"
+                "cannot tell which windows have settled: "
+                + (
+                    f"{clock.hidden_sessions} session(s) of other roles are hidden (grant "
+                    "pg_read_all_stats)"
+                    if clock.hidden_sessions
+                    else f"{clock.prepared_transactions} prepared transaction(s) are pending"
+                )
+            )
+        if not current:
+            return dg.SkipReason(
+                f"no partition has settled yet (window end + {lag}, and no transaction open "
+                "from before it)"
             )
         drifts = reconcile(
-            settled, recorded_fingerprints(context.instance, asset_key, list(settled))
+            current, recorded_fingerprints(context.instance, asset_key, list(current))
         )
         if not drifts:
-            return dg.SkipReason(f"the newest {len(settled)} closed partitions match the source")
+            return dg.SkipReason(f"the newest {len(current)} settled partitions match the source")
         return [
             dg.RunRequest(
                 run_key=f"{drift.key}:reconcile:{drift.current}",

@@ -7,7 +7,7 @@ The clock, recent changes and window fingerprints, each in a short read-only ses
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from etl_assets.lib import sql as q
@@ -88,12 +88,17 @@ def scan_changes(
 def fingerprint_windows(
     settings: ConnectionSettings,
     spec: TableSpec,
-    windows: Sequence[PartitionWindow],
+    choose: Callable[[SourceClock], Sequence[PartitionWindow]],
     purpose: str,
 ) -> tuple[SourceClock, dict[str, Fingerprint]]:
-    """The clock and each window's fingerprint, computed as the reader computes it."""
+    """The clock, and the fingerprint of each window `choose(clock)` picks.
+
+    The fingerprints are computed as the reader computes them, in the snapshot the clock was
+    read in.
+    """
     with Snapshot(settings, f"etl-assets {purpose}") as snapshot:
         clock = read_clock(snapshot)
+        windows = choose(clock)
         plan: TablePlan = snapshot.plan(spec)
         rows = (
             snapshot.query(

@@ -10,8 +10,8 @@ Three facts drive every decision, all read from Postgres:
   of (oldest change, partition key). When more windows changed than one tick may request, the
   range stays fixed and the cursor keeps the position of the last requested window (the
   tie-breaker), so the next tick carries on after it: a bulk update that stamps hundreds of
-  windows with the same `now()` is requested over several ticks, never skipped and never
-  requested twice;
+  windows with the same `now()` is requested over several ticks, none skipped and none
+  repeated unless it changes again meanwhile;
 * the windows that closed since the last tick: a window is closed once `end + settle lag` has
   passed and `end` is before the safe time.
 """
@@ -269,7 +269,7 @@ def plan_tick(
                         backlog_until=range_end,
                         requested_through=position,
                     ),
-                    (f"more windows changed than {max_requests}; the next tick carries on",),
+                    (f"more than {max_requests} partitions to request; the next tick carries on",),
                 )
             requests.append(
                 Request(

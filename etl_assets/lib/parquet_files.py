@@ -51,6 +51,7 @@ class WrittenFile:
     rows: int
     row_groups: int
     schema: pa.Schema
+    """The Arrow schema the file's footer gives a reader."""
     size: int
     first_rows: tuple[dict[str, object], ...] = ()
     """The first rows written, as Python values, when the writer was asked to keep some."""
@@ -135,13 +136,14 @@ def write_batches(
     rows = file.rows_submitted
     if metadata.num_rows != rows:
         raise VerificationError(f"file footer says {metadata.num_rows} rows, {rows} were written")
-    written_columns = metadata.schema.to_arrow_schema().names
-    if written_columns != schema.names:
-        raise VerificationError(f"file has columns {written_columns}, expected {schema.names}")
+    # The schema as a reader will see it, from the file's own footer.
+    footer_schema = metadata.schema.to_arrow_schema()
+    if footer_schema.names != schema.names:
+        raise VerificationError(f"file has columns {footer_schema.names}, expected {schema.names}")
     return WrittenFile(
         rows=rows,
         row_groups=metadata.num_row_groups,
-        schema=schema,
+        schema=footer_schema,
         size=sink.tell(),
         first_rows=tuple(first_rows),
     )

@@ -169,3 +169,30 @@ def test_the_first_rows_are_kept_across_row_groups_when_asked() -> None:
     assert kept.row_groups == 2
     assert kept.first_rows == ({"id": 0}, {"id": 1}, {"id": 2})
     assert write_batches(iter(batches), schema, io.BytesIO(), settings).first_rows == ()
+
+
+def test_the_written_schema_is_read_from_the_files_own_footer() -> None:
+    schema = pa.schema(
+        [
+            pa.field("id", pa.int64(), nullable=False),
+            pa.field("ref", pa.uuid()),
+            pa.field("doc", pa.json_(pa.string())),
+            pa.field("big", pa.decimal256(50, 5)),
+        ]
+    )
+    batch = pa.record_batch(
+        [
+            pa.array([1], pa.int64()),
+            pa.array([uuid.uuid4().bytes], pa.uuid()),
+            pa.array(['{"a": 1}'], pa.json_(pa.string())),
+            pa.array([None], pa.decimal256(50, 5)),
+        ],
+        schema=schema,
+    )
+    sink = io.BytesIO()
+    written = write_batches([batch], schema, sink, ParquetSettings())
+    sink.seek(0)
+    assert written.schema is not schema
+    assert written.schema.equals(pq.read_schema(sink))
+    assert [f.type for f in written.schema] == [f.type for f in schema]
+    assert not written.schema.field("id").nullable
