@@ -1,5 +1,6 @@
 """The sensor and schedule that keep one table's partitions current (see lib/incremental.py)."""
 
+import bisect
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import replace
@@ -17,6 +18,7 @@ from etl_assets.lib.incremental import (
     WindowBounds,
     plan_tick,
     reconcile,
+    settle_blocker,
 )
 from etl_assets.lib.tables import TableSpec
 from etl_assets.lib.windows import PartitionWindow
@@ -57,18 +59,12 @@ def failing_partitions(
             failed_at.setdefault(key, record.end_time or record.create_timestamp.timestamp())
         else:
             settled.add(key)
-    if failed_in_a_row:
-        materializations = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=list(failed_in_a_row)),
-            limit=10_000,
-        ).records
-        for materialization in materializations:
-            event = materialization.asset_materialization
-            key = event.partition if event is not None else None
-            if key in failed_at and materialization.timestamp > failed_at[key]:
-                del failed_at[key]
-                del failed_in_a_row[key]
-    return failed_in_a_row
+    latest = latest_materializations(instance, asset_key, list(failed_in_a_row))
+    return {
+        key: count
+        for key, count in failed_in_a_row.items()
+        if key not in latest or latest[key].timestamp <= failed_at[key]
+    }
 
 
 def describe_failing(failing: dict[str, int]) -> str:
@@ -83,15 +79,31 @@ def describe_failing(failing: dict[str, int]) -> str:
     )
 
 
-def _windows(
-    partitions_def: dg.TimeWindowPartitionsDefinition, until: dt.datetime
+def _window(partitions_def: dg.TimeWindowPartitionsDefinition, key: str) -> WindowBounds:
+    window = partitions_def.time_window_for_partition_key(key)
+    return WindowBounds(key, window.start, window.end)
+
+
+def _tick_windows(
+    partitions_def: dg.TimeWindowPartitionsDefinition,
+    until: dt.datetime,
+    ended_after: dt.datetime | None,
+    changed_keys: set[str],
 ) -> list[WindowBounds]:
+    """The windows one tick decides on, in order.
+
+    Those ended by `until` that end after `ended_after` (all of them when None), and those of
+    the changed keys: a table's history can hold tens of thousands of windows, and a tick
+    computes only these.
+    """
     keys = partitions_def.get_partition_keys(current_time=until)
-    return [
-        WindowBounds(key, window.start, window.end)
-        for key in keys
-        for window in [partitions_def.time_window_for_partition_key(key)]
-    ]
+    first = (
+        0
+        if ended_after is None
+        else bisect.bisect_right(keys, ended_after, key=lambda k: _window(partitions_def, k).end)
+    )
+    wanted = {*keys[first:], *(changed_keys & set(keys[:first]))}
+    return [_window(partitions_def, key) for key in keys if key in wanted]
 
 
 def _keys_for(
@@ -136,12 +148,14 @@ def evaluate_changes(
     assert incremental is not None
     scan = scan_changes(settings, spec, cursor.watermark, purpose, until=cursor.scan_until)
     clock = replace(scan.clock, now=scan.clock.now + clock_shift)
-    windows = _windows(partitions_def, clock.now)
     changed = [
         ChangedWindow(key, bucket.oldest_change, bucket.newest_change, bucket.rows)
         for bucket in scan.changed
         for key in _keys_for(partitions_def, spec.timezone, bucket)
     ]
+    windows = _tick_windows(
+        partitions_def, clock.now, cursor.closed_through, {c.key for c in changed}
+    )
     tick = plan_tick(
         cursor,
         clock,
@@ -214,24 +228,32 @@ def build_change_sensor(
     return changes
 
 
+def latest_materializations(
+    instance: dg.DagsterInstance, asset_key: dg.AssetKey, keys: Sequence[str]
+) -> dict[str, dg.EventLogRecord]:
+    """The latest materialization record of each of these partitions that has one."""
+    latest: dict[str, dg.EventLogRecord] = {}
+    if not keys:
+        return latest
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=list(keys)), limit=10_000
+    ).records
+    for record in records:  # newest first
+        event = record.asset_materialization
+        if event is not None and event.partition is not None:
+            latest.setdefault(event.partition, record)
+    return latest
+
+
 def recorded_fingerprints(
     instance: dg.DagsterInstance, asset_key: dg.AssetKey, keys: Sequence[str]
 ) -> dict[str, str | None]:
     """The fingerprint recorded with each partition's latest materialization."""
     recorded: dict[str, str | None] = dict.fromkeys(keys)
-    if not keys:
-        return recorded
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=list(keys)), limit=10_000
-    ).records
-    seen: set[str] = set()
-    for record in records:  # newest first
+    for key, record in latest_materializations(instance, asset_key, keys).items():
         event = record.asset_materialization
-        if event is None or event.partition is None or event.partition in seen:
-            continue
-        seen.add(event.partition)
-        value = event.metadata.get(FINGERPRINT_METADATA_KEY)
-        recorded[event.partition] = str(getattr(value, "value", value)) if value else None
+        value = event.metadata.get(FINGERPRINT_METADATA_KEY) if event is not None else None
+        recorded[key] = str(getattr(value, "value", value)) if value else None
     return recorded
 
 
@@ -264,14 +286,20 @@ def build_reconcile_schedule(
     ) -> Sequence[dg.RunRequest] | dg.SkipReason:
         now = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
         lag = spec.incremental.settle_lag if spec.incremental else dt.timedelta(0)
-        ended = _windows(partitions_def, now)
+        ended = partitions_def.get_partition_keys(current_time=now)
 
         def newest_settled(clock: SourceClock) -> list[PartitionWindow]:
             # The settle rule of the change sensor: a window still settling is not compared.
-            if clock.hidden_sessions or clock.prepared_transactions:
+            if settle_blocker(clock) is not None:
                 return []
-            settled = [w for w in ended if w.end <= clock.safe_time and w.end + lag <= clock.now]
-            return [PartitionWindow(w.key, w.start, w.end) for w in settled[-settings.partitions :]]
+            settled: list[PartitionWindow] = []
+            for key in reversed(ended):  # newest first, only as far back as needed
+                window = _window(partitions_def, key)
+                if window.end <= clock.safe_time and window.end + lag <= clock.now:
+                    settled.insert(0, PartitionWindow(key, window.start, window.end))
+                    if len(settled) == settings.partitions:
+                        break
+            return settled
 
         clock, current = fingerprint_windows(
             _settings(resources[resource_key]),
@@ -279,16 +307,9 @@ def build_reconcile_schedule(
             newest_settled,
             f"reconcile {asset_key.to_user_string()}",
         )
-        if clock.hidden_sessions or clock.prepared_transactions:
-            return dg.SkipReason(
-                "cannot tell which windows have settled: "
-                + (
-                    f"{clock.hidden_sessions} session(s) of other roles are hidden (grant "
-                    "pg_read_all_stats)"
-                    if clock.hidden_sessions
-                    else f"{clock.prepared_transactions} prepared transaction(s) are pending"
-                )
-            )
+        blocker = settle_blocker(clock)
+        if blocker is not None:
+            return dg.SkipReason(blocker)
         if not current:
             return dg.SkipReason(
                 f"no partition has settled yet (window end + {lag}, and no transaction open "

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from etl_assets.lib import sql as q
 from etl_assets.lib.extract import ConnectionSettings, Snapshot
-from etl_assets.lib.incremental import Fingerprint, SourceClock
+from etl_assets.lib.incremental import Fingerprint, SourceClock, settle_blocker
 from etl_assets.lib.pg_types import TablePlan
 from etl_assets.lib.tables import TableSpec
 from etl_assets.lib.windows import PartitionWindow
@@ -64,7 +64,7 @@ def scan_changes(
         raise ValueError(f"{spec.qualified_name} declares no change column")
     with Snapshot(settings, f"etl-assets {purpose}") as snapshot:
         clock = read_clock(snapshot)
-        if since is None or clock.hidden_sessions or clock.prepared_transactions:
+        if since is None or settle_blocker(clock) is not None:
             return ChangeScan(clock, (), clock.safe_time)
         scanned_until = clock.safe_time if until is None else min(until, clock.safe_time)
         plan = snapshot.plan(spec)

@@ -188,6 +188,22 @@ class TickPlan:
     notes: tuple[str, ...] = field(default=())
 
 
+def settle_blocker(clock: SourceClock) -> str | None:
+    """Why no window can count as settled at this moment, if something stops it."""
+    if clock.hidden_sessions:
+        return (
+            f"cannot see into {clock.hidden_sessions} session(s) of other roles, which could "
+            "commit rows late; grant pg_read_all_stats to the extraction role"
+        )
+    if clock.prepared_transactions:
+        return (
+            f"{clock.prepared_transactions} prepared transaction(s) can still commit rows of "
+            "unknown age; nothing counts as settled until they are committed or rolled back "
+            "(pg_prepared_xacts)"
+        )
+    return None
+
+
 def plan_tick(
     cursor: ChangeCursor,
     clock: SourceClock,
@@ -209,25 +225,9 @@ def plan_tick(
     tick carries on after it.
     """
     safe = clock.safe_time
-    if clock.hidden_sessions:
-        return TickPlan(
-            (),
-            cursor,
-            (
-                f"cannot see into {clock.hidden_sessions} session(s) of other roles, which could "
-                "commit rows late; grant pg_read_all_stats to the extraction role",
-            ),
-        )
-    if clock.prepared_transactions:
-        return TickPlan(
-            (),
-            cursor,
-            (
-                f"{clock.prepared_transactions} prepared transaction(s) can still commit rows of "
-                "unknown age; nothing counts as settled until they are committed or rolled back "
-                "(pg_prepared_xacts)",
-            ),
-        )
+    blocker = settle_blocker(clock)
+    if blocker is not None:
+        return TickPlan((), cursor, (blocker,))
     range_end = scanned_until or cursor.backlog_until or safe
 
     def closed(window: WindowBounds) -> bool:

@@ -316,9 +316,11 @@ class LakeIOManager(dg.ConfigurableIOManager):
 
                 def verify(written: WrittenFile, read: PartitionRead = read) -> None:
                     outcomes = read.check_outcomes(written.schema)
-                    if any(o.blocking and not o.passed for o in outcomes):
+                    try:
+                        refuse_on_blocking_failures(outcomes, spec.qualified_name, read.window.key)
+                    except BlockingCheckError:
                         record_refused_checks(context, {read.window.key: outcomes})
-                    refuse_on_blocking_failures(outcomes, spec.qualified_name, read.window.key)
+                        raise
                     extract.check_results[read.window.key] = outcomes
 
                 published = self._publish(
