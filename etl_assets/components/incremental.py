@@ -29,14 +29,14 @@ REASON_TAG = "etl_assets/reason"
 # Tags Dagster itself puts on runs: the sensor that requested a run, and the run's partition.
 SENSOR_NAME_TAG = "dagster/sensor_name"
 PARTITION_TAG = "dagster/partition"
+# How far back a sensor's runs are read to find partitions that keep failing.
+FAILING_RUNS_TO_READ = 500
 
 
 def failing_partitions(
     instance: dg.DagsterInstance,
     sensor_name: str,
     asset_key: dg.AssetKey,
-    *,
-    runs_to_read: int = 500,
 ) -> dict[str, int]:
     """The partitions whose latest run from this sensor failed, with how many failed in a row.
 
@@ -44,7 +44,7 @@ def failing_partitions(
     after its failed run (from the UI, a backfill, the reconcile schedule) is not failing.
     """
     records = instance.get_run_records(
-        filters=dg.RunsFilter(tags={SENSOR_NAME_TAG: sensor_name}), limit=runs_to_read
+        filters=dg.RunsFilter(tags={SENSOR_NAME_TAG: sensor_name}), limit=FAILING_RUNS_TO_READ
     )
     failed_in_a_row: dict[str, int] = {}
     failed_at: dict[str, float] = {}
@@ -102,8 +102,11 @@ def _tick_windows(
         if ended_after is None
         else bisect.bisect_right(keys, ended_after, key=lambda k: _window(partitions_def, k).end)
     )
-    wanted = {*keys[first:], *(changed_keys & set(keys[:first]))}
-    return [_window(partitions_def, key) for key in keys if key in wanted]
+    return [
+        _window(partitions_def, key)
+        for index, key in enumerate(keys)
+        if index >= first or key in changed_keys
+    ]
 
 
 def _keys_for(
@@ -209,8 +212,8 @@ def build_change_sensor(
         failing = failing_partitions(context.instance, sensor_name, asset_key)
         notes = [*tick.notes]
         if failing:
-            context.log.warning(describe_failing(failing))
             notes.append(describe_failing(failing))
+            context.log.warning(notes[-1])
         requests = [
             dg.RunRequest(
                 run_key=request.run_key,
@@ -295,11 +298,11 @@ def build_reconcile_schedule(
             settled: list[PartitionWindow] = []
             for key in reversed(ended):  # newest first, only as far back as needed
                 window = _window(partitions_def, key)
-                if window.end <= clock.safe_time and window.end + lag <= clock.now:
-                    settled.insert(0, PartitionWindow(key, window.start, window.end))
+                if clock.settled(window.end, lag):
+                    settled.append(PartitionWindow(key, window.start, window.end))
                     if len(settled) == settings.partitions:
                         break
-            return settled
+            return settled[::-1]
 
         clock, current = fingerprint_windows(
             _settings(resources[resource_key]),

@@ -6,7 +6,7 @@
 import hashlib
 import re
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import dagster as dg
@@ -15,14 +15,13 @@ from etl_assets.lib.checks import (
     PRIMARY_KEY_CHECK,
     ROW_COUNT_CHECK,
     SCHEMA_CHECK,
-    CheckOutcome,
     column_check_name,
 )
 from etl_assets.lib.extract import TableExtract
 from etl_assets.lib.lake import PART_FILE_NAME
 from etl_assets.lib.tables import PrimaryKeyCheck, TableSpec
 from etl_assets.lib.transforms import Transform
-from etl_assets.resources.lake import HIVE_PARTITION_METADATA_KEY, check_evaluation
+from etl_assets.resources.lake import HIVE_PARTITION_METADATA_KEY, check_evaluations
 from etl_assets.resources.postgres import READER_METADATA_KEY, TABLE_METADATA_KEY
 
 POOL_METADATA_KEY = "etl_assets/pool"
@@ -249,12 +248,3 @@ def check_specs(
         if column.checks.any
     ]
     return specs
-
-
-def check_evaluations(
-    asset_key: dg.AssetKey, results: Mapping[str, Sequence[CheckOutcome]]
-) -> Iterator[dg.AssetCheckEvaluation]:
-    """One evaluation per check and published partition."""
-    for partition, outcomes in results.items():
-        for outcome in outcomes:
-            yield check_evaluation(asset_key, partition, outcome)

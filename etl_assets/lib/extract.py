@@ -34,7 +34,6 @@ from etl_assets.lib.arrow_types import (
     conform_array,
     conform_batch,
     frame_from_arrow,
-    interval_struct,
     polars_schema,
     struct_from_fields,
 )
@@ -442,9 +441,7 @@ class PartitionRead:
         # Without a transform the file must be exactly the planned schema; a transform may
         # drop, add or retype columns, which the metadata reports.
         differences = written_vs_planned(self._plan.arrow_schema, written)
-        written_as_planned = self.transform is not None or _same_columns(
-            self._plan.arrow_schema, written
-        )
+        written_as_planned = self.transform is not None or differences == AS_PLANNED
         outcomes = [
             CheckOutcome(
                 name=ROW_COUNT_CHECK,
@@ -695,11 +692,8 @@ def _int32_values(batch: pa.RecordBatch, name: str) -> np.ndarray[Any, np.dtype[
     return values[column.offset :]
 
 
-def _same_columns(planned: pa.Schema, written: pa.Schema) -> bool:
-    """Same column names in the same order, each with the planned type."""
-    return planned.names == written.names and all(
-        written.field(name).type == planned.field(name).type for name in planned.names
-    )
+AS_PLANNED = "as planned"
+"""What `written_vs_planned` says of a file with exactly the planned columns and types."""
 
 
 def written_vs_planned(planned: pa.Schema, written: pa.Schema) -> str:
@@ -717,7 +711,7 @@ def written_vs_planned(planned: pa.Schema, written: pa.Schema) -> str:
         notes.append(f"not planned: {', '.join(added)}")
     if not notes and planned.names != written.names:
         notes.append(f"columns in the order {', '.join(written.names)}")
-    return "; ".join(notes) or "as planned"
+    return "; ".join(notes) or AS_PLANNED
 
 
 def read_batches(
@@ -774,10 +768,7 @@ def to_plan(batch: pa.RecordBatch, plan: TablePlan) -> pa.RecordBatch:
         width = len(column.selects)
         selected = [batch.column(position + i) for i in range(width)]
         position += width
-        if column.kind is ReadKind.INTERVAL:
-            assert isinstance(column.arrow_type, pa.StructType)
-            arrays.append(interval_struct(selected[0], column.arrow_type))
-        elif column.kind is ReadKind.COMPOSITE:
+        if column.kind is ReadKind.COMPOSITE:
             assert isinstance(column.arrow_type, pa.StructType)
             frame_struct = column.frame_type
             assert isinstance(frame_struct, pa.StructType)

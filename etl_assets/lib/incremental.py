@@ -65,6 +65,10 @@ class SourceClock:
             return self.now
         return min(self.now, self.oldest_open_transaction)
 
+    def settled(self, window_end: dt.datetime, settle_lag: dt.timedelta) -> bool:
+        """The settle rule: a window that ended `window_end` is closed for good."""
+        return window_end <= self.safe_time and window_end + settle_lag <= self.now
+
 
 @dataclass(frozen=True)
 class WindowBounds:
@@ -231,7 +235,7 @@ def plan_tick(
     range_end = scanned_until or cursor.backlog_until or safe
 
     def closed(window: WindowBounds) -> bool:
-        return window.end <= safe and window.end + settle_lag <= clock.now
+        return clock.settled(window.end, settle_lag)
 
     if cursor.watermark is None:
         # First tick: start from now. History is a backfill, launched on purpose.

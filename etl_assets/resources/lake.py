@@ -533,6 +533,15 @@ def check_evaluation(
     )
 
 
+def check_evaluations(
+    asset_key: dg.AssetKey, results: Mapping[str, Sequence[CheckOutcome]]
+) -> Iterator[dg.AssetCheckEvaluation]:
+    """One evaluation per check and partition."""
+    for partition, outcomes in results.items():
+        for outcome in outcomes:
+            yield check_evaluation(asset_key, partition, outcome)
+
+
 def record_refused_checks(
     context: dg.OutputContext, results: Mapping[str, Sequence[CheckOutcome]]
 ) -> None:
@@ -547,11 +556,8 @@ def record_refused_checks(
         step = context.step_context
     except dg.DagsterInvariantViolationError:
         return  # not inside a run: nothing to record them in
-    for partition, outcomes in results.items():
-        for outcome in outcomes:
-            DagsterEvent.asset_check_evaluation(
-                step, check_evaluation(context.asset_key, partition, outcome)
-            )
+    for evaluation in check_evaluations(context.asset_key, results):
+        DagsterEvent.asset_check_evaluation(step, evaluation)
 
 
 def refuse_on_blocking_failures(outcomes: Sequence[CheckOutcome], table: str, key: str) -> None:
