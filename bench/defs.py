@@ -11,9 +11,8 @@ import os
 
 import dagster as dg
 
-from bench.methods import environment, lake_io_manager, table_spec
+from bench.methods import environment, lake_resources, table_spec
 from etl_assets.components.table_assets import (
-    LAKE_IO_MANAGER_KEY,
     build_table_assets,
     postgres_io_manager_key,
 )
@@ -32,7 +31,7 @@ defs = dg.Definitions(
         postgres_io_manager_key(_spec.source): PostgresWindowIOManager(
             source=PostgresSource(dsn=_job["conninfo"])
         ),
-        LAKE_IO_MANAGER_KEY: lake_io_manager(_job, _job["prefix"]),
+        **lake_resources(_job, _job["prefix"]),
     },
     executor=dg.in_process_executor,  # as etl_assets/defs/resources.py sets it
 )

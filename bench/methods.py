@@ -119,14 +119,19 @@ def table_spec(job: dict[str, Any]) -> Any:
     )
 
 
-def lake_io_manager(job: dict[str, Any], prefix: str) -> Any:
-    """The lake IO manager writing under `prefix` on the job's S3 endpoint."""
-    from etl_assets.resources.lake import LakeIOManager, S3Lake  # noqa: PLC0415
+def lake(job: dict[str, Any], prefix: str) -> Any:
+    """The lake resource writing under `prefix` on the job's S3 endpoint."""
+    from etl_assets.resources.lake import S3Lake  # noqa: PLC0415
 
     s3 = job["s3"]
-    return LakeIOManager(
-        lake=S3Lake(bucket=s3["bucket"], prefix=prefix, endpoint_url=s3["url"], region="us-east-1")
-    )
+    return S3Lake(bucket=s3["bucket"], prefix=prefix, endpoint_url=s3["url"], region="us-east-1")
+
+
+def lake_resources(job: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """The lake and its IO manager, under the keys the assets use."""
+    from etl_assets.components.table_assets import lake_resources as bound  # noqa: PLC0415
+
+    return dict(bound(lake(job, prefix)))
 
 
 def environment(job: dict[str, Any]) -> None:
@@ -142,13 +147,14 @@ def environment(job: dict[str, Any]) -> None:
 
 
 def ours(job: dict[str, Any]) -> dict[str, Any]:
-    """(b) Our extraction through the real IO managers, outside Dagster."""
+    """(b) Our extraction: the Postgres IO manager's read, then the lake's load, outside Dagster."""
     import dagster as dg  # noqa: PLC0415
 
     from etl_assets.components.table_assets import (  # noqa: PLC0415
         build_table_assets,
         source_asset_key,
     )
+    from etl_assets.lib.load import RefusedWindow, load_windows  # noqa: PLC0415
     from etl_assets.resources.postgres import PostgresSource, PostgresWindowIOManager  # noqa: PLC0415
 
     environment(job)
@@ -157,7 +163,7 @@ def ours(job: dict[str, Any]) -> dict[str, Any]:
     key = job["window"]["key"]
     prefix = f"ours/{job['run']}"
     reader = PostgresWindowIOManager(source=PostgresSource(dsn=job["conninfo"]))
-    writer = lake_io_manager(job, prefix)
+    writer = lake(job, prefix)
     upstream = dg.build_output_context(
         asset_key=source_asset_key(spec), definition_metadata=dict(built.source.metadata)
     )
@@ -171,15 +177,17 @@ def ours(job: dict[str, Any]) -> dict[str, Any]:
                 asset_partitions_def=built.partitions_def,
             )
         )
-        writer.handle_output(
-            dg.build_output_context(
-                asset_key=built.raw.key,
-                partition_key=key,
-                asset_partitions_def=built.partitions_def,
-                definition_metadata=dict(built.raw.specs_by_key[built.raw.key].metadata),
-            ),
+        target = writer.target(built.raw.key.path, spec.hive_partition_name, job["run"])
+        for outcome in load_windows(
             extract,
-        )
+            target,
+            writer.parquet_settings(),
+            name=built.raw.key.to_user_string(),
+            hive_name=spec.hive_partition_name,
+            say=lambda _: None,
+        ):
+            if isinstance(outcome, RefusedWindow):
+                raise outcome.error
         return job["window"]["rows"]
 
     return _timed(work, job, prefix)
@@ -189,7 +197,6 @@ def _materialize(job: dict[str, Any], prefix: str, partitions: list[list[str]]) 
     import dagster as dg  # noqa: PLC0415
 
     from etl_assets.components.table_assets import (  # noqa: PLC0415
-        LAKE_IO_MANAGER_KEY,
         build_table_assets,
         postgres_io_manager_key,
     )
@@ -202,7 +209,7 @@ def _materialize(job: dict[str, Any], prefix: str, partitions: list[list[str]]) 
         postgres_io_manager_key(spec.source): PostgresWindowIOManager(
             source=PostgresSource(dsn=job["conninfo"])
         ),
-        LAKE_IO_MANAGER_KEY: lake_io_manager(job, prefix),
+        **lake_resources(job, prefix),
     }
 
     with dg.DagsterInstance.ephemeral() as instance:

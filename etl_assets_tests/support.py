@@ -10,13 +10,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import botocore.exceptions
 import dagster as dg
 import polars as pl
 import psycopg
 
 from etl_assets.components.table_assets import (
-    LAKE_IO_MANAGER_KEY,
     build_table_assets,
+    lake_resources,
     postgres_io_manager_key,
     raw_asset_key,
 )
@@ -26,10 +27,19 @@ from etl_assets.lib.lake import LakeLayout
 from etl_assets.lib.tables import NullPartitionRows, TableSpec
 from etl_assets.lib.transforms import Transform
 from etl_assets.lib.windows import Grain
-from etl_assets.resources.lake import LakeIOManager, S3Lake
+from etl_assets.resources.lake import S3Lake
 from etl_assets.resources.postgres import PostgresSource, PostgresWindowIOManager
 
 LAKE_PREFIX = "lake"
+
+
+def s3_error(code: str, status: int) -> botocore.exceptions.ClientError:
+    """The error botocore raises for an S3 answer with this code and HTTP status."""
+    response: Any = {
+        "Error": {"Code": code, "Message": code},
+        "ResponseMetadata": {"HTTPStatusCode": status},
+    }
+    return botocore.exceptions.ClientError(response, "UploadPart")
 
 
 def run_sql(conninfo: str, statement: str, params: Sequence[Any] | None = None) -> None:
@@ -122,10 +132,10 @@ class Pipeline:
         source: Mapping[str, Any] | None = None,
         writer: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """The two IO managers, pointed at this pipeline's database and bucket.
+        """The lake and the two IO managers, pointed at this pipeline's database and bucket.
 
         `lake` overrides `S3Lake` fields (the endpoint too), `source` `PostgresSource` fields
-        and `writer` `LakeIOManager` fields.
+        and `writer` the `S3Lake` fields about retrying loads.
         """
         lake_settings: dict[str, Any] = {
             "bucket": self.bucket,
@@ -138,10 +148,7 @@ class Pipeline:
             postgres_io_manager_key(table.source): PostgresWindowIOManager(
                 source=PostgresSource(**source_settings)
             ),
-            LAKE_IO_MANAGER_KEY: LakeIOManager(
-                lake=S3Lake(**lake_settings),
-                **(writer or {}),
-            ),
+            **lake_resources(S3Lake(**lake_settings, **(writer or {}))),
         }
 
     def objects(self) -> dict[str, int]:
@@ -181,6 +188,30 @@ def partition_metadata(
     event = records[0].asset_materialization
     assert event is not None
     return {k: getattr(v, "value", v) for k, v in event.metadata.items()}
+
+
+def check_results(
+    pipeline: Pipeline, result: dg.ExecuteInProcessResult
+) -> dict[tuple[str, str], bool]:
+    """Whether each check passed, by (check name, partition), as the run recorded them."""
+    outcomes: dict[tuple[str, str], bool] = {}
+    for entry in pipeline.instance.all_logs(
+        result.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+    ):
+        evaluation = entry.dagster_event.event_specific_data if entry.dagster_event else None
+        assert isinstance(evaluation, dg.AssetCheckEvaluation)
+        outcomes[evaluation.check_name, evaluation.partition or ""] = evaluation.passed
+    return outcomes
+
+
+def materialized_partitions(pipeline: Pipeline, table: TableSpec, run_id: str) -> list[str]:
+    """The partitions of the table's raw asset that one run recorded as materialized."""
+    records = pipeline.instance.fetch_materializations(raw_asset_key(table), limit=1000).records
+    return sorted(
+        r.asset_materialization.partition or ""
+        for r in records
+        if r.run_id == run_id and r.asset_materialization is not None
+    )
 
 
 def failure_text(result: dg.ExecuteInProcessResult) -> str:

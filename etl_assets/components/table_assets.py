@@ -21,7 +21,7 @@ from etl_assets.lib.extract import TableExtract
 from etl_assets.lib.lake import PART_FILE_NAME
 from etl_assets.lib.tables import PrimaryKeyCheck, TableSpec
 from etl_assets.lib.transforms import Transform
-from etl_assets.resources.lake import HIVE_PARTITION_METADATA_KEY, check_evaluations
+from etl_assets.resources.lake import HIVE_PARTITION_METADATA_KEY, LakeEvent, LakeIOManager, S3Lake
 from etl_assets.resources.postgres import READER_METADATA_KEY, TABLE_METADATA_KEY
 
 POOL_METADATA_KEY = "etl_assets/pool"
@@ -30,6 +30,17 @@ _SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9_]+$")
 RAW_KEY_PREFIX = "raw"
 SOURCE_KEY_PREFIX = "postgres"
 LAKE_IO_MANAGER_KEY = "lake_io_manager"
+LAKE_RESOURCE_KEY = "lake"
+"""The `S3Lake` resource raw assets publish through (the name of their body's parameter)."""
+
+
+def lake_resources(lake: S3Lake) -> dict[str, S3Lake | LakeIOManager]:
+    """The lake under the keys the assets use.
+
+    Raw assets publish through the lake itself; other assets through its IO manager, which
+    also reads partitions back for downstream assets.
+    """
+    return {LAKE_RESOURCE_KEY: lake, LAKE_IO_MANAGER_KEY: LakeIOManager(lake=lake)}
 
 
 def key_segment(name: str) -> str:
@@ -167,17 +178,15 @@ def build_table_assets(
         can_subset=True,
     )
     def raw_table(
-        context: dg.AssetExecutionContext, source: TableExtract
-    ) -> Iterator[dg.Output[TableExtract] | dg.AssetCheckEvaluation]:
+        context: dg.AssetExecutionContext, source: TableExtract, lake: S3Lake
+    ) -> Iterator[LakeEvent]:
         if raw_key not in context.selected_asset_keys:
             # The checks are computed while the partition is written; alone they have no data.
             context.log.info(f"{raw_key.to_user_string()} not selected: nothing to read")
             return
-        extract = source.with_transform(transform)
-        # The lake IO manager publishes each partition once its blocking checks pass (a
-        # failing one stops the publish and the run); their evaluations are reported here.
-        yield dg.Output(extract, output_name=raw_key.to_python_identifier())
-        yield from check_evaluations(raw_key, extract.check_results)
+        # Each partition is published once its blocking checks pass; the lake reports the
+        # checks and the partitions' metadata as it goes (see etl_assets/resources/lake.py).
+        yield from lake.load_extract(context, source.with_transform(transform), raw_key)
 
     return TableAssets(source=source_spec, raw=raw_table, partitions_def=partitions_def)
 

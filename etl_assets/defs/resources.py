@@ -1,14 +1,14 @@
 import dagster as dg
 
-from etl_assets.components.table_assets import LAKE_IO_MANAGER_KEY
+from etl_assets.components.table_assets import lake_resources
 from etl_assets.lib.s3_objects import ServerSideEncryption
-from etl_assets.resources.lake import LakeIOManager, S3Lake
+from etl_assets.resources.lake import S3Lake
 from etl_assets.resources.settings import optional_env
 
 
 @dg.definitions
 def resources() -> dg.Definitions:
-    """The lake every asset writes to.
+    """The lake every asset writes to: raw assets through `lake`, others through its IO manager.
 
     README "Pointing it at your own Postgres and S3" lists each variable.
     """
@@ -22,6 +22,6 @@ def resources() -> dg.Definitions:
     # process instead of two (the multiprocess default spawns one more per step, ~2-4 s each).
     # Runs are the unit of parallelism here: the run queue and the source pools bound them.
     return dg.Definitions(
-        resources={LAKE_IO_MANAGER_KEY: LakeIOManager(lake=lake)},
+        resources=lake_resources(lake),
         executor=dg.in_process_executor,
     )

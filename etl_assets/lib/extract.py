@@ -511,12 +511,22 @@ class PartitionRead:
 
 @dataclass
 class OpenExtract:
-    """An extract whose snapshot is open: the plan, and the windows to read in order."""
+    """An extract whose snapshot is open: the plan, and the windows to read in order.
+
+    A window whose rows were refused or whose transform failed can be given up: the next one
+    is read all the same, unless the source stream itself failed (`stream_failure`).
+    """
 
     spec: TableSpec
     plan: TablePlan
     null_partition_rows: int
     partitions: Iterator[PartitionRead]
+    _splitter: WindowSplitter
+
+    @property
+    def stream_failure(self) -> BaseException | None:
+        """The error the source stream raised, after which no later window can be read."""
+        return self._splitter.failure
 
 
 class TableExtract:
@@ -542,8 +552,6 @@ class TableExtract:
         self.settings = settings
         self.application_name = application_name
         self.transform = transform
-        self.check_results: dict[str, list[CheckOutcome]] = {}
-        """Per partition key, the checks of every published partition (filled by the writer)."""
 
     def with_transform(self, transform: Transform | None) -> TableExtract:
         """The same extract with `transform` applied to every window's frame."""
@@ -569,30 +577,37 @@ class TableExtract:
                     "fix them at the source, or set `null_partition_rows: report` to load the "
                     "rest and record the count"
                 )
+            stats = self._window_stats(snapshot, plan)
+            snapshot.export_snapshot()
+            # One streaming statement reads every window in order; each window's frame pulls
+            # its own rows from it.
+            splitter = WindowSplitter(
+                lambda: snapshot.stream(
+                    q.select_windows(
+                        plan.relation,
+                        plan.select_list,
+                        self.spec.partition_column,
+                        self.windows,
+                        plan.partition_bound,
+                    )
+                )
+            )
             yield OpenExtract(
                 spec=self.spec,
                 plan=plan,
                 null_partition_rows=null_rows,
-                partitions=self._partitions(snapshot, plan),
+                partitions=self._partitions(snapshot, plan, stats, splitter),
+                _splitter=splitter,
             )
 
-    def _partitions(self, snapshot: Snapshot, plan: TablePlan) -> Iterator[PartitionRead]:
+    def _partitions(
+        self,
+        snapshot: Snapshot,
+        plan: TablePlan,
+        stats: Sequence[ReadStats],
+        splitter: WindowSplitter,
+    ) -> Iterator[PartitionRead]:
         spec = self.spec
-        stats = self._window_stats(snapshot, plan)
-        snapshot.export_snapshot()
-        # One streaming statement reads every window in order; each window's frame pulls its
-        # own rows from it.
-        splitter = WindowSplitter(
-            lambda: snapshot.stream(
-                q.select_windows(
-                    plan.relation,
-                    plan.select_list,
-                    spec.partition_column,
-                    self.windows,
-                    plan.partition_bound,
-                )
-            )
-        )
         for position, window in enumerate(self.windows):
             checks = RowChecks(
                 spec.primary_key,
@@ -642,7 +657,10 @@ class WindowSplitter:
     """Hands out the rows of one multi-window stream, window by window, in order.
 
     Rows arrive grouped by window position (see `etl_assets.lib.sql.select_windows`); a batch
-    that straddles two windows is cut, and the rest kept for the next window.
+    that straddles two windows is cut, and the rest kept for the next window. A window may be
+    skipped or given up part way (its rows were refused, its transform failed): the rows of
+    earlier windows still in the stream are passed over when a later window is asked for. If
+    the stream itself fails, `failure` says so and no later window can be read.
     """
 
     def __init__(self, open_stream: Callable[[], Iterator[pa.RecordBatch]]) -> None:
@@ -650,31 +668,47 @@ class WindowSplitter:
         self._stream: Iterator[pa.RecordBatch] | None = None
         self._pending: pa.RecordBatch | None = None
         self._next = 0
+        self.failure: BaseException | None = None
+        """The error the stream itself raised, if it did."""
 
     def window(self, position: int) -> Iterator[pa.RecordBatch]:
         """The batches of window `position` (without the position column)."""
-        if position != self._next:
+        if position < self._next:
             raise ExtractError(
-                f"window {position} read out of order (expected window {self._next}): each "
-                "window's frame must be written once, in order"
+                f"window {position} read out of order (windows up to {self._next - 1} were "
+                "read already): each window's frame must be written once, in order"
             )
-        self._next += 1
+        self._next = position + 1
+        if self.failure is not None:
+            raise ExtractError(
+                f"the source stream failed before window {position}: {self.failure}"
+            ) from self.failure
         if self._stream is None:
             self._stream = self._open_stream()
         while True:
-            batch = self._pending if self._pending is not None else next(self._stream, None)
+            batch = self._pending if self._pending is not None else self._read()
             self._pending = None
             if batch is None:
                 return
-            # Ordinals ascend through the stream, and earlier windows' rows are gone: this
-            # window's rows are the batch's leading run of `position`.
-            mine = int(np.searchsorted(_int32_values(batch, q.WINDOW_ORDINAL), position, "right"))
-            if mine < batch.num_rows:
-                self._pending = batch.slice(mine)
-            if mine:
-                yield batch.slice(0, mine).drop_columns([q.WINDOW_ORDINAL])
+            # Ordinals ascend through the stream: earlier windows' leftover rows come first,
+            # then this window's, then later windows'.
+            ordinals = _int32_values(batch, q.WINDOW_ORDINAL)
+            first = int(np.searchsorted(ordinals, position, "left"))
+            end = int(np.searchsorted(ordinals, position, "right"))
+            if end < batch.num_rows:
+                self._pending = batch.slice(end)
+            if end > first:
+                yield batch.slice(first, end - first).drop_columns([q.WINDOW_ORDINAL])
             if self._pending is not None:
                 return
+
+    def _read(self) -> pa.RecordBatch | None:
+        assert self._stream is not None
+        try:
+            return next(self._stream, None)
+        except BaseException as error:
+            self.failure = error
+            raise
 
 
 def _int32_values(batch: pa.RecordBatch, name: str) -> np.ndarray[Any, np.dtype[np.int32]]:

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import IO, cast
 
+from etl_assets.lib.lake import LakeLayout
 from etl_assets.lib.parquet_files import WrittenFile
-from etl_assets.lib.s3_objects import Encryption, PendingUpload, PublishedObject, S3Client
+from etl_assets.lib.s3_objects import (
+    Encryption,
+    NotPublishedError,
+    PendingUpload,
+    PublishedObject,
+    PublishOutcomeUnknownError,
+    S3Client,
+)
 
 MIB = 1024 * 1024
 
@@ -38,11 +46,14 @@ def publish_file(
     *,
     upload: UploadSettings,
     verify: Callable[[WrittenFile], None] | None = None,
+    metadata: Mapping[str, str] | None = None,
 ) -> PublishedPartition:
     """Write one Parquet object at `key` with `write(sink)`, visible only once verified.
 
     `verify` runs after the file is finished and before it is published; raising there (or
-    anywhere before) leaves the key holding its previous version, or nothing.
+    anywhere before) leaves the key holding its previous version, or nothing. `metadata` goes
+    into the object's user metadata. A publishing request that fails is settled before this
+    returns or raises (see `etl_assets.lib.s3_objects`).
     """
     started = time.perf_counter()
     pending = PendingUpload(
@@ -52,6 +63,7 @@ def publish_file(
         encryption=upload.encryption,
         content_type="application/vnd.apache.parquet",
         part_size=upload.part_size,
+        metadata=metadata,
     )
     try:
         with pending:
@@ -60,6 +72,8 @@ def publish_file(
             if verify is not None:
                 verify(written)
             published = pending.publish()
+    except (NotPublishedError, PublishOutcomeUnknownError):
+        raise
     except Exception as error:
         if pending.abort_failure is None:
             raise
@@ -69,6 +83,57 @@ def publish_file(
             "lifecycle rule removes it"
         ) from error
     return PublishedPartition(object=published, file=written, seconds=time.perf_counter() - started)
+
+
+PARTITION_METADATA = "etl-assets-partition"
+"""User-metadata key naming the partition an object holds."""
+
+
+@dataclass(frozen=True)
+class ObjectTarget:
+    """The plain layout: each partition of an asset is one Parquet object at a hive-style key.
+
+    `object_metadata` goes into every object's user metadata (the run that wrote it), next to
+    the partition and the upload's own token.
+    """
+
+    client: S3Client
+    layout: LakeLayout
+    asset_path: tuple[str, ...]
+    hive_name: str
+    """The `<name>` of `<name>=<key>` directories; unused for an unpartitioned asset."""
+    upload: UploadSettings
+    object_metadata: Mapping[str, str] = field(default_factory=dict[str, str])
+
+    def key(self, partition: str | None) -> str:
+        """The object key of one partition (or of the unpartitioned asset, for None)."""
+        if partition is None:
+            return self.layout.unpartitioned_key(self.asset_path)
+        return self.layout.partition_key(self.asset_path, self.hive_name, partition)
+
+    def location(self, partition: str | None) -> str:
+        """`s3://bucket/key` of one partition."""
+        return self.layout.uri(self.key(partition))
+
+    def publish(
+        self,
+        partition: str | None,
+        write: Callable[[IO[bytes]], WrittenFile],
+        verify: Callable[[WrittenFile], None] | None,
+    ) -> PublishedPartition:
+        """Write, verify and publish one partition's object (see `publish_file`)."""
+        metadata = dict(self.object_metadata)
+        if partition is not None:
+            metadata[PARTITION_METADATA] = partition
+        return publish_file(
+            self.client,
+            self.layout.bucket,
+            self.key(partition),
+            write,
+            upload=self.upload,
+            verify=verify,
+            metadata=metadata,
+        )
 
 
 class UploadLeftBehindError(RuntimeError):

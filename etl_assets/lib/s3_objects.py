@@ -5,21 +5,39 @@ Streaming writers that target an S3 path directly publish whatever they wrote wh
 upload that is invisible until `publish()` is called; `abort()` (or any failure before
 `publish()`) leaves the key exactly as it was. A single object is replaced atomically by S3:
 readers see the old version or the new one, never a mix.
+
+The request that publishes (CompleteMultipartUpload, or PutObject for a small object) can fail
+without saying whether S3 applied it: the reply was lost, the connection dropped, S3 answered
+500 after completing. Every upload carries a token of its own in its user metadata
+(`x-amz-meta-etl-assets-upload`), so such a failure is settled before anything is reported: the
+multipart upload is aborted (after which it can no longer complete) and the key's metadata says
+whether it holds this upload's object. `publish()` then returns the object, or raises
+`NotPublishedError`; only when S3 cannot be reached to settle it does it raise
+`PublishOutcomeUnknownError`, which says so.
 """
 
 from __future__ import annotations
 
 import io
 import threading
-from collections.abc import Mapping
+import time
+import uuid
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
 
 MIB = 1024 * 1024
 S3_MIN_PART_BYTES = 5 * MIB
 S3_MAX_PARTS = 10_000
+
+UPLOAD_METADATA = "etl-assets-upload"
+"""User-metadata key of the token that tells this upload's object from any other version."""
+SETTLE_ATTEMPTS = 4
+"""Tries (each already retried by the client) to learn what a failed publish left at the key."""
 
 
 class ServerSideEncryption(StrEnum):
@@ -71,6 +89,10 @@ class S3Client(Protocol):
         """AbortMultipartUpload."""
         ...
 
+    def head_object(self, **kwargs: Any) -> Mapping[str, Any]:
+        """HeadObject."""
+        ...
+
 
 @dataclass(frozen=True)
 class PublishedObject:
@@ -80,11 +102,24 @@ class PublishedObject:
     key: str
     size: int
     etag: str
+    version_id: str | None = None
+    """The object's version, in a bucket with versioning on."""
+    settled: str | None = None
+    """Set when the publishing request failed but the key was found to hold this upload's
+    object: what went wrong on the way (the object is published all the same)."""
 
     @property
     def uri(self) -> str:
         """`s3://bucket/key`."""
         return f"s3://{self.bucket}/{self.key}"
+
+
+class NotPublishedError(RuntimeError):
+    """Publishing failed and the key does not hold this upload's object (it was never visible)."""
+
+
+class PublishOutcomeUnknownError(RuntimeError):
+    """Publishing failed, and S3 could not be reached to learn whether the object is at its key."""
 
 
 class PendingUpload(io.RawIOBase):
@@ -93,7 +128,8 @@ class PendingUpload(io.RawIOBase):
     Bytes are cut into parts of `part_size`; full parts upload on a background thread (at most
     `max_parts_in_flight` at once) while the caller keeps producing, so memory stays at a few
     parts whatever the object's size. An object smaller than one part is sent with a single
-    PutObject at publish time.
+    PutObject at publish time. `metadata` becomes the object's user metadata, next to the
+    upload's own token (`token`).
     """
 
     def __init__(
@@ -106,6 +142,9 @@ class PendingUpload(io.RawIOBase):
         content_type: str = "application/octet-stream",
         part_size: int = 8 * MIB,
         max_parts_in_flight: int = 2,
+        metadata: Mapping[str, str] | None = None,
+        settle_delay_seconds: float = 1.0,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         super().__init__()
         if part_size < S3_MIN_PART_BYTES:
@@ -113,7 +152,15 @@ class PendingUpload(io.RawIOBase):
         self._client = client
         self.bucket = bucket
         self.key = key
-        self._object_args = {"ContentType": content_type, **encryption.request_args()}
+        self.token = uuid.uuid4().hex
+        """Written into the object's user metadata: how a HEAD tells this upload's object."""
+        self._object_args = {
+            "ContentType": content_type,
+            "Metadata": {**(metadata or {}), UPLOAD_METADATA: self.token},
+            **encryption.request_args(),
+        }
+        self._settle_delay = settle_delay_seconds
+        self._sleep = sleep
         self._part_size = part_size
         self._buffer = bytearray()
         self._position = 0
@@ -168,35 +215,128 @@ class PendingUpload(io.RawIOBase):
             return self._position
         return self._acknowledged
 
+    @property
+    def uri(self) -> str:
+        """`s3://bucket/key`."""
+        return f"s3://{self.bucket}/{self.key}"
+
     def publish(self) -> PublishedObject:
-        """Make the object visible at its key, replacing any previous version atomically."""
+        """Make the object visible at its key, replacing any previous version atomically.
+
+        If the publishing request fails, what it left at the key is settled first (see the
+        module docstring): the object is returned if it is there, else `NotPublishedError`
+        (or `PublishOutcomeUnknownError`) is raised from the failure.
+        """
         if self._state != "open":
-            raise ValueError(f"upload of s3://{self.bucket}/{self.key} is {self._state}")
+            raise ValueError(f"upload of {self.uri} is {self._state}")
         self._state = "publishing"
+        try:
+            if self._buffer and self._upload_id is not None:
+                last, self._buffer = self._buffer, bytearray()
+                self._send_part(last)
+            parts = [future.result() for future in self._parts]
+        except BaseException:
+            # A part never reached S3: nothing can have been published.
+            self.abort()
+            raise
         try:
             if self._upload_id is None:
                 response = self._client.put_object(
                     Bucket=self.bucket, Key=self.key, Body=bytes(self._buffer), **self._object_args
                 )
             else:
-                if self._buffer:
-                    last, self._buffer = self._buffer, bytearray()
-                    self._send_part(last)
-                parts = [future.result() for future in self._parts]
                 response = self._client.complete_multipart_upload(
                     Bucket=self.bucket,
                     Key=self.key,
                     UploadId=self._upload_id,
                     MultipartUpload={"Parts": parts},
                 )
+        except Exception as error:
+            return self._settle(error)
         except BaseException:
             self.abort()
             raise
         self._state = "published"
         self._shutdown()
+        return self._published(response)
+
+    def _published(
+        self, response: Mapping[str, Any], settled: str | None = None
+    ) -> PublishedObject:
+        version = response.get("VersionId")
         return PublishedObject(
-            bucket=self.bucket, key=self.key, size=self._position, etag=str(response["ETag"])
+            bucket=self.bucket,
+            key=self.key,
+            size=self._position,
+            etag=str(response["ETag"]),
+            version_id=str(version) if version else None,
+            settled=settled,
         )
+
+    def _settle(self, failure: Exception) -> PublishedObject:
+        """What a failed publishing request left at the key: this upload's object, or not.
+
+        A multipart upload is aborted first: once S3 has accepted the abort, the upload can
+        never complete, so the HEAD after it gives the final answer. An abort refused because
+        the upload no longer exists means it completed (or was aborted by someone else: the
+        HEAD tells). Each step is tried `SETTLE_ATTEMPTS` times before giving up.
+        """
+        cause = f"{type(failure).__name__}: {failure}"
+        try:
+            aborted = self._retrying(self._abort_for_settling)
+            head = None if aborted else self._retrying(self._head)
+        except Exception as unreachable:
+            self._state = "unknown"
+            self._shutdown()
+            raise PublishOutcomeUnknownError(
+                f"publishing {self.uri} failed ({cause}), and S3 could not be reached to learn "
+                f"whether the key now holds this upload's object ({type(unreachable).__name__}: "
+                f"{unreachable}); its user metadata {UPLOAD_METADATA}={self.token} "
+                "identifies it"
+            ) from failure
+        self._shutdown()
+        if head is not None and head.get("Metadata", {}).get(UPLOAD_METADATA) == self.token:
+            self._state = "published"
+            return self._published(head, settled=cause)
+        self._state = "aborted"
+        raise NotPublishedError(
+            f"nothing was published to {self.uri} (the previous version, if any, is "
+            f"unchanged): {cause}"
+        ) from failure
+
+    def _abort_for_settling(self) -> bool:
+        """Abort the multipart upload; True if S3 accepted (so it never completed)."""
+        if self._upload_id is None:
+            return False
+        try:
+            self._client.abort_multipart_upload(
+                Bucket=self.bucket, Key=self.key, UploadId=self._upload_id
+            )
+        except Exception as error:
+            if _error_code(error) in ("NoSuchUpload", "404"):
+                return False
+            raise
+        return True
+
+    def _head(self) -> Mapping[str, Any] | None:
+        try:
+            return self._client.head_object(Bucket=self.bucket, Key=self.key)
+        except Exception as error:
+            if _error_code(error) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+
+    def _retrying(self, step: Callable[[], T]) -> T:
+        delay = self._settle_delay
+        for attempt in range(SETTLE_ATTEMPTS):
+            try:
+                return step()
+            except Exception:
+                if attempt == SETTLE_ATTEMPTS - 1:
+                    raise
+                self._sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
 
     def abort(self) -> None:
         """Drop everything written; the key keeps its previous version (or stays absent).
@@ -205,7 +345,7 @@ class PendingUpload(io.RawIOBase):
         (invisible, but billed) and `abort_failure` says why; the failure that led here is
         what the caller should see, so this does not raise.
         """
-        if self._state in ("aborted", "published"):
+        if self._state in ("aborted", "published", "unknown"):
             return
         self._state = "aborted"
         self._buffer.clear()
@@ -261,3 +401,11 @@ class PendingUpload(io.RawIOBase):
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+
+
+def _error_code(error: BaseException) -> str:
+    """The S3 error code of a botocore ClientError (`""` for any other error)."""
+    response: Any = getattr(error, "response", None)
+    if not isinstance(response, dict):
+        return ""
+    return str(response.get("Error", {}).get("Code", ""))

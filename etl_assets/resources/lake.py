@@ -1,13 +1,21 @@
-"""The lake side: an S3 bucket resource and the IO manager that writes and reads Parquet there.
+"""The lake side: the S3 bucket resource that publishes partitions, and the lake IO manager.
 
-Call chain, for orientation:
+How one partition reaches Dagster, for orientation:
 
-* A raw asset returns the `TableExtract` it got from the Postgres IO manager; Dagster calls
-  `LakeIOManager.handle_output`, which opens the extract's snapshot and, for each partition
-  of the run, streams the rows into a pending upload, verifies the file against the snapshot's
-  count and publishes it at its hive-style key (`etl_assets.lib.lake`).
-* A curated asset returns a `pl.LazyFrame` (one partition) or a mapping of partition key to
-  `pl.LazyFrame` (a range); `handle_output` publishes each the same way.
+* A raw asset's body receives a `TableExtract` from the Postgres IO manager and calls
+  `S3Lake.load_extract`, which runs `etl_assets.lib.load.load_windows` (read, write, check,
+  publish each window) and turns what happened into Dagster events: per partition its check
+  evaluations and its materialization metadata (`add_asset_metadata(partition_key=...)`),
+  then one `MaterializeResult` for the run. When a window fails, the partitions published
+  before it (and after it, when the load could go on) are recorded one by one as
+  `AssetMaterialization`s and the step fails saying what was and was not published: the
+  instance always says what the lake holds.
+* The publish happens in the asset's body, not in an IO manager, because only the body can
+  report checks and per-partition materializations through public API, and only events the
+  body yields survive a failure later in the same step.
+* Curated assets return a `pl.LazyFrame` (or, in a range run, a mapping of partition key to
+  frame) and the `LakeIOManager` publishes it; or they call `S3Lake.publish_frames` in their
+  body to record metadata per partition of a range.
 * An asset that takes a lake asset as input gets `LakeIOManager.load_input`: a `pl.LazyFrame`
   scanning exactly the upstream partitions the run depends on (or a `pl.DataFrame`, if that is
   the input's annotation).
@@ -15,10 +23,8 @@ Call chain, for orientation:
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import IO, Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import boto3
 import botocore.config
@@ -26,24 +32,33 @@ import botocore.exceptions
 import dagster as dg
 import polars as pl
 import pyarrow as pa
-from dagster._core.events import DagsterEvent
 from pydantic import Field, PrivateAttr
 
 from etl_assets.lib.arrow_types import PlannedSchema
 from etl_assets.lib.checks import SCHEMA_CHECK, CheckOutcome
-from etl_assets.lib.extract import PartitionRead, ReadStats, TableExtract
+from etl_assets.lib.extract import ReadStats, TableExtract
 from etl_assets.lib.lake import LakeLayout, object_link
-from etl_assets.lib.parquet_files import (
-    DictionaryChoice,
-    ParquetSettings,
-    WrittenFile,
-    write_batches,
-    write_frame,
+from etl_assets.lib.load import (
+    FrameContent,
+    LoadStart,
+    PublishedWindow,
+    RefusedWindow,
+    WindowOutcome,
+    load_windows,
+    publish_content,
 )
+from etl_assets.lib.parquet_files import ParquetSettings
 from etl_assets.lib.pg_types import ColumnPlan, SchemaDriftError, TablePlan
 from etl_assets.lib.preview import markdown_preview
-from etl_assets.lib.publish import PublishedPartition, UploadSettings, publish_file
-from etl_assets.lib.s3_objects import MIB, Encryption, S3Client, ServerSideEncryption
+from etl_assets.lib.publish import ObjectTarget, PublishedPartition, UploadSettings
+from etl_assets.lib.s3_objects import (
+    MIB,
+    Encryption,
+    PublishOutcomeUnknownError,
+    S3Client,
+    ServerSideEncryption,
+)
+from etl_assets.lib.tables import TableSpec
 from etl_assets.lib.transient import transient_cause
 from etl_assets.lib.windows import grain_for_cron
 
@@ -52,6 +67,24 @@ FINGERPRINT_METADATA_KEY = "source_fingerprint"
 """Materialization metadata: the window's fingerprint in the snapshot it was read from."""
 HIVE_PARTITION_METADATA_KEY = "etl_assets/hive_partition"
 """Asset metadata naming the hive partition directories; else derived from the partitions."""
+RUN_METADATA = "etl-assets-run"
+"""User-metadata key of every published object: the Dagster run that wrote it."""
+LAKE_CONFIGURATION_CODES = frozenset(
+    {"404", "403", "NoSuchBucket", "AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId"}
+)
+"""HeadBucket answers that no retry changes: the bucket is missing or closed to this role."""
+
+LakeEvent = (
+    dg.MaterializeResult | dg.AssetMaterialization | dg.AssetCheckEvaluation | dg.Output[None]
+)
+
+
+class LakeConfigurationError(RuntimeError):
+    """The lake's bucket does not exist or these credentials may not use it."""
+
+
+class LakeUnavailableError(RuntimeError):
+    """S3 did not answer the bucket check (5xx, throttling, no connection): worth retrying."""
 
 
 class S3Lake(dg.ConfigurableResource):  # pyright: ignore[reportMissingTypeArgument]
@@ -90,6 +123,17 @@ class S3Lake(dg.ConfigurableResource):  # pyright: ignore[reportMissingTypeArgum
         ge=1,
         description="Attempts per S3 request; throttling, 5xx and lost connections are retried.",
     )
+    transient_retries: int = Field(
+        default=2,
+        ge=0,
+        description=(
+            "Retries of a load that failed transiently (lost connection, server restarting, "
+            "S3 unavailable); other failures fail at once."
+        ),
+    )
+    retry_delay_seconds: float = Field(
+        default=10.0, ge=0, description="Wait before the first such retry; doubles each time."
+    )
 
     _client: Any = PrivateAttr(default=None)
 
@@ -105,7 +149,7 @@ class S3Lake(dg.ConfigurableResource):  # pyright: ignore[reportMissingTypeArgum
                 region_name=self.region,
                 endpoint_url=self.endpoint_url,
                 config=botocore.config.Config(
-                    retries={"mode": "standard", "max_attempts": self.max_attempts},
+                    retries={"mode": "standard", "total_max_attempts": self.max_attempts},
                     max_pool_connections=16,
                 ),
             )
@@ -151,15 +195,24 @@ class S3Lake(dg.ConfigurableResource):  # pyright: ignore[reportMissingTypeArgum
         )
 
     def check_bucket(self) -> None:
-        """Raise, naming the bucket, unless it exists and these credentials may reach it."""
+        """Raise, naming the bucket, unless it exists and these credentials may reach it.
+
+        A definite answer (no such bucket, access denied) raises `LakeConfigurationError`; S3
+        being unavailable (5xx, throttling, no connection, after the client's own retries)
+        raises `LakeUnavailableError`, which a load retries.
+        """
         client: Any = self.client()
         try:
             client.head_bucket(Bucket=self.bucket)
         except botocore.exceptions.ClientError as error:
-            code = error.response.get("Error", {}).get("Code", "")
+            code = str(error.response.get("Error", {}).get("Code", ""))
+            if code in LAKE_CONFIGURATION_CODES:
+                raise LakeConfigurationError(
+                    f"bucket {self.bucket!r} does not exist or is not accessible with the AWS "
+                    f"chain's credentials ({code}); check ETL_LAKE_BUCKET, the region and the role"
+                ) from error
             raise LakeUnavailableError(
-                f"bucket {self.bucket!r} does not exist or is not accessible with the AWS "
-                f"chain's credentials ({code}); check ETL_LAKE_BUCKET, the region and the role"
+                f"S3 did not answer for bucket {self.bucket!r} ({code or error}): {error}"
             ) from error
         except botocore.exceptions.BotoCoreError as error:
             raise LakeUnavailableError(
@@ -177,67 +230,174 @@ class S3Lake(dg.ConfigurableResource):  # pyright: ignore[reportMissingTypeArgum
             raise
         return True
 
+    def target(self, asset_path: Sequence[str], hive_name: str, run_id: str) -> ObjectTarget:
+        """Where an asset's partitions are published, each object marked with `run_id`."""
+        return ObjectTarget(
+            client=self.client(),
+            layout=self.layout(),
+            asset_path=tuple(asset_path),
+            hive_name=hive_name,
+            upload=self.upload_settings(),
+            object_metadata={RUN_METADATA: run_id},
+        )
 
-class LakeIOManager(dg.ConfigurableIOManager):
-    """Writes each partition as one Parquet object on S3, published atomically; reads them back."""
+    def load_extract(
+        self,
+        context: dg.AssetExecutionContext,
+        extract: TableExtract,
+        asset_key: dg.AssetKey,
+    ) -> Iterator[LakeEvent]:
+        """Publish every window of `extract` as a partition of `asset_key`; yield the events.
 
-    lake: S3Lake = Field(description="The bucket and prefix of the lake.")
-    transient_retries: int = Field(
-        default=2,
-        ge=0,
-        description=(
-            "Retries of a load that failed transiently (lost connection, server restarting, "
-            "S3 unavailable); other failures fail at once."
-        ),
-    )
-    retry_delay_seconds: float = Field(
-        default=10.0, ge=0, description="Wait before the first such retry; doubles each time."
-    )
-
-    def handle_output(self, context: dg.OutputContext, obj: object) -> None:
-        """Publish every partition of the output (see the module docstring)."""
-        if isinstance(obj, TableExtract):
-            self.lake.check_bucket()
-            published_keys: list[str] = []
-            try:
-                self._publish_extract(context, obj, published_keys)
-            except Exception as error:
-                if isinstance(error, SchemaDriftError):
-                    drifted = CheckOutcome(
-                        SCHEMA_CHECK, passed=False, blocking=True, description=str(error)
-                    )
-                    record_refused_checks(context, {w.key: [drifted] for w in obj.windows})
-                self._retry_if_transient(context, error)
-                if isinstance(error, PartitionWriteError | BlockingCheckError):
-                    raise
-                raise PartitionWriteError(
-                    _extract_failure(context.asset_key.to_user_string(), obj, published_keys, error)
-                ) from error
-        elif isinstance(obj, pl.LazyFrame | pl.DataFrame):
-            if context.has_asset_partitions and len(context.asset_partition_keys) > 1:
-                raise dg.Failure(
-                    f"{context.asset_key.to_user_string()}: a run over several partitions must "
-                    "return a mapping of partition key to LazyFrame, not one frame"
-                )
-            key = context.asset_partition_key if context.has_asset_partitions else None
-            self._publish_frames(context, {key: obj.lazy()})
-        elif isinstance(obj, Mapping):
-            frames: dict[str | None, pl.LazyFrame] = {}
-            for key, frame in obj.items():  # pyright: ignore[reportUnknownVariableType]
-                if not isinstance(frame, pl.LazyFrame | pl.DataFrame):
-                    raise dg.Failure(f"partition {key!r}: expected a polars frame")
-                frames[str(key)] = frame.lazy()  # pyright: ignore[reportUnknownArgumentType]
-            missing = set(context.asset_partition_keys) - set(frames)
-            if missing:
-                raise dg.Failure(f"no frame returned for partition(s) {sorted(missing)}")
-            self._publish_frames(context, frames)
-        else:
-            raise dg.Failure(
-                f"{context.asset_key.to_user_string()} returned {type(obj).__name__}; the lake "
-                "stores polars LazyFrames/DataFrames and source extracts"
+        See the module docstring. Fails the step (after recording what was published) when a
+        window was not published; asks Dagster to retry the step when the failure was
+        transient and retries remain.
+        """
+        spec = extract.spec
+        name = asset_key.to_user_string()
+        target = self.target(asset_key.path, spec.hive_partition_name, context.run.run_id)
+        started: list[LoadStart] = []
+        outcomes: list[WindowOutcome] = []
+        failure: Exception | None = None
+        try:
+            self.check_bucket()
+            for outcome in load_windows(
+                extract,
+                target,
+                self.parquet_settings(),
+                name=name,
+                hive_name=spec.hive_partition_name,
+                say=context.log.info,
+                warn=context.log.warning,
+                on_start=started.append,
+            ):
+                outcomes.append(outcome)
+        except Exception as error:
+            failure = error
+        start = started[0] if started else None
+        published = [o for o in outcomes if isinstance(o, PublishedWindow)]
+        refused = [o for o in outcomes if isinstance(o, RefusedWindow)]
+        metadata = {o.key: self._partition_metadata(o, start, target, spec) for o in published}
+        selected = {k.name for k in context.selected_asset_check_keys if k.asset_key == asset_key}
+        if failure is None and not refused:
+            yield from _materialize_result(
+                context,
+                asset_key,
+                published=published,
+                metadata=metadata,
+                selected_checks=selected,
+                fingerprint_is_version=spec.fingerprint_sees_updates,
             )
+            return
+        # Something was not published: record exactly what was, then fail.
+        for window in published:
+            yield dg.AssetMaterialization(
+                asset_key=asset_key, partition=window.key, metadata=metadata[window.key]
+            )
+        yield from _evaluations(asset_key, outcomes, selected)
+        if isinstance(failure, SchemaDriftError) and SCHEMA_CHECK in selected:
+            drifted = CheckOutcome(
+                SCHEMA_CHECK, passed=False, blocking=True, description=str(failure)
+            )
+            for window in extract.windows:
+                yield check_evaluation(asset_key, window.key, drifted)
+        keys = [w.key for w in extract.windows]
+        summary = describe_load_failure(
+            name,
+            keys=keys,
+            published=[o.key for o in published],
+            refused=refused,
+            failure=failure,
+            unread=[k for k in keys if k not in {o.key for o in outcomes}],
+        )
+        if failure is not None:
+            context.log.error(
+                f"{name}: the load stopped: {type(failure).__name__}: {failure}",
+            )
+            self._retry_if_transient(context, failure, summary)
+        raise dg.Failure(
+            description=summary,
+            metadata={
+                "published": ", ".join(o.key for o in published) or "none",
+                "not_published": ", ".join(k for k in keys if k not in metadata) or "none",
+            },
+        ) from None
 
-    def _retry_if_transient(self, context: dg.OutputContext, error: Exception) -> None:
+    def publish_frames(
+        self,
+        context: dg.AssetExecutionContext,
+        frames: Mapping[str, pl.LazyFrame | pl.DataFrame],
+        asset_key: dg.AssetKey | None = None,
+    ) -> Iterator[dg.MaterializeResult]:
+        """Publish one frame per partition and record each one's metadata.
+
+        For an asset's body: every partition gets its own materialization metadata, also in a
+        range run. Every partition of the run needs a frame.
+        """
+        key = asset_key or context.asset_key
+        missing = set(context.partition_keys if context.has_partition_key_range else []) - set(
+            frames
+        )
+        if missing:
+            raise dg.Failure(f"no frame given for partition(s) {sorted(missing)}")
+        hive_name = partition_name(
+            context.assets_def.specs_by_key[key].partitions_def,
+            context.assets_def.specs_by_key[key].metadata,
+        )
+        target = self.target(key.path, hive_name, context.run.run_id)
+        for partition, frame in frames.items():
+            published = self.publish_frame(context, key, target, partition, frame.lazy())
+            values = _published_metadata(published, self.object_link(published.object.key))
+            context.add_asset_metadata(values, asset_key=key, partition_key=partition)
+        yield dg.MaterializeResult(asset_key=key)
+
+    def publish_frame(
+        self,
+        context: dg.AssetExecutionContext | dg.OutputContext,
+        asset_key: dg.AssetKey,
+        target: ObjectTarget,
+        partition: str | None,
+        frame: pl.LazyFrame,
+    ) -> PublishedPartition:
+        """Publish one partition's frame (None: the unpartitioned asset) at the target."""
+        label = asset_key.to_user_string() + (f" [{partition}]" if partition else "")
+        return publish_content(
+            target,
+            partition,
+            FrameContent(frame, PlannedSchema.none()),
+            self.parquet_settings(),
+            label=label,
+            hive_name=target.hive_name if partition is not None else None,
+            say=context.log.info,
+        )
+
+    def _partition_metadata(
+        self,
+        window: PublishedWindow,
+        start: LoadStart | None,
+        target: ObjectTarget,
+        spec: TableSpec,
+    ) -> dict[str, Any]:
+        plan = start.plan if start else None
+        published = window.published
+        metadata = {
+            **_published_metadata(published, self.object_link(target.key(window.key)), plan),
+            **(_read_metadata(window.read, plan) if plan else {}),
+            "null_partition_rows": start.null_partition_rows if start else 0,
+        }
+        if spec.preview_rows:
+            metadata["preview"] = dg.MetadataValue.md(
+                markdown_preview(
+                    published.file.first_rows,
+                    published.file.schema.names,
+                    masked=spec.preview_mask,
+                )
+            )
+        return metadata
+
+    def _retry_if_transient(
+        self, context: dg.AssetExecutionContext, error: Exception, summary: str
+    ) -> None:
         """Ask Dagster to run the step again if `error` may not happen on a second attempt.
 
         Every partition is published atomically, so a retry republishes the partitions the
@@ -246,21 +406,70 @@ class LakeIOManager(dg.ConfigurableIOManager):
         reason = transient_cause(error)
         if reason is None or self.transient_retries == 0:
             return
-        try:
-            attempt = context.step_context.previous_attempt_count + 1
-        except dg.DagsterInvariantViolationError:
-            return  # not inside a run (a context built by hand): nothing can retry the step
+        attempt = context.retry_number + 1
         if attempt > self.transient_retries:
             context.log.error(f"{reason}; {self.transient_retries} retries used, giving up")
             return
         delay = self.retry_delay_seconds * 2 ** (attempt - 1)
         context.log.warning(
             f"{reason}; retrying (retry {attempt} of {self.transient_retries}) in {delay:g}s "
-            f"after: {error}"
+            f"after: {summary}"
         )
         raise dg.RetryRequested(
             max_retries=self.transient_retries, seconds_to_wait=delay
         ) from error
+
+
+class LakeIOManager(dg.ConfigurableIOManager):
+    """Publishes the Polars frames of curated assets to the lake; reads lake partitions back."""
+
+    lake: S3Lake = Field(description="The bucket and prefix of the lake.")
+
+    def handle_output(self, context: dg.OutputContext, obj: object) -> None:
+        """Publish one frame, or one frame per partition of a range (a mapping by key)."""
+        if isinstance(obj, pl.LazyFrame | pl.DataFrame):
+            if context.has_asset_partitions and len(context.asset_partition_keys) > 1:
+                raise dg.Failure(
+                    f"{context.asset_key.to_user_string()}: a run over several partitions must "
+                    "return a mapping of partition key to LazyFrame, not one frame"
+                )
+            key = context.asset_partition_key if context.has_asset_partitions else None
+            frames: dict[str | None, pl.LazyFrame] = {key: obj.lazy()}
+        elif isinstance(obj, Mapping):
+            frames = {}
+            for key, frame in obj.items():  # pyright: ignore[reportUnknownVariableType]
+                if not isinstance(frame, pl.LazyFrame | pl.DataFrame):
+                    raise dg.Failure(f"partition {key!r}: expected a polars frame")
+                frames[str(key)] = frame.lazy()  # pyright: ignore[reportUnknownArgumentType]
+            missing = set(context.asset_partition_keys) - set(frames)
+            if missing:
+                raise dg.Failure(f"no frame returned for partition(s) {sorted(missing)}")
+        else:
+            raise dg.Failure(
+                f"{context.asset_key.to_user_string()} returned {type(obj).__name__}; the lake "
+                "stores polars LazyFrames and DataFrames"
+            )
+        hive_name = (
+            partition_name(context.asset_partitions_def, context.definition_metadata)
+            if context.has_asset_partitions
+            else DEFAULT_PARTITION_NAME
+        )
+        target = self.lake.target(context.asset_key.path, hive_name, context.run_id)
+        published = {
+            partition: self.lake.publish_frame(context, context.asset_key, target, partition, frame)
+            for partition, frame in frames.items()
+        }
+        if len(published) == 1:
+            [(_, only)] = published.items()
+            context.add_output_metadata(
+                _published_metadata(only, self.lake.object_link(only.object.key))
+            )
+        else:
+            # An IO manager records the same metadata on every partition of a range: a table
+            # of them. (`S3Lake.publish_frames` records each partition's own.)
+            context.add_output_metadata(
+                {"partitions_published": dg.MetadataValue.md(_partitions_table(published))}
+            )
 
     def load_input(self, context: dg.InputContext) -> pl.LazyFrame | pl.DataFrame:
         """Scan exactly the upstream partitions this run depends on."""
@@ -291,230 +500,105 @@ class LakeIOManager(dg.ConfigurableIOManager):
             return frame.collect()
         return frame
 
-    def _publish_extract(
-        self, context: dg.OutputContext, extract: TableExtract, published_keys: list[str]
-    ) -> None:
-        """Publish each window of `extract`, appending each key to `published_keys` once it is."""
-        spec = extract.spec
-        name = partition_name(context.asset_partitions_def, context.definition_metadata)
-        with extract.open() as opened:
-            if opened.null_partition_rows:
-                context.log.warning(
-                    f"{spec.qualified_name}: {opened.null_partition_rows} row(s) have a NULL "
-                    f"{spec.partition_column!r} and belong to no partition; they are not loaded"
-                )
-            if opened.plan.undeclared_columns:
-                context.log.info(
-                    f"{spec.qualified_name} has columns the contract does not declare (not "
-                    f"read): {', '.join(opened.plan.undeclared_columns)}"
-                )
-            dictionary = DictionaryChoice()
-            for read in opened.partitions:
-                key = self.lake.layout().partition_key(
-                    context.asset_key.path, name, read.window.key
-                )
 
-                def verify(written: WrittenFile, read: PartitionRead = read) -> None:
-                    outcomes = read.check_outcomes(written.schema)
-                    try:
-                        refuse_on_blocking_failures(outcomes, spec.qualified_name, read.window.key)
-                    except BlockingCheckError:
-                        record_refused_checks(context, {read.window.key: outcomes})
-                        raise
-                    extract.check_results[read.window.key] = outcomes
-
-                published = self._publish(
-                    context,
-                    partition=read.window.key,
-                    key=key,
-                    content=_partition_content(read, opened.plan, dictionary),
-                    hive_name=name,
-                    verify=verify,
-                    keep_rows=spec.preview_rows,
-                    batches_read=lambda read=read: read.stats.batches,
-                )
-                metadata = {
-                    **_published_metadata(published, self.lake.object_link(key), opened.plan),
-                    **_read_metadata(read.stats, opened.plan),
-                    "null_partition_rows": opened.null_partition_rows,
-                }
-                if spec.preview_rows:
-                    metadata["preview"] = dg.MetadataValue.md(
-                        markdown_preview(
-                            published.file.first_rows,
-                            published.file.schema.names,
-                            masked=spec.preview_mask,
-                        )
-                    )
-                _record_partition(context, read.window.key, metadata)
-                published_keys.append(read.window.key)
-                if len(extract.windows) == 1 and spec.fingerprint_sees_updates:
-                    # The source's fingerprint is the partition's data version: reloading
-                    # unchanged rows leaves downstream partitions fresh. A fingerprint blind to
-                    # updates (key hash, no change column) would hide changed rows, and Dagster
-                    # records one data version per run, not per partition of a range.
-                    _set_data_version(context, dg.DataVersion(read.stats.fingerprint.version))
-
-    def _publish_frames(
-        self, context: dg.OutputContext, frames: Mapping[str | None, pl.LazyFrame]
-    ) -> None:
-        layout = self.lake.layout()
-        path = context.asset_key.path
-        name = (
-            partition_name(context.asset_partitions_def, context.definition_metadata)
-            if context.has_asset_partitions
-            else ""
-        )
-        for partition, frame in frames.items():
-            key = (
-                layout.unpartitioned_key(path)
-                if partition is None
-                else layout.partition_key(path, name, partition)
-            )
-            published = self._publish(
-                context,
-                partition=partition,
-                key=key,
-                content=_FrameContent(frame, PlannedSchema.none()),
-                hive_name=name if partition is not None else None,
-            )
-            _record_partition(
-                context, partition, _published_metadata(published, self.lake.object_link(key))
-            )
-
-    def _publish(
-        self,
-        context: dg.OutputContext,
-        *,
-        partition: str | None,
-        key: str,
-        content: _FrameContent | _BatchContent,
-        hive_name: str | None,
-        verify: Callable[[WrittenFile], None] | None = None,
-        keep_rows: int = 0,
-        batches_read: Callable[[], int] | None = None,
-    ) -> PublishedPartition:
-        label = f"{context.asset_key.to_user_string()}" + (f" [{partition}]" if partition else "")
-        if hive_name is not None and hive_name in content.column_names():
-            raise PartitionWriteError(
-                f"{label}: the output has a column `{hive_name}`, the name of the lake's "
-                f"{hive_name}=<key> partition directories; readers that apply hive "
-                f"partitioning would see two `{hive_name}` columns. Rename the column, or set "
-                "a different `partition_name`"
-            )
-        try:
-            parquet = self.lake.parquet_settings()
-            published = publish_file(
-                self.lake.client(),
-                self.lake.bucket,
-                key,
-                lambda sink: content.write(
-                    sink, parquet, _ProgressLog(context, label, sink, batches_read), keep_rows
-                ),
-                upload=self.lake.upload_settings(),
-                verify=verify,
-            )
-        except Exception as error:
-            raise PartitionWriteError(
-                f"{label}: nothing was published to {self.lake.layout().uri(key)} "
-                f"(the previous version, if any, is unchanged): {error}"
-            ) from error
-        rate = published.file.rows / published.seconds if published.seconds else 0.0
-        context.log.info(
-            f"{label}: published {published.file.rows} rows, {published.object.size} bytes "
-            f"to {published.object.uri} in {published.seconds:.2f}s ({rate:,.0f} rows/s)"
-        )
-        return published
-
-
-@dataclass(frozen=True)
-class _FrameContent:
-    """A partition given as a Polars plan: a curated asset's output, or a transformed window."""
-
-    frame: pl.LazyFrame
-    planned: PlannedSchema
-
-    def column_names(self) -> list[str]:
-        return self.frame.collect_schema().names()
-
-    def write(
-        self,
-        sink: IO[bytes],
-        settings: ParquetSettings,
-        progress: Callable[[int, int], None],
-        keep_rows: int,
-    ) -> WrittenFile:
-        return write_frame(
-            self.frame, self.planned, sink, settings, on_row_group=progress, keep_rows=keep_rows
-        )
-
-
-@dataclass(frozen=True)
-class _BatchContent:
-    """A window without a transform: the driver's batches go to the file without Polars."""
-
-    batches: Callable[[], Iterator[pa.RecordBatch]]
-    schema: pa.Schema
-    dictionary: DictionaryChoice
-
-    def column_names(self) -> list[str]:
-        return self.schema.names
-
-    def write(
-        self,
-        sink: IO[bytes],
-        settings: ParquetSettings,
-        progress: Callable[[int, int], None],
-        keep_rows: int,
-    ) -> WrittenFile:
-        return write_batches(
-            self.batches(),
-            self.schema,
-            sink,
-            settings,
-            on_row_group=progress,
-            dictionary=self.dictionary,
-            keep_rows=keep_rows,
-        )
-
-
-def _partition_content(
-    read: PartitionRead, plan: TablePlan, dictionary: DictionaryChoice
-) -> _FrameContent | _BatchContent:
-    if read.transform is None:
-        return _BatchContent(read.lake_batches, plan.arrow_schema, dictionary)
-    return _FrameContent(read.frame, PlannedSchema(plan.arrow_schema, plan.frame_schema))
-
-
-def _extract_failure(
-    asset: str, extract: TableExtract, published: Sequence[str], error: Exception
+def describe_load_failure(
+    asset: str,
+    *,
+    keys: Sequence[str],
+    published: Sequence[str],
+    refused: Sequence[RefusedWindow],
+    failure: Exception | None,
+    unread: Sequence[str] = (),
 ) -> str:
-    """What a failed load did and did not publish, and why it failed."""
-    keys = [w.key for w in extract.windows]
+    """What a load that failed did and did not publish, why, and the way out."""
     span = keys[0] if len(keys) == 1 else f"{keys[0]}...{keys[-1]}"
     if not published:
         outcome = "nothing was published"
     else:
-        outcome = (
-            f"published {len(published)} of {len(keys)} partitions (through {published[-1]}), "
-            "not the rest"
+        outcome = f"published {len(published)} of {len(keys)} partitions ({_listed(published)})"
+    lines = [
+        f"{asset} [{span}]: {outcome}; the previous version of every unpublished partition, "
+        "if any, is unchanged."
+    ]
+    for window in refused:
+        lines.append(f"Not published: {window.key}: {type(window.error).__name__}: {window.error}")
+    if failure is not None:
+        where = f" ({_listed(unread)} not read)" if unread and published else ""
+        lines.append(f"The load stopped{where}: {type(failure).__name__}: {failure}")
+        if isinstance(failure, PublishOutcomeUnknownError):
+            lines.append(
+                "Whether that partition is now published could not be told; materialize it "
+                "again to settle it (a rerun replaces the object and records it)."
+            )
+        elif transient_cause(failure) is not None:
+            lines.append(
+                "The cause is transient: materialize the unpublished partitions again once it "
+                "has passed."
+            )
+    return "\n".join(lines)
+
+
+def _listed(keys: Sequence[str], limit: int = 10) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown if len(keys) <= limit else f"{shown} and {len(keys) - limit} more"
+
+
+def _materialize_result(
+    context: dg.AssetExecutionContext,
+    asset_key: dg.AssetKey,
+    *,
+    published: Sequence[PublishedWindow],
+    metadata: Mapping[str, Mapping[str, Any]],
+    selected_checks: set[str],
+    fingerprint_is_version: bool,
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckEvaluation | dg.Output[None]]:
+    """The events of a load that published every window it was asked for.
+
+    One partition: its `MaterializeResult` carries its check results, which Dagster ties to
+    the materialization. Several: each partition's metadata is added to its own
+    materialization, and each check of each partition is recorded as an evaluation of that
+    partition (a check result of a step belongs to one partition at most); the check outputs
+    are then marked done.
+    """
+    for key, values in metadata.items():
+        context.add_asset_metadata(dict(values), asset_key=asset_key, partition_key=key)
+    if len(published) == 1:
+        [window] = published
+        # The source's fingerprint is the partition's data version: reloading unchanged rows
+        # leaves downstream partitions fresh. A fingerprint blind to updates (key hash, no
+        # change column) would hide changed rows.
+        version = window.read.fingerprint.version if fingerprint_is_version else None
+        yield dg.MaterializeResult(
+            asset_key=asset_key,
+            data_version=dg.DataVersion(version) if version else None,
+            check_results=[
+                dg.AssetCheckResult(
+                    asset_key=asset_key,
+                    check_name=check.name,
+                    passed=check.passed,
+                    metadata=check.metadata,
+                    severity=dg.AssetCheckSeverity(check.severity.value),
+                    description=check.description,
+                )
+                for check in window.checks
+                if check.name in selected_checks
+            ],
         )
-    return (
-        f"{asset} [{span}]: {outcome} (the previous version of every unpublished partition, if "
-        f"any, is unchanged): {type(error).__name__}: {error}"
-    )
+        return
+    yield dg.MaterializeResult(asset_key=asset_key)
+    yield from _evaluations(asset_key, published, selected_checks)
+    for spec in context.assets_def.check_specs:
+        if spec.asset_key == asset_key and spec.name in selected_checks:
+            yield dg.Output(None, output_name=spec.get_python_identifier())
 
 
-class LakeUnavailableError(RuntimeError):
-    """The lake's bucket cannot be reached: nothing is read from the source."""
-
-
-class PartitionWriteError(RuntimeError):
-    """Writing a partition failed before it was published."""
-
-
-class BlockingCheckError(RuntimeError):
-    """A blocking check failed: the partition was not published."""
+def _evaluations(
+    asset_key: dg.AssetKey, outcomes: Sequence[WindowOutcome], selected_checks: set[str]
+) -> Iterator[dg.AssetCheckEvaluation]:
+    for outcome in outcomes:
+        for check in outcome.checks:
+            if check.name in selected_checks:
+                yield check_evaluation(asset_key, outcome.key, check)
 
 
 def check_evaluation(
@@ -533,85 +617,13 @@ def check_evaluation(
     )
 
 
-def check_evaluations(
-    asset_key: dg.AssetKey, results: Mapping[str, Sequence[CheckOutcome]]
-) -> Iterator[dg.AssetCheckEvaluation]:
-    """One evaluation per check and partition."""
-    for partition, outcomes in results.items():
-        for outcome in outcomes:
-            yield check_evaluation(asset_key, partition, outcome)
-
-
-def record_refused_checks(
-    context: dg.OutputContext, results: Mapping[str, Sequence[CheckOutcome]]
-) -> None:
-    """Record the check evaluations of partitions that were refused, before the step fails.
-
-    A refused partition has no materialization and the asset never returns its check results,
-    so without this the UI would show the failed run but not which check refused what.
-    `OutputContext.log_event` takes only materializations and observations; the step's event
-    stream is where the asset's own check evaluations go too.
-    """
-    try:
-        step = context.step_context
-    except dg.DagsterInvariantViolationError:
-        return  # not inside a run: nothing to record them in
-    for evaluation in check_evaluations(context.asset_key, results):
-        DagsterEvent.asset_check_evaluation(step, evaluation)
-
-
-def refuse_on_blocking_failures(outcomes: Sequence[CheckOutcome], table: str, key: str) -> None:
-    """Raise, describing every failed blocking check, if any failed."""
-    failed = [o for o in outcomes if o.blocking and not o.passed]
-    if failed:
-        details = "; ".join(
-            f"{o.name}: {o.description} {_evidence(o.metadata)}".strip() for o in failed
-        )
-        raise BlockingCheckError(f"{table} [{key}]: blocking check(s) failed: {details}")
-
-
-def _evidence(metadata: Mapping[str, Any]) -> str:
-    samples = {k: v for k, v in metadata.items() if k.endswith("_sample") and v != "none"}
-    return f"({', '.join(f'{k}: {v}' for k, v in samples.items())})" if samples else ""
-
-
-class _ProgressLog:
-    """Logs at most one line every few seconds while a partition's rows stream.
-
-    Each line says how far the partition is: source batches read, rows written, Parquet
-    written and acknowledged by S3, and the rate so far.
-    """
-
-    def __init__(
-        self,
-        context: dg.OutputContext,
-        label: str,
-        sink: object,
-        batches_read: Callable[[], int] | None,
-        every_seconds: float = 5.0,
-    ) -> None:
-        self._context = context
-        self._label = label
-        self._sink = sink
-        self._batches_read = batches_read
-        self._every = every_seconds
-        self._started = time.perf_counter()
-        self._last: float | None = None
-
-    def __call__(self, rows: int, size: int) -> None:
-        now = time.perf_counter()
-        if self._last is not None and now - self._last < self._every:
-            return
-        self._last = now
-        rate = rows / (now - self._started)
-        parts = [f"{rows:,} rows so far ({rate:,.0f} rows/s)"]
-        if self._batches_read is not None:
-            parts.append(f"{self._batches_read():,} source batches read")
-        parts.append(f"{size / MIB:,.1f} MiB of Parquet written")
-        uploaded = getattr(self._sink, "uploaded", None)
-        if isinstance(uploaded, int):
-            parts.append(f"{uploaded / MIB:,.1f} MiB uploaded")
-        self._context.log.info(f"{self._label}: {', '.join(parts)}")
+def _partitions_table(published: Mapping[str | None, PublishedPartition]) -> str:
+    lines = ["| partition | rows | bytes | uri |", "| --- | --- | --- | --- |"]
+    lines += [
+        f"| {key} | {p.file.rows} | {p.object.size} | {p.object.uri} |"
+        for key, p in published.items()
+    ]
+    return "\n".join(lines)
 
 
 def partition_name(
@@ -675,6 +687,17 @@ def _published_metadata(
         "duration_seconds": round(seconds, 3),
         "rows_per_second": round(published.file.rows / seconds, 1) if seconds else 0.0,
         "lake_object": dg.MetadataValue.url(link),
+        "lake_object_etag": published.object.etag,
+        **(
+            {"lake_object_version": published.object.version_id}
+            if published.object.version_id
+            else {}
+        ),
+        **(
+            {"publish_settled": published.object.settled}
+            if published.object.settled is not None
+            else {}
+        ),
     }
 
 
@@ -691,31 +714,3 @@ def _read_metadata(stats: ReadStats, plan: TablePlan) -> dict[str, Any]:
     if plan.undeclared_columns:
         metadata["source_undeclared_columns"] = ", ".join(plan.undeclared_columns)
     return metadata
-
-
-def _set_data_version(context: dg.OutputContext, version: dg.DataVersion) -> None:
-    try:
-        step = context.step_context
-    except dg.DagsterInvariantViolationError:
-        return  # a context built outside a run (a benchmark, a test) has no run to version
-    step.set_data_version(context.asset_key, version)
-
-
-def _record_partition(
-    context: dg.OutputContext, partition: str | None, metadata: Mapping[str, Any]
-) -> None:
-    """Attach metadata to the materialization of one partition.
-
-    `OutputContext.add_output_metadata` would give every partition of a range run the same
-    values; the step context's `add_asset_metadata(partition_key=...)` is the per-partition
-    form that `AssetExecutionContext.add_asset_metadata` also uses.
-    """
-    if partition is None or not context.has_asset_partitions:
-        context.add_output_metadata(dict(metadata))
-        return
-    if len(context.asset_partition_keys) == 1:
-        context.add_output_metadata(dict(metadata))
-        return
-    context.step_context.add_asset_metadata(
-        dict(metadata), asset_key=context.asset_key, partition_key=partition
-    )

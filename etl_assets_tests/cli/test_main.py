@@ -11,10 +11,10 @@ import pytest
 from dagster.components.testing import create_defs_folder_sandbox
 
 from etl_assets.cli.main import main
-from etl_assets.components.table_assets import LAKE_IO_MANAGER_KEY
+from etl_assets.components.table_assets import lake_resources
 from etl_assets.devstack.verify import compare_table_partition
 from etl_assets.lib.tables import TableSpec
-from etl_assets.resources.lake import LakeIOManager, S3Lake
+from etl_assets.resources.lake import S3Lake
 from etl_assets.resources.postgres import TABLE_METADATA_KEY
 from etl_assets_tests.support import LAKE_PREFIX, Pipeline, run_sql
 
@@ -92,12 +92,8 @@ def test_the_printed_entry_loads_and_materializes_unchanged(shop: Pipeline) -> N
         folder.mkdir()
         (folder / "defs.yaml").write_text(defs_yaml)
         with sandbox.build_all_defs() as loaded:
-            lake = LakeIOManager(
-                lake=S3Lake(bucket=shop.bucket, prefix=LAKE_PREFIX, endpoint_url=shop.endpoint.url)
-            )
-            defs = dg.Definitions.merge(
-                loaded, dg.Definitions(resources={LAKE_IO_MANAGER_KEY: lake})
-            )
+            lake = S3Lake(bucket=shop.bucket, prefix=LAKE_PREFIX, endpoint_url=shop.endpoint.url)
+            defs = dg.Definitions.merge(loaded, dg.Definitions(resources=lake_resources(lake)))
             [raw] = [s for s in defs.resolve_all_asset_specs() if s.key.path[0] == "raw"]
             declared = raw.metadata[TABLE_METADATA_KEY]
             table = TableSpec.from_metadata(dict(getattr(declared, "data", declared)))

@@ -10,9 +10,9 @@ import dagster as dg
 import pytest
 from dagster.components.testing import DefsFolderSandbox, create_defs_folder_sandbox
 
-from etl_assets.components.table_assets import LAKE_IO_MANAGER_KEY
+from etl_assets.components.table_assets import lake_resources
 from etl_assets.lib.tables import TableSpec
-from etl_assets.resources.lake import LakeIOManager, S3Lake
+from etl_assets.resources.lake import S3Lake
 from etl_assets.resources.postgres import TABLE_METADATA_KEY
 
 GOOD_TABLE = """
@@ -61,9 +61,7 @@ def load_error(sandbox: DefsFolderSandbox, text: str) -> str:
 
 
 def test_a_declared_table_becomes_a_source_spec_and_a_raw_asset(sandbox: DefsFolderSandbox) -> None:
-    lake = dg.Definitions(
-        resources={LAKE_IO_MANAGER_KEY: LakeIOManager(lake=S3Lake(bucket="lake"))}
-    )
+    lake = dg.Definitions(resources=lake_resources(S3Lake(bucket="lake")))
     defs = dg.Definitions.merge(load(sandbox, defs_yaml(GOOD_TABLE)), lake)
     specs = {s.key.to_user_string(): s for s in defs.resolve_all_asset_specs()}
     assert set(specs) == {"postgres/shop/sales/orders", "raw/shop/sales/orders"}

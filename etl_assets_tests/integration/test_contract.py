@@ -21,7 +21,7 @@ from etl_assets.components.table_assets import (
 )
 from etl_assets.lib.contract import ColumnChecks, ColumnSpec
 from etl_assets.lib.tables import PrimaryKeyCheck, TableSpec
-from etl_assets_tests.support import Pipeline, failure_text, run_sql, spec
+from etl_assets_tests.support import Pipeline, check_results, failure_text, run_sql, spec
 
 DDL = """
 CREATE TABLE orders (
@@ -59,19 +59,6 @@ def orders_spec(
     return dataclasses.replace(
         spec(table="orders", columns=columns), primary_key_check=primary_key_check
     )
-
-
-def check_results(
-    pipeline: Pipeline, result: dg.ExecuteInProcessResult
-) -> dict[tuple[str, str], bool]:
-    outcomes: dict[tuple[str, str], bool] = {}
-    for entry in pipeline.instance.all_logs(
-        result.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
-    ):
-        evaluation = entry.dagster_event.event_specific_data if entry.dagster_event else None
-        assert isinstance(evaluation, dg.AssetCheckEvaluation)
-        outcomes[evaluation.check_name, evaluation.partition or ""] = evaluation.passed
-    return outcomes
 
 
 @pytest.mark.parametrize(

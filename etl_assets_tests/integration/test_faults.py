@@ -30,7 +30,7 @@ from etl_assets.cli.main import main as etl_assets_main
 from etl_assets.lib.tables import TableSpec
 from etl_assets.lib.upload_cleanup import incomplete_uploads
 from etl_assets_tests.fault_worker import DAY, SMALL_BATCHES, SMALL_PARTS, slowly
-from etl_assets_tests.faults import Faults, FaultyS3Proxy
+from etl_assets_tests.faults import Faults, FaultyS3Proxy, Rule
 from etl_assets_tests.support import LAKE_PREFIX, Pipeline, failure_text, query, run_sql, spec
 
 WIDE_TABLE = """
@@ -188,14 +188,9 @@ def test_s3_failing_every_part_fails_the_load_and_leaves_no_upload(
     pipeline: Pipeline, published: bytes
 ) -> None:
     faults = Faults(failing_part_uploads=1_000)
-    with FaultyS3Proxy(pipeline.endpoint.url, faults) as proxy:
-        result = pipeline.materialize(
-            wide(),
-            partition=DAY,
-            raise_on_error=False,
-            lake={**SMALL_PARTS, "endpoint_url": proxy.url, "max_attempts": 2},
-            writer={"transient_retries": 1, "retry_delay_seconds": 0.1},
-        )
+    result = load_through(
+        pipeline, faults, writer={"transient_retries": 1, "retry_delay_seconds": 0.1}
+    )
     assert not result.success
     error = failure_text(result)
     assert f"{ASSET} [{DAY}]: nothing was published" in error
@@ -209,18 +204,144 @@ def test_s3_failing_every_part_fails_the_load_and_leaves_no_upload(
     assert incomplete_uploads(pipeline.endpoint.client(), pipeline.bucket) == []
 
 
-def test_an_endpoint_gone_mid_upload_keeps_the_lake_and_its_upload_is_cleaned_up_later(
-    pipeline: Pipeline, published: bytes, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    faults = Faults(vanish_after_part_uploads=1)
+CHANGE_ROWS = "UPDATE wide SET body = upper(body) WHERE id % 1000 = 0"
+"""A change to the window, so the next version differs from the published one."""
+
+
+def retries_of(pipeline: Pipeline, result: dg.ExecuteInProcessResult) -> int:
+    events = pipeline.instance.all_logs(result.run_id)
+    return len([e for e in events if e.dagster_event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY])
+
+
+def materializations_of(pipeline: Pipeline, run_id: str) -> list[str | None]:
+    records = pipeline.instance.fetch_materializations(
+        dg.AssetKey(ASSET.split("/")), limit=100
+    ).records
+    return [
+        r.asset_materialization.partition
+        for r in records
+        if r.run_id == run_id and r.asset_materialization is not None
+    ]
+
+
+def load_through(
+    pipeline: Pipeline, faults: Faults, *, writer: Mapping[str, Any] = NO_RETRIES
+) -> dg.ExecuteInProcessResult:
+    """Load the wide table's partition through the faulty proxy (2 attempts per request)."""
     with FaultyS3Proxy(pipeline.endpoint.url, faults) as proxy:
-        result = pipeline.materialize(
+        return pipeline.materialize(
             wide(),
             partition=DAY,
             raise_on_error=False,
             lake={**SMALL_PARTS, "endpoint_url": proxy.url, "max_attempts": 2},
-            writer=NO_RETRIES,
+            writer=writer,
         )
+
+
+def test_a_lost_reply_to_the_complete_records_the_partition_as_published(
+    pipeline: Pipeline, published: bytes
+) -> None:
+    # S3 completes the upload, but the reply never arrives (every attempt of the client).
+    run_sql(pipeline.conninfo, CHANGE_ROWS)
+    faults = Faults(rules=[Rule("complete", "drop_reply", times=1_000)])
+    result = load_through(pipeline, faults)
+    completes = [r for r in faults.requests if r[0] == "POST" and "uploadId=" in r[1]]
+    assert completes  # the complete reached S3 and its reply was dropped
+    assert result.success
+    assert materializations_of(pipeline, result.run_id) == [DAY]
+    new = pipeline.partition_bytes(wide(), DAY)
+    assert digest(new) != digest(published)
+    assert pq.read_table(io.BytesIO(new)).num_rows == pq.read_table(io.BytesIO(published)).num_rows
+    head = pipeline.endpoint.client().head_object(Bucket=pipeline.bucket, Key=lake_key())
+    metadata = pipeline.metadata(wide(), DAY)
+    # The materialization names the object's real version, and how the publish was settled.
+    assert metadata["lake_object_etag"] == head["ETag"]
+    assert head["Metadata"]["etl-assets-run"] == result.run_id
+    assert "ConnectionClosedError" in metadata["publish_settled"]
+    assert incomplete_uploads(pipeline.endpoint.client(), pipeline.bucket) == []
+
+
+def test_a_complete_that_never_reached_s3_reports_nothing_published(
+    pipeline: Pipeline, published: bytes
+) -> None:
+    run_sql(pipeline.conninfo, CHANGE_ROWS)
+    faults = Faults(rules=[Rule("complete", "drop", times=1_000)])
+    result = load_through(pipeline, faults)
+    assert not result.success
+    error = failure_text(result)
+    assert f"{ASSET} [{DAY}]: nothing was published" in error
+    assert pipeline.partition_bytes(wide(), DAY) == published
+    assert materializations_of(pipeline, result.run_id) == []
+    # Settling aborted the upload: nothing is left to clean up.
+    assert incomplete_uploads(pipeline.endpoint.client(), pipeline.bucket) == []
+
+
+def test_s3_unavailable_when_the_run_starts_is_retried_and_publishes(
+    pipeline: Pipeline, published: bytes
+) -> None:
+    # The first requests of the run, the bucket check among them, answer 500: more of them
+    # than the client's own attempts, so the load itself must retry.
+    faults = Faults(rules=[Rule("any", "error_500", times=3)])
+    run_sql(pipeline.conninfo, CHANGE_ROWS)
+    result = load_through(
+        pipeline, faults, writer={"transient_retries": 2, "retry_delay_seconds": 0.1}
+    )
+    assert result.success, failure_text(result)
+    assert retries_of(pipeline, result) == 1
+    logs = [e.message or "" for e in pipeline.instance.all_logs(result.run_id)]
+    assert any("S3 error 500" in m and "retrying (retry 1 of 2)" in m for m in logs)
+    assert not any("does not exist" in m for m in logs)
+    assert digest(pipeline.partition_bytes(wide(), DAY)) != digest(published)
+    assert materializations_of(pipeline, result.run_id) == [DAY]
+
+
+def test_s3_failing_mid_upload_then_at_the_bucket_check_is_retried_both_times(
+    pipeline: Pipeline, published: bytes
+) -> None:
+    # Attempt 1 fails on its part uploads; the retry then meets 500s at its bucket check,
+    # which is S3 being unavailable, not a missing bucket: the second retry publishes.
+    faults = Faults(
+        rules=[
+            Rule("part_upload", "error_500", times=4),
+            Rule("bucket_check", "error_500", times=2),
+        ]
+    )
+    result = load_through(
+        pipeline, faults, writer={"transient_retries": 2, "retry_delay_seconds": 0.1}
+    )
+    assert result.success, failure_text(result)
+    assert [rule.times for rule in faults.rules] == [0, 0]
+    assert retries_of(pipeline, result) == 2
+    logs = [e.message or "" for e in pipeline.instance.all_logs(result.run_id)]
+    assert any("retrying (retry 2 of 2)" in m and "LakeUnavailableError" in m for m in logs)
+    assert digest(pipeline.partition_bytes(wide(), DAY)) == digest(published)
+
+
+def test_s3_failing_throughout_ends_with_what_was_and_was_not_published(
+    pipeline: Pipeline, published: bytes
+) -> None:
+    faults = Faults(rules=[Rule("any", "error_500", times=100_000)])
+    result = load_through(
+        pipeline, faults, writer={"transient_retries": 1, "retry_delay_seconds": 0.1}
+    )
+    assert not result.success
+    assert retries_of(pipeline, result) == 1
+    error = failure_text(result)
+    summary = error.split("\n\nStack Trace:")[0]
+    assert f"{ASSET} [{DAY}]: nothing was published" in summary
+    assert "S3 did not answer for bucket" in summary
+    assert "500" in summary
+    assert "materialize the unpublished partitions again" in summary
+    # The summary is the whole error: no chain of causes follows it.
+    assert "caused by" not in error
+    assert pipeline.partition_bytes(wide(), DAY) == published
+
+
+def test_an_endpoint_gone_mid_upload_keeps_the_lake_and_its_upload_is_cleaned_up_later(
+    pipeline: Pipeline, published: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    faults = Faults(vanish_after_part_uploads=1)
+    result = load_through(pipeline, faults)
     assert not result.success
     error = failure_text(result)
     assert f"{ASSET} [{DAY}]: nothing was published" in error

@@ -14,13 +14,16 @@ import polars as pl
 import pytest
 
 from etl_assets.devstack.verify import compare_table_partition, read_lake_partition
+from etl_assets.lib.contract import ColumnChecks, ColumnSpec
 from etl_assets.lib.preview import MASK, NULL
 from etl_assets.lib.tables import NullPartitionRows, TableSpec
 from etl_assets.lib.windows import Grain
 from etl_assets_tests.support import (
     LAKE_PREFIX,
     Pipeline,
+    check_results,
     failure_text,
+    materialized_partitions,
     on_every_batch,
     query,
     run_sql,
@@ -405,3 +408,57 @@ def test_a_column_named_like_the_partition_directories_is_refused(events: Pipeli
     assert not result.success
     assert "has a column `day`" in failure_text(result)
     assert events.objects() == {}
+
+
+RANGE = ("2026-10-01", "2026-10-03")
+
+
+@pytest.mark.parametrize(
+    ("bad_row", "columns", "reason"),
+    [
+        (
+            "UPDATE events SET due_date = 'infinity' WHERE id = 300",
+            ("id", "created_at", "due_date"),
+            "UnrepresentableValueError: public.events.due_date (date): the row with primary key "
+            "(id=300) holds infinity",
+        ),
+        (
+            "UPDATE events SET amount = -1 WHERE id = 300",
+            ("id", "created_at", ColumnSpec("amount", checks=ColumnChecks(min=0, blocking=True))),
+            "BlockingCheckError: public.events [2026-10-02]: blocking check(s) failed: "
+            "values_amount: amount: 1 row(s) break min (violating_keys_sample: (id=300))",
+        ),
+    ],
+)
+def test_a_range_with_one_bad_window_publishes_and_records_the_others(
+    events: Pipeline, bad_row: str, columns: tuple[str | ColumnSpec, ...], reason: str
+) -> None:
+    # Row 300 lies in the middle day of the range; the days around it are clean.
+    run_sql(events.conninfo, bad_row)
+    table = spec(columns=columns)
+    result = events.materialize(table, partition_range=RANGE, raise_on_error=False)
+    assert not result.success
+    assert materialized_partitions(events, table, result.run_id) == ["2026-10-01", "2026-10-03"]
+    assert sorted(events.objects()) == [
+        f"{LAKE_PREFIX}/raw/testsrc/public/events/day={day}/part-00000.parquet"
+        for day in ("2026-10-01", "2026-10-03")
+    ]
+    for day in ("2026-10-01", "2026-10-03"):
+        assert_partition_equals_source(events, table, day)
+    error = failure_text(result)
+    assert (
+        "raw/testsrc/public/events [2026-10-01...2026-10-03]: published 2 of 3 partitions "
+        "(2026-10-01, 2026-10-03)"
+    ) in error
+    assert f"Not published: 2026-10-02: {reason}" in error
+    checks = check_results(events, result)
+    assert checks["row_count_matches_source", "2026-10-01"]
+    assert checks["row_count_matches_source", "2026-10-03"]
+    if "values_amount" in reason:
+        assert checks == {
+            **{(name, day): True for name, day in checks if day != "2026-10-02"},
+            ("row_count_matches_source", "2026-10-02"): True,
+            ("schema_matches_contract", "2026-10-02"): True,
+            ("primary_key_unique_not_null", "2026-10-02"): True,
+            ("values_amount", "2026-10-02"): False,
+        }

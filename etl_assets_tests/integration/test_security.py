@@ -367,5 +367,5 @@ def test_a_missing_bucket_fails_before_any_row_is_read(events: Pipeline) -> None
     error = failure_text(result)
     assert "no-such-bucket-here" in error
     # Checked before the snapshot opens: the source is not read for nothing.
-    assert "LakeUnavailableError" in error
+    assert "LakeConfigurationError" in error
     assert "does not exist or is not accessible" in error

@@ -1,18 +1,21 @@
 """The reader against a real Postgres: one snapshot, exact counts, streamed batches."""
 
 import datetime as dt
+from collections.abc import Iterator
 
 import polars as pl
 import pyarrow as pa
 import pytest
 from psycopg.conninfo import make_conninfo
 
+from etl_assets.lib import sql as q
 from etl_assets.lib.checks import SCHEMA_CHECK, CheckOutcome
 from etl_assets.lib.extract import (
     ConnectionSettings,
     ExtractError,
     Snapshot,
     TableExtract,
+    WindowSplitter,
     lazy_frame,
 )
 from etl_assets.lib.pg_types import ContractError
@@ -42,11 +45,16 @@ def events_db(source_db: str) -> str:
     return source_db
 
 
-def extract_of(conninfo: str, *windows: PartitionWindow, **overrides: object) -> TableExtract:
+def extract_of(
+    conninfo: str,
+    *windows: PartitionWindow,
+    settings: ConnectionSettings | None = None,
+    **overrides: object,
+) -> TableExtract:
     return TableExtract(
         spec(**overrides),  # pyright: ignore[reportArgumentType]
         windows,
-        ConnectionSettings(conninfo=conninfo),
+        settings or ConnectionSettings(conninfo=conninfo),
         application_name="raw/test/events/2026-10-01",
     )
 
@@ -169,3 +177,47 @@ def test_connection_failures_never_show_the_password(events_db: str) -> None:
     assert "nobody_here@127.0.0.1" in str(raised.value)
     assert settings.redact("password=s3cr3t-Pa55word x") == "password=*** x"
     assert "s3cr3t" not in repr(settings)
+
+
+DAY3 = PartitionWindow("2026-10-03", DAY2.end, dt.datetime(2026, 10, 4, tzinfo=UTC))
+
+
+def test_a_window_given_up_part_way_or_skipped_leaves_the_next_one_whole(events_db: str) -> None:
+    run_sql(
+        events_db,
+        "INSERT INTO events SELECT g, timestamptz '2026-10-03 00:00+00' + (g - 49) * interval"
+        " '1 hour', g, 'e' || g FROM generate_series(49, 72) g",
+    )
+    # Batches of a few rows, so a window spans many of them.
+    tiny = ConnectionSettings(conninfo=events_db, batch_size_hint_bytes=64)
+    with extract_of(events_db, DAY1, DAY2, DAY3, settings=tiny).open() as opened:
+        first, second, third = opened.partitions
+        batches = first.lake_batches()
+        assert next(batches).num_rows < 24  # then day 1 is given up
+        # Day 2 is skipped without being read; day 3 still gets exactly its own rows.
+        ids = [i for batch in third.lake_batches() for i in batch.column("id").to_pylist()]
+        assert opened.stream_failure is None
+    assert ids == list(range(49, 73))
+    assert second.stats.rows_read == 0
+
+
+def tagged(*ordinals: int) -> pa.RecordBatch:
+    return pa.RecordBatch.from_pydict(
+        {q.WINDOW_ORDINAL: pa.array(ordinals, pa.int32()), "v": list(range(len(ordinals)))}
+    )
+
+
+def test_a_failed_stream_ends_every_later_window() -> None:
+    def stream() -> Iterator[pa.RecordBatch]:
+        yield tagged(0, 0, 1)
+        raise OSError("server closed the connection unexpectedly")
+
+    splitter = WindowSplitter(stream)
+    assert [b.num_rows for b in splitter.window(0)] == [2]
+    with pytest.raises(OSError, match="closed the connection"):
+        list(splitter.window(1))
+    assert isinstance(splitter.failure, OSError)
+    with pytest.raises(ExtractError, match="the source stream failed before window 2"):
+        list(splitter.window(2))
+    with pytest.raises(ExtractError, match="read out of order"):
+        list(splitter.window(1))

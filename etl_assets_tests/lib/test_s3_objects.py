@@ -1,9 +1,22 @@
+from collections.abc import Generator
+from contextlib import contextmanager
 from typing import Any
 
+import boto3
+import botocore.config
 import pytest
 
 from etl_assets.devstack.s3 import S3Endpoint
-from etl_assets.lib.s3_objects import MIB, Encryption, PendingUpload, ServerSideEncryption
+from etl_assets.lib.s3_objects import (
+    MIB,
+    UPLOAD_METADATA,
+    Encryption,
+    NotPublishedError,
+    PendingUpload,
+    PublishOutcomeUnknownError,
+    ServerSideEncryption,
+)
+from etl_assets_tests.faults import Faults, FaultyS3Proxy, Rule
 
 
 def upload(endpoint: S3Endpoint, bucket: str, key: str, **kwargs: Any) -> PendingUpload:
@@ -110,3 +123,86 @@ def test_settings_are_validated() -> None:
         Encryption(ServerSideEncryption.S3, kms_key_id="k")
     with pytest.raises(ValueError, match="part_size"):
         PendingUpload(object(), "b", "k", encryption=Encryption(), part_size=MIB)  # pyright: ignore[reportArgumentType]
+
+
+def proxied_client(endpoint: S3Endpoint, url: str) -> Any:
+    """A client through the proxy that tries each request once (the proxy decides)."""
+    return boto3.client(
+        "s3",
+        endpoint_url=url,
+        region_name=endpoint.region,
+        aws_access_key_id=endpoint.access_key,
+        aws_secret_access_key=endpoint.secret_key,
+        config=botocore.config.Config(retries={"total_max_attempts": 1}),
+    )
+
+
+@contextmanager
+def publish_through(
+    endpoint: S3Endpoint, bucket: str, faults: Faults, size: int
+) -> Generator[PendingUpload]:
+    """An upload of `size` bytes through a faulty proxy; `publish()` is left to the caller."""
+    endpoint.client().put_object(Bucket=bucket, Key="k", Body=b"previous")
+    with FaultyS3Proxy(endpoint.url, faults) as proxy:
+        pending = PendingUpload(
+            proxied_client(endpoint, proxy.url),
+            bucket,
+            "k",
+            encryption=Encryption(),
+            part_size=5 * MIB,
+            metadata={"etl-assets-run": "run-1"},
+            settle_delay_seconds=0.01,
+        )
+        pending.write(b"n" * size)
+        yield pending
+
+
+@pytest.mark.parametrize("size", [10, 6 * MIB], ids=["put", "multipart"])
+def test_a_publish_whose_reply_was_lost_is_found_published(
+    s3_endpoint: S3Endpoint, bucket: str, size: int
+) -> None:
+    request = "object_put" if size < 5 * MIB else "complete"
+    faults = Faults(rules=[Rule(request, "drop_reply", times=1)])
+    with publish_through(s3_endpoint, bucket, faults, size) as pending:
+        published = pending.publish()
+    head = s3_endpoint.client().head_object(Bucket=bucket, Key="k")
+    assert head["Metadata"] == {UPLOAD_METADATA: pending.token, "etl-assets-run": "run-1"}
+    assert published.etag == head["ETag"]
+    assert published.size == size == head["ContentLength"]
+    assert published.settled is not None
+    assert "ConnectionClosedError" in published.settled
+    assert open_multipart_uploads(s3_endpoint, bucket) == []
+
+
+@pytest.mark.parametrize("size", [10, 6 * MIB], ids=["put", "multipart"])
+def test_a_publish_that_never_reached_s3_is_reported_unpublished(
+    s3_endpoint: S3Endpoint, bucket: str, size: int
+) -> None:
+    request = "object_put" if size < 5 * MIB else "complete"
+    faults = Faults(rules=[Rule(request, "drop", times=1)])
+    with (
+        publish_through(s3_endpoint, bucket, faults, size) as pending,
+        pytest.raises(NotPublishedError, match=r"nothing was published to s3://[^/]+/k "),
+    ):
+        pending.publish()
+    assert body(s3_endpoint, bucket, "k") == b"previous"
+    assert open_multipart_uploads(s3_endpoint, bucket) == []
+
+
+def test_a_publish_that_cannot_be_settled_says_so(s3_endpoint: S3Endpoint, bucket: str) -> None:
+    # The complete's reply is lost, then S3 stops answering: neither the abort nor the HEAD
+    # that would settle it gets through.
+    faults = Faults(
+        rules=[Rule("complete", "drop_reply", times=1), Rule("any", "drop", times=1_000)]
+    )
+    with (
+        publish_through(s3_endpoint, bucket, faults, 6 * MIB) as pending,
+        pytest.raises(PublishOutcomeUnknownError) as raised,
+    ):
+        pending.publish()
+    message = str(raised.value)
+    assert "S3 could not be reached to learn whether the key now holds" in message
+    assert f"{UPLOAD_METADATA}={pending.token}" in message
+    # It was in fact published; the upload's token says which object is this one.
+    head = s3_endpoint.client().head_object(Bucket=bucket, Key="k")
+    assert head["Metadata"][UPLOAD_METADATA] == pending.token

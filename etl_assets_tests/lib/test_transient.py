@@ -1,25 +1,16 @@
-from typing import Any
-
 import adbc_driver_manager
 import botocore.exceptions
 import pytest
 
 from etl_assets.lib.extract import ExtractError
 from etl_assets.lib.transient import transient_cause
+from etl_assets_tests.support import s3_error
 
 
 def postgres_error(sqlstate: str, message: str = "failed") -> Exception:
     return adbc_driver_manager.OperationalError(
         message, status_code=adbc_driver_manager.AdbcStatusCode.IO, sqlstate=sqlstate
     )
-
-
-def s3_error(code: str, status: int) -> botocore.exceptions.ClientError:
-    response: Any = {
-        "Error": {"Code": code, "Message": code},
-        "ResponseMetadata": {"HTTPStatusCode": status},
-    }
-    return botocore.exceptions.ClientError(response, "UploadPart")
 
 
 @pytest.mark.parametrize(

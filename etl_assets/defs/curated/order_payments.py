@@ -1,9 +1,12 @@
+from collections.abc import Iterator
+
 import dagster as dg
 import polars as pl
 
 from etl_assets.components.table_assets import LAKE_IO_MANAGER_KEY
 from etl_assets.lib.curated import order_payments, split_by_window
 from etl_assets.lib.windows import Grain, PartitionWindow
+from etl_assets.resources.lake import S3Lake
 
 ORDERS = dg.AssetKey(["raw", "shop", "sales", "orders"])
 PAYMENTS = dg.AssetKey(["raw", "shop", "sales", "payments"])
@@ -39,12 +42,13 @@ daily_utc = dg.TimeWindowPartitionsDefinition(
     ),
 )
 def curated_order_payments(
-    context: dg.AssetExecutionContext, orders: pl.LazyFrame, payments: pl.LazyFrame
-) -> dict[str, pl.LazyFrame]:
+    context: dg.AssetExecutionContext, orders: pl.LazyFrame, payments: pl.LazyFrame, lake: S3Lake
+) -> Iterator[dg.MaterializeResult]:
     """Orders of each day with their payments, one lake partition per day of the run."""
     windows = [
         PartitionWindow(key, window.start, window.end)
         for key in context.partition_keys
         for window in [daily_utc.time_window_for_partition_key(key)]
     ]
-    return split_by_window(order_payments(orders, payments), "placed_at", windows)
+    frames = split_by_window(order_payments(orders, payments), "placed_at", windows)
+    yield from lake.publish_frames(context, dict(frames))

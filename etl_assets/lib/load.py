@@ -1,0 +1,376 @@
+"""Loading a table's windows into the lake: each window read, written, checked and published.
+
+One load holds one snapshot and one streaming read of its windows (`etl_assets.lib.extract`).
+For each window in order, its rows go into a file pending at its target (`LakeTarget`), the
+window's checks are evaluated on the finished file, and only if every blocking one passes is
+the file published. `load_windows` yields what happened to each window as soon as it is known,
+so a caller can report every published window even when a later one fails:
+
+* a window whose rows were refused (a value no Parquet type holds, a blocking check, an error
+  in its transform) is skipped and the next one is read: `RefusedWindow`;
+* a failure that no later window can escape (the source stream broke, the lake cannot be
+  written) ends the load: the error is raised after the windows before it were yielded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import IO, Protocol
+
+import botocore.exceptions
+import polars as pl
+import pyarrow as pa
+
+from etl_assets.lib.arrow_types import PlannedSchema
+from etl_assets.lib.checks import CheckOutcome
+from etl_assets.lib.extract import OpenExtract, PartitionRead, ReadStats, TableExtract
+from etl_assets.lib.parquet_files import (
+    DictionaryChoice,
+    ParquetSettings,
+    WrittenFile,
+    write_batches,
+    write_frame,
+)
+from etl_assets.lib.pg_types import TablePlan
+from etl_assets.lib.publish import PublishedPartition, UploadLeftBehindError
+from etl_assets.lib.s3_objects import MIB, NotPublishedError, PublishOutcomeUnknownError
+
+Write = Callable[[IO[bytes]], WrittenFile]
+Verify = Callable[[WrittenFile], None]
+Say = Callable[[str], None]
+
+
+class LakeTarget(Protocol):
+    """Where the partitions of one asset are published, one partition at a time."""
+
+    def location(self, partition: str | None) -> str:
+        """Where a partition's data is published, for messages (`s3://...`)."""
+        ...
+
+    def publish(
+        self, partition: str | None, write: Write, verify: Verify | None
+    ) -> PublishedPartition:
+        """Write a partition with `write(sink)`, verify it, then publish it atomically.
+
+        Raising anywhere before the publish leaves the partition as it was.
+        """
+        ...
+
+
+class BlockingCheckError(RuntimeError):
+    """A blocking check failed: the partition was not published."""
+
+
+class PartitionWriteError(RuntimeError):
+    """Writing a partition failed before it was published."""
+
+
+@dataclass(frozen=True)
+class PublishedWindow:
+    """A window now published in the lake, with what its read saw and its checks."""
+
+    read: ReadStats
+    checks: Sequence[CheckOutcome]
+    published: PublishedPartition
+
+    @property
+    def key(self) -> str:
+        """The window's partition key."""
+        return self.read.window.key
+
+
+@dataclass(frozen=True)
+class RefusedWindow:
+    """A window that was not published; the load went on with the next one."""
+
+    read: ReadStats
+    checks: Sequence[CheckOutcome]
+    """The window's checks, when it got as far as evaluating them."""
+    error: Exception
+
+    @property
+    def key(self) -> str:
+        """The window's partition key."""
+        return self.read.window.key
+
+
+WindowOutcome = PublishedWindow | RefusedWindow
+
+
+@dataclass(frozen=True)
+class LoadStart:
+    """What the load learned once its snapshot was open, before any window was read."""
+
+    plan: TablePlan
+    null_partition_rows: int
+
+
+def load_windows(
+    extract: TableExtract,
+    target: LakeTarget,
+    settings: ParquetSettings,
+    *,
+    name: str,
+    hive_name: str | None,
+    say: Say,
+    warn: Say | None = None,
+    on_start: Callable[[LoadStart], None] | None = None,
+) -> Iterator[WindowOutcome]:
+    """Read, write, check and publish every window of `extract`, one after the other.
+
+    `name` labels messages (the asset); `say` receives progress lines and `warn` what a person
+    should look at (rows skipped, windows not published); `on_start` learns the plan before
+    the first window.
+    """
+    warn = warn or say
+    spec = extract.spec
+    with extract.open() as opened:
+        if on_start is not None:
+            on_start(LoadStart(opened.plan, opened.null_partition_rows))
+        if opened.null_partition_rows:
+            warn(
+                f"{spec.qualified_name}: {opened.null_partition_rows} row(s) have a NULL "
+                f"{spec.partition_column!r} and belong to no partition; they are not loaded"
+            )
+        if opened.plan.undeclared_columns:
+            say(
+                f"{spec.qualified_name} has columns the contract does not declare (not read): "
+                f"{', '.join(opened.plan.undeclared_columns)}"
+            )
+        dictionary = DictionaryChoice()
+        for read in opened.partitions:
+            label = f"{name} [{read.window.key}]"
+            yield _load_window(
+                opened,
+                read=read,
+                target=target,
+                settings=settings,
+                dictionary=dictionary,
+                hive_name=hive_name,
+                label=label,
+                say=say,
+                warn=warn,
+            )
+
+
+def _load_window(
+    opened: OpenExtract,
+    *,
+    read: PartitionRead,
+    target: LakeTarget,
+    settings: ParquetSettings,
+    dictionary: DictionaryChoice,
+    hive_name: str | None,
+    label: str,
+    say: Say,
+    warn: Say,
+) -> WindowOutcome:
+    spec = opened.spec
+    key = read.window.key
+    evaluated: list[CheckOutcome] = []
+
+    def verify(written: WrittenFile) -> None:
+        evaluated.extend(read.check_outcomes(written.schema))
+        refuse_on_blocking_failures(evaluated, spec.qualified_name, key)
+
+    content = partition_content(read, opened.plan, dictionary)
+    try:
+        published = publish_content(
+            target,
+            key,
+            content,
+            settings,
+            label=label,
+            hive_name=hive_name,
+            verify=verify,
+            keep_rows=spec.preview_rows,
+            say=say,
+            batches_read=lambda: read.stats.batches,
+        )
+    except Exception as error:
+        if opened.stream_failure is not None or ends_the_load(error):
+            raise
+        warn(f"{label}: not published, going on with the next window: {error}")
+        return RefusedWindow(read.stats, tuple(evaluated), error)
+    return PublishedWindow(read.stats, tuple(evaluated), published)
+
+
+def ends_the_load(error: BaseException) -> bool:
+    """Whether `error` stops every later window too: the lake could not be written.
+
+    Refused values, blocking checks and transform errors belong to one window; a failing S3
+    request, or a publish whose outcome could not be settled, would fail again.
+    """
+    lake_failures = (
+        NotPublishedError,
+        PublishOutcomeUnknownError,
+        UploadLeftBehindError,
+        botocore.exceptions.BotoCoreError,
+        botocore.exceptions.ClientError,
+    )
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, lake_failures):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def publish_content(
+    target: LakeTarget,
+    partition: str | None,
+    content: FrameContent | BatchContent,
+    settings: ParquetSettings,
+    *,
+    label: str,
+    hive_name: str | None,
+    say: Say,
+    verify: Verify | None = None,
+    keep_rows: int = 0,
+    batches_read: Callable[[], int] | None = None,
+) -> PublishedPartition:
+    """Write one partition's content as Parquet at the target and publish it."""
+    if hive_name is not None and hive_name in content.column_names():
+        raise PartitionWriteError(
+            f"{label}: the output has a column `{hive_name}`, the name of the lake's "
+            f"{hive_name}=<key> partition directories; readers that apply hive "
+            f"partitioning would see two `{hive_name}` columns. Rename the column, or set "
+            "a different `partition_name`"
+        )
+    published = target.publish(
+        partition,
+        lambda sink: content.write(
+            sink, settings, ProgressLine(say, label, sink, batches_read), keep_rows
+        ),
+        verify,
+    )
+    seconds = published.seconds
+    rate = published.file.rows / seconds if seconds else 0.0
+    say(
+        f"{label}: published {published.file.rows} rows, {published.object.size} bytes "
+        f"to {published.object.uri} in {seconds:.2f}s ({rate:,.0f} rows/s)"
+    )
+    return published
+
+
+def refuse_on_blocking_failures(outcomes: Sequence[CheckOutcome], table: str, key: str) -> None:
+    """Raise, describing every failed blocking check, if any failed."""
+    failed = [o for o in outcomes if o.blocking and not o.passed]
+    if failed:
+        details = "; ".join(
+            f"{o.name}: {o.description} {_evidence(o.metadata)}".strip() for o in failed
+        )
+        raise BlockingCheckError(f"{table} [{key}]: blocking check(s) failed: {details}")
+
+
+def _evidence(metadata: Mapping[str, object]) -> str:
+    samples = {k: v for k, v in metadata.items() if k.endswith("_sample") and v != "none"}
+    return f"({', '.join(f'{k}: {v}' for k, v in samples.items())})" if samples else ""
+
+
+@dataclass(frozen=True)
+class FrameContent:
+    """A partition given as a Polars plan: a curated asset's output, or a transformed window."""
+
+    frame: pl.LazyFrame
+    planned: PlannedSchema
+
+    def column_names(self) -> list[str]:
+        """The columns the file will have."""
+        return self.frame.collect_schema().names()
+
+    def write(
+        self,
+        sink: IO[bytes],
+        settings: ParquetSettings,
+        progress: Callable[[int, int], None],
+        keep_rows: int,
+    ) -> WrittenFile:
+        """Run the plan on Polars' streaming engine into `sink`."""
+        return write_frame(
+            self.frame, self.planned, sink, settings, on_row_group=progress, keep_rows=keep_rows
+        )
+
+
+@dataclass(frozen=True)
+class BatchContent:
+    """A window without a transform: the driver's batches go to the file without Polars."""
+
+    batches: Callable[[], Iterator[pa.RecordBatch]]
+    schema: pa.Schema
+    dictionary: DictionaryChoice
+
+    def column_names(self) -> list[str]:
+        """The columns the file will have."""
+        return self.schema.names
+
+    def write(
+        self,
+        sink: IO[bytes],
+        settings: ParquetSettings,
+        progress: Callable[[int, int], None],
+        keep_rows: int,
+    ) -> WrittenFile:
+        """Write the batches into `sink`."""
+        return write_batches(
+            self.batches(),
+            self.schema,
+            sink,
+            settings,
+            on_row_group=progress,
+            dictionary=self.dictionary,
+            keep_rows=keep_rows,
+        )
+
+
+def partition_content(
+    read: PartitionRead, plan: TablePlan, dictionary: DictionaryChoice
+) -> FrameContent | BatchContent:
+    """What one window writes: the driver's batches, or its transformed frame."""
+    if read.transform is None:
+        return BatchContent(read.lake_batches, plan.arrow_schema, dictionary)
+    return FrameContent(read.frame, PlannedSchema(plan.arrow_schema, plan.frame_schema))
+
+
+class ProgressLine:
+    """Says at most one line every few seconds while a partition's rows stream.
+
+    Each line says how far the partition is: source batches read, rows written, Parquet
+    written and acknowledged by the lake, and the rate so far.
+    """
+
+    def __init__(
+        self,
+        say: Say,
+        label: str,
+        sink: object,
+        batches_read: Callable[[], int] | None,
+        every_seconds: float = 5.0,
+    ) -> None:
+        self._say = say
+        self._label = label
+        self._sink = sink
+        self._batches_read = batches_read
+        self._every = every_seconds
+        self._started = time.perf_counter()
+        self._last: float | None = None
+
+    def __call__(self, rows: int, size: int) -> None:
+        """Called after each row group with the rows and bytes written so far."""
+        now = time.perf_counter()
+        if self._last is not None and now - self._last < self._every:
+            return
+        self._last = now
+        rate = rows / (now - self._started)
+        parts = [f"{rows:,} rows so far ({rate:,.0f} rows/s)"]
+        if self._batches_read is not None:
+            parts.append(f"{self._batches_read():,} source batches read")
+        parts.append(f"{size / MIB:,.1f} MiB of Parquet written")
+        uploaded = getattr(self._sink, "uploaded", None)
+        if isinstance(uploaded, int):
+            parts.append(f"{uploaded / MIB:,.1f} MiB uploaded")
+        self._say(f"{self._label}: {', '.join(parts)}")

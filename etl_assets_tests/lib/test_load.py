@@ -1,0 +1,47 @@
+import botocore.exceptions
+import pytest
+
+from etl_assets.lib.checks import CheckOutcome
+from etl_assets.lib.extract import UnrepresentableValueError
+from etl_assets.lib.load import BlockingCheckError, ends_the_load, refuse_on_blocking_failures
+from etl_assets.lib.s3_objects import NotPublishedError, PublishOutcomeUnknownError
+from etl_assets_tests.support import s3_error
+
+
+def raised_from(error: Exception, cause: BaseException) -> Exception:
+    try:
+        raise error from cause
+    except Exception as chained:
+        return chained
+
+
+def test_only_failures_of_the_lake_end_a_load() -> None:
+    s3_500 = s3_error("InternalError", 500)
+    assert ends_the_load(s3_500)
+    assert ends_the_load(raised_from(RuntimeError("write failed"), s3_500))
+    assert ends_the_load(NotPublishedError("x"))
+    assert ends_the_load(PublishOutcomeUnknownError("x"))
+    assert ends_the_load(botocore.exceptions.EndpointConnectionError(endpoint_url="http://x"))
+    # One window's problems: the next window is read all the same.
+    assert not ends_the_load(UnrepresentableValueError("infinity"))
+    assert not ends_the_load(BlockingCheckError("min"))
+    assert not ends_the_load(ValueError("a transform's own error"))
+
+
+def test_failed_blocking_checks_refuse_the_partition_with_their_evidence() -> None:
+    passed = CheckOutcome("row_count_matches_source", passed=True, blocking=True, description="")
+    warned = CheckOutcome("values_note", passed=False, blocking=False, description="warn only")
+    refused = CheckOutcome(
+        "values_amount",
+        passed=False,
+        blocking=True,
+        description="amount: 1 row(s) break min",
+        metadata={"violating_keys_sample": "(id=7)", "min_violations": 1},
+    )
+    refuse_on_blocking_failures([passed, warned], "public.t", "2026-10-01")
+    with pytest.raises(BlockingCheckError) as raised:
+        refuse_on_blocking_failures([passed, warned, refused], "public.t", "2026-10-01")
+    assert str(raised.value) == (
+        "public.t [2026-10-01]: blocking check(s) failed: values_amount: amount: 1 row(s) break "
+        "min (violating_keys_sample: (id=7))"
+    )
