@@ -18,6 +18,7 @@ from etl_assets.components.table_assets import (
     LAKE_IO_MANAGER_KEY,
     build_table_assets,
     postgres_io_manager_key,
+    postgres_source_key,
     raw_asset_key,
 )
 from etl_assets.devstack.s3 import S3Endpoint
@@ -122,7 +123,7 @@ class Pipeline:
         source: Mapping[str, Any] | None = None,
         writer: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """The two IO managers, pointed at this pipeline's database and bucket.
+        """The source, its IO manager and the lake's, on this pipeline's database and bucket.
 
         `lake` overrides `S3Lake` fields (the endpoint too), `source` `PostgresSource` fields
         and `writer` `LakeIOManager` fields.
@@ -134,10 +135,10 @@ class Pipeline:
             **(lake or {}),
         }
         source_settings: dict[str, Any] = {"dsn": self.conninfo, **(source or {})}
+        database = PostgresSource(**source_settings)
         return {
-            postgres_io_manager_key(table.source): PostgresWindowIOManager(
-                source=PostgresSource(**source_settings)
-            ),
+            postgres_source_key(table.source): database,
+            postgres_io_manager_key(table.source): PostgresWindowIOManager(source=database),
             LAKE_IO_MANAGER_KEY: LakeIOManager(
                 lake=S3Lake(**lake_settings),
                 **(writer or {}),
