@@ -19,6 +19,7 @@ from etl_assets.components.table_assets import (
     build_table_assets,
     lake_resources,
     postgres_io_manager_key,
+    postgres_source_key,
     raw_asset_key,
 )
 from etl_assets.devstack.s3 import S3Endpoint
@@ -132,7 +133,7 @@ class Pipeline:
         source: Mapping[str, Any] | None = None,
         writer: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """The lake and the two IO managers, pointed at this pipeline's database and bucket.
+        """The source, the lake and their IO managers, on this pipeline's database and bucket.
 
         `lake` overrides `S3Lake` fields (the endpoint too), `source` `PostgresSource` fields
         and `writer` the `S3Lake` fields about retrying loads.
@@ -144,10 +145,10 @@ class Pipeline:
             **(lake or {}),
         }
         source_settings: dict[str, Any] = {"dsn": self.conninfo, **(source or {})}
+        database = PostgresSource(**source_settings)
         return {
-            postgres_io_manager_key(table.source): PostgresWindowIOManager(
-                source=PostgresSource(**source_settings)
-            ),
+            postgres_source_key(table.source): database,
+            postgres_io_manager_key(table.source): PostgresWindowIOManager(source=database),
             **lake_resources(S3Lake(**lake_settings, **(writer or {}))),
         }
 

@@ -23,7 +23,7 @@ from etl_assets.lib.incremental import (
 from etl_assets.lib.tables import TableSpec
 from etl_assets.lib.windows import PartitionWindow
 from etl_assets.resources.lake import FINGERPRINT_METADATA_KEY
-from etl_assets.resources.postgres import PostgresWindowIOManager
+from etl_assets.resources.postgres import PostgresSource
 
 REASON_TAG = "etl_assets/reason"
 # Tags Dagster itself puts on runs: the sensor that requested a run, and the run's partition.
@@ -127,9 +127,23 @@ def _keys_for(
     return keys
 
 
-def _settings(manager: object) -> ConnectionSettings:
-    assert isinstance(manager, PostgresWindowIOManager)
-    return manager.source.connection_settings()
+def source_settings(
+    context: dg.SensorEvaluationContext | dg.ScheduleEvaluationContext, source_key: str
+) -> ConnectionSettings:
+    """How to reach the source the sensor or schedule requires (`required_resource_keys`).
+
+    Read from `context.resources`, which holds the required resources both under the daemon
+    and when a test invokes the function directly. Dagster passes resources as arguments only
+    to parameters annotated with a resource type, whose name is the key; a key that depends on
+    the source cannot be a parameter name.
+    """
+    source = getattr(context.resources, source_key, None)
+    if not isinstance(source, PostgresSource):
+        raise dg.DagsterInvariantViolationError(
+            f"resource {source_key!r} must be the PostgresSource of the table's source, "
+            f"got {type(source).__name__}; register it as PostgresTablesComponent does"
+        )
+    return source.connection_settings()
 
 
 def evaluate_changes(
@@ -178,9 +192,12 @@ def build_change_sensor(
     spec: TableSpec,
     asset_key: dg.AssetKey,
     partitions_def: dg.TimeWindowPartitionsDefinition,
-    resource_key: str,
+    source_key: str,
 ) -> dg.SensorDefinition:
-    """A sensor requesting exactly the partitions that closed or changed since its cursor."""
+    """A sensor requesting exactly the partitions that closed or changed since its cursor.
+
+    It reads the source through the `PostgresSource` resource under `source_key`.
+    """
     incremental = spec.incremental
     assert incremental is not None
 
@@ -190,7 +207,7 @@ def build_change_sensor(
         name=sensor_name,
         asset_selection=[asset_key],
         minimum_interval_seconds=incremental.interval_seconds,
-        required_resource_keys={resource_key},
+        required_resource_keys={source_key},
         default_status=dg.DefaultSensorStatus.STOPPED,
         description=(
             f"Loads partitions of {asset_key.to_user_string()} once their window closes "
@@ -198,12 +215,12 @@ def build_change_sensor(
             f"closed partitions whose rows' `{incremental.change_column}` moved."
         ),
     )
-    def changes(context: dg.SensorEvaluationContext, **resources: object) -> dg.SensorResult:
-        # Dagster passes the required resource under its key, which depends on the source.
+    def changes(context: dg.SensorEvaluationContext, **_invoked_with: object) -> dg.SensorResult:
+        # A direct invocation also passes the required resources as keyword arguments.
         tick = evaluate_changes(
             spec,
             partitions_def,
-            _settings(resources[resource_key]),
+            source_settings(context, source_key),
             ChangeCursor.from_json(context.cursor),
             purpose=f"sensor {asset_key.to_user_string()}",
         )
@@ -264,9 +281,12 @@ def build_reconcile_schedule(
     spec: TableSpec,
     asset_key: dg.AssetKey,
     partitions_def: dg.TimeWindowPartitionsDefinition,
-    resource_key: str,
+    source_key: str,
 ) -> dg.ScheduleDefinition:
-    """A schedule re-fingerprinting the newest closed partitions and reloading any that drifted."""
+    """A schedule re-fingerprinting the newest closed partitions and reloading any that drifted.
+
+    It reads the source through the `PostgresSource` resource under `source_key`.
+    """
     settings = spec.reconcile
     assert settings is not None
 
@@ -275,7 +295,7 @@ def build_reconcile_schedule(
         cron_schedule=settings.cron,
         execution_timezone=spec.timezone,
         target=[asset_key],
-        required_resource_keys={resource_key},
+        required_resource_keys={source_key},
         default_status=dg.DefaultScheduleStatus.STOPPED,
         description=(
             f"Re-fingerprints the newest {settings.partitions} closed partitions of "
@@ -285,8 +305,9 @@ def build_reconcile_schedule(
         ),
     )
     def reconcile_schedule(
-        context: dg.ScheduleEvaluationContext, **resources: object
+        context: dg.ScheduleEvaluationContext, **_invoked_with: object
     ) -> Sequence[dg.RunRequest] | dg.SkipReason:
+        # A direct invocation also passes the required resources as keyword arguments.
         now = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
         lag = spec.incremental.settle_lag if spec.incremental else dt.timedelta(0)
         ended = partitions_def.get_partition_keys(current_time=now)
@@ -305,7 +326,7 @@ def build_reconcile_schedule(
             return settled[::-1]
 
         clock, current = fingerprint_windows(
-            _settings(resources[resource_key]),
+            source_settings(context, source_key),
             spec,
             newest_settled,
             f"reconcile {asset_key.to_user_string()}",

@@ -22,6 +22,7 @@ from etl_assets.components.table_assets import (
     build_freshness_checks,
     build_table_assets,
     postgres_io_manager_key,
+    postgres_source_key,
 )
 from etl_assets.lib.contract import ColumnChecks, ColumnSpec, Representation
 from etl_assets.lib.incremental import parse_duration
@@ -51,7 +52,8 @@ class SourceModel(dg.Resolvable, dg.Model):
         pattern=SOURCE_NAME,
         description=(
             "Short name of the source (lowercase letters, digits, _). It is part of every asset "
-            "key (raw/<name>/<schema>/<table>) and of the IO manager key postgres_<name>."
+            "key (raw/<name>/<schema>/<table>), of the IO manager key postgres_<name> and of "
+            "the source resource key postgres_<name>_source."
         ),
     )
     dsn_env: str = Field(
@@ -545,12 +547,12 @@ class PostgresTablesComponent(dg.Component, dg.Resolvable, dg.Model):
         return self
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        """The source specs, raw assets and the source's IO manager."""
+        """The source specs, raw assets, the source resource and the IO manager reading it."""
         assets: list[dg.AssetsDefinition | dg.AssetSpec] = []
         freshness_checks: list[dg.AssetChecksDefinition] = []
         sensors: list[dg.SensorDefinition] = []
         schedules: list[dg.ScheduleDefinition] = []
-        io_manager_key = postgres_io_manager_key(self.source.name)
+        source_key = postgres_source_key(self.source.name)
         for table in self.tables:
             spec = table.to_spec(self.source.name)
             transform = load_transform(table.transform) if table.transform else None
@@ -560,13 +562,11 @@ class PostgresTablesComponent(dg.Component, dg.Resolvable, dg.Model):
             assets += [built.source, built.raw]
             if spec.incremental is not None:
                 sensors.append(
-                    build_change_sensor(spec, built.raw.key, built.partitions_def, io_manager_key)
+                    build_change_sensor(spec, built.raw.key, built.partitions_def, source_key)
                 )
             if spec.reconcile is not None:
                 schedules.append(
-                    build_reconcile_schedule(
-                        spec, built.raw.key, built.partitions_def, io_manager_key
-                    )
+                    build_reconcile_schedule(spec, built.raw.key, built.partitions_def, source_key)
                 )
             freshness_checks += build_freshness_checks(spec, built.raw)
         if freshness_checks:
@@ -577,22 +577,24 @@ class PostgresTablesComponent(dg.Component, dg.Resolvable, dg.Model):
                     default_status=dg.DefaultSensorStatus.STOPPED,
                 )
             )
+        source = self._source()
         return dg.Definitions(
             assets=assets,
             asset_checks=freshness_checks,
             sensors=sensors,
             schedules=schedules,
-            resources={io_manager_key: self._io_manager()},
+            resources={
+                source_key: source,
+                postgres_io_manager_key(self.source.name): PostgresWindowIOManager(source=source),
+            },
         )
 
-    def _io_manager(self) -> PostgresWindowIOManager:
+    def _source(self) -> PostgresSource:
         source = self.source
-        return PostgresWindowIOManager(
-            source=PostgresSource(
-                dsn=dg.EnvVar(source.dsn_env),
-                password=dg.EnvVar(source.password_env) if source.password_env else None,
-                sslmode=source.sslmode,
-                sslrootcert=source.sslrootcert,
-                statement_timeout_seconds=source.statement_timeout_seconds,
-            )
+        return PostgresSource(
+            dsn=dg.EnvVar(source.dsn_env),
+            password=dg.EnvVar(source.password_env) if source.password_env else None,
+            sslmode=source.sslmode,
+            sslrootcert=source.sslrootcert,
+            statement_timeout_seconds=source.statement_timeout_seconds,
         )

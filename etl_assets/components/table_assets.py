@@ -75,6 +75,15 @@ def postgres_io_manager_key(source: str) -> str:
     return f"postgres_{source}"
 
 
+def postgres_source_key(source: str) -> str:
+    """The resource key of the source database `source` itself (a `PostgresSource`).
+
+    The IO manager holds the same resource; the change sensors and reconcile schedules, which
+    read the source without loading a partition, require it by this key.
+    """
+    return f"postgres_{source}_source"
+
+
 def table_partitions(spec: TableSpec) -> dg.TimeWindowPartitionsDefinition:
     """One partition per closed window of the table's grain, from `start` to `end` (or now)."""
     fmt = spec.grain.key_format

@@ -17,6 +17,7 @@ from etl_assets.devstack.demo import declared_tables, format_summary, launch_run
 from etl_assets.devstack.stack import PROJECT_ROOT, DevStack, dev_stack
 
 DEFAULT_STATE_DIR = PROJECT_ROOT / ".devstack"
+DEFAULT_WORKSPACE = PROJECT_ROOT / "workspace.yaml"
 
 
 def _say(message: str) -> None:
@@ -100,19 +101,30 @@ def dagster_command(
 
 
 def start_webserver(
-    stack: DevStack, port: int, log: IO[bytes] | None = None
+    stack: DevStack,
+    port: int,
+    log: IO[bytes] | None = None,
+    workspace: Path = DEFAULT_WORKSPACE,
 ) -> subprocess.Popen[bytes]:
-    """The Dagster UI on 127.0.0.1:`port`, loading `workspace.yaml`."""
-    workspace = str(PROJECT_ROOT / "workspace.yaml")
+    """The Dagster UI on 127.0.0.1:`port`, loading `workspace` (the project's by default)."""
     return dagster_command(
-        stack, "dagster-webserver", "-w", workspace, "-h", "127.0.0.1", "-p", str(port), log=log
+        stack,
+        "dagster-webserver",
+        "-w",
+        str(workspace),
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        log=log,
     )
 
 
-def start_daemon(stack: DevStack, log: IO[bytes] | None = None) -> subprocess.Popen[bytes]:
+def start_daemon(
+    stack: DevStack, log: IO[bytes] | None = None, workspace: Path = DEFAULT_WORKSPACE
+) -> subprocess.Popen[bytes]:
     """The Dagster daemon (queued runs, sensors, schedules, backfills, run monitoring)."""
-    workspace = str(PROJECT_ROOT / "workspace.yaml")
-    return dagster_command(stack, "dagster-daemon", "run", "-w", workspace, log=log)
+    return dagster_command(stack, "dagster-daemon", "run", "-w", str(workspace), log=log)
 
 
 def main(argv: list[str] | None = None) -> int:

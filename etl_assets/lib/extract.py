@@ -1,12 +1,14 @@
 """Reading a table's windows from Postgres in one read-only snapshot, as streamed Arrow batches.
 
-One load opens one connection and one `REPEATABLE READ READ ONLY` transaction. Inside it, in
-order: the catalog is read and every declared column planned against the contract (nothing is
-read if the table drifted or a column is unmappable); rows with a NULL partition column are
-counted; then for each window its `count(*)` is taken and its rows are streamed through
-`COPY (SELECT ...) TO STDOUT` by the ADBC driver. Counts and rows come from the same snapshot,
-so they must agree exactly. Each batch is checked for values no Arrow type holds (refused with
-the row's primary key), converted to the plan's types and observed by the row checks.
+One load reads in one session and one `REPEATABLE READ READ ONLY` transaction (the ADBC driver
+connects once before it, with the same name and settings, to read the server's type catalog).
+Inside it, in order: the catalog is read and every declared column planned against the
+contract (nothing is read if the table drifted or a column is unmappable); rows with a NULL
+partition column are counted; then for each window its `count(*)` is taken and its rows are
+streamed through `COPY (SELECT ...) TO STDOUT` by the ADBC driver. Counts and rows come from
+the same snapshot, so they must agree exactly. Each batch is checked for values no Arrow type
+holds (refused with the row's primary key), converted to the plan's types and observed by the
+row checks.
 """
 
 from __future__ import annotations
@@ -107,14 +109,18 @@ class ConnectionSettings:
     """Batches the driver may decode ahead of the writer, on its own thread."""
 
     def session_conninfo(self, application_name: str) -> str:
-        """The libpq connection string for one named session, with its time limits.
+        """The libpq connection string for one named, read-only session, with its time limits.
 
+        The settings travel in the startup packet, so they hold from the session's first
+        statement: the ADBC driver's own catalog queries at connect run before the load's
+        `BEGIN ... READ ONLY`. They come after any `options` of the DSN, so they win over it.
         Anything not given here (host, user, password, sslmode, ...) falls back to libpq's own
         environment variables and files (`PGHOST`, `PGPASSWORD`, `~/.pgpass`, ...).
         """
         base = conninfo_to_dict(self.conninfo)
         limits = (
-            f"-c statement_timeout={int(self.statement_timeout_ms)}"
+            "-c default_transaction_read_only=on"
+            f" -c statement_timeout={int(self.statement_timeout_ms)}"
             f" -c idle_in_transaction_session_timeout={int(self.idle_in_transaction_timeout_ms)}"
         )
         options = f"{base['options']} {limits}" if base.get("options") else limits
@@ -200,7 +206,13 @@ BATCH_SIZE_HINT_OPTION = "adbc.postgresql.batch_size_hint_bytes"
 
 
 class Snapshot:
-    """One Postgres session holding a `REPEATABLE READ READ ONLY` transaction."""
+    """One Postgres session holding a `REPEATABLE READ READ ONLY` transaction.
+
+    Opening it connects twice, one connection after the other: the driver's `AdbcDatabase`
+    connects to read the server's version and type catalog and disconnects, then the
+    `AdbcConnection` opens the session itself. Both start read-only, named and time-limited
+    (`ConnectionSettings.session_conninfo`).
+    """
 
     def __init__(self, settings: ConnectionSettings, application_name: str) -> None:
         self._settings = settings

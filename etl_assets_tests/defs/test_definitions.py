@@ -68,9 +68,24 @@ def asset_graph() -> dict[str, object]:
 def test_definitions_load_with_every_resource_bound() -> None:
     definitions = defs()
     repository = definitions.get_repository_def()
-    assert repository.get_top_level_resources().keys() >= {"lake_io_manager", "postgres_shop"}
+    assert repository.get_top_level_resources().keys() >= {
+        "lake_io_manager",
+        "postgres_shop",
+        "postgres_shop_source",
+    }
     job = definitions.resolve_implicit_global_asset_job_def()
     assert job is not None
+
+
+def test_the_sensors_and_schedules_require_the_source_resource() -> None:
+    # The daemon builds exactly the required resources into the context it evaluates them with.
+    definitions = defs()
+    changes = [s for s in definitions.sensors or [] if s.name.endswith("__changes")]
+    schedules = [s for s in definitions.schedules or [] if isinstance(s, dg.ScheduleDefinition)]
+    assert changes
+    assert schedules
+    for instigator in [*changes, *schedules]:
+        assert instigator.required_resource_keys == {"postgres_shop_source"}, instigator.name
 
 
 def automation() -> dict[str, object]:

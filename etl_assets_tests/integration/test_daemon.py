@@ -1,11 +1,17 @@
-"""Backfills and source protection with a real webserver and daemon on a dagster-postgres instance.
+"""Backfills, source protection, the change sensor and the reconcile schedule with a real
+webserver and daemon on a dagster-postgres instance.
 
 Runs are launched the way the UI launches them, through the webserver's GraphQL API; the
-daemon's queued run coordinator and backfill daemon launch them as separate processes.
+daemon's queued run coordinator and backfill daemon launch them as separate processes, and its
+sensor and scheduler daemons evaluate the sensors and schedules in the code location's own
+server. Besides the project's code location, the workspace holds a second one, `watched`, built
+from the same component: one table of four closed days with a change sensor and a reconcile
+schedule that runs every minute.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import subprocess
@@ -13,23 +19,96 @@ import threading
 from collections.abc import Generator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any
 
 import dagster as dg
 import psycopg
 import pytest
+import yaml
+from psycopg import sql
 
 from etl_assets.cli.main import declared_pools, set_pool_limits
+from etl_assets.components import PostgresTablesComponent
+from etl_assets.components.incremental import REASON_TAG
 from etl_assets.devstack.cli import start_daemon, start_webserver
 from etl_assets.devstack.demo import declared_tables
 from etl_assets.devstack.postgres import free_port
+from etl_assets.devstack.seed import READER_ROLE
 from etl_assets.devstack.stack import LAKE_BUCKET, LAKE_PREFIX, DevStack, dev_stack
 from etl_assets.devstack.verify import compare_table_partition
-from etl_assets_tests.support import graphql, healthy_daemons, wait_for
+from etl_assets.lib.incremental import ChangeCursor
+from etl_assets.lib.tables import TableSpec
+from etl_assets_tests.support import graphql, healthy_daemons, query, run_sql, wait_for
 
 pytestmark = pytest.mark.slow
 
 PAGE_VIEWS = ["raw", "shop", "web", "page_views"]
+WATCHED = ["raw", "watched", "app", "events"]
+WATCHED_LOCATION = "watched"
+WATCHED_DECLARATION = """
+type: etl_assets.components.PostgresTablesComponent
+attributes:
+  source: {name: watched, dsn_env: ETL_SHOP_PG_DSN, password_env: ETL_SHOP_PG_PASSWORD}
+  tables:
+    - schema: app
+      table: events
+      partition_column: created_at
+      grain: daily
+      start: "2026-10-01"
+      end: "2026-10-05"
+      primary_key: [id]
+      columns: [id, created_at, updated_at, v]
+      incremental: {change_column: updated_at}
+      reconcile: {cron: "* * * * *", partitions: 4}
+"""
+WATCHED_DEFINITIONS = """
+from pathlib import Path
+
+import dagster as dg
+
+from etl_assets.defs import resources as project
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions.merge(
+        dg.load_from_defs_folder(path_within_project=Path(__file__).parent), project.resources()
+    )
+"""
+
+
+def write_workspace(directory: Path) -> Path:
+    """A workspace of the project's code location and the `watched` one, in `directory`."""
+    package = directory / "src" / "watched_location"
+    (package / "defs" / "events").mkdir(parents=True)
+    (directory / "dg.toml").write_text(
+        'directory_type = "project"\n\n[project]\nroot_module = "watched_location"\n'
+        f'code_location_name = "{WATCHED_LOCATION}"\n'
+    )
+    (package / "__init__.py").write_text("")
+    (package / "definitions.py").write_text(WATCHED_DEFINITIONS.lstrip())
+    (package / "defs" / "events" / "defs.yaml").write_text(WATCHED_DECLARATION.lstrip())
+    workspace = directory / "workspace.yaml"
+    locations = [
+        {"python_module": {"module_name": "etl_assets.definitions", "location_name": "etl_assets"}},
+        {
+            "python_module": {
+                "module_name": "watched_location.definitions",
+                "location_name": WATCHED_LOCATION,
+                "working_directory": str(directory / "src"),
+            }
+        },
+    ]
+    workspace.write_text(yaml.safe_dump({"load_from": locations}))
+    return workspace
+
+
+def watched_table() -> TableSpec:
+    """The declaration of the `watched` location's table, as the component reads it."""
+    attributes = yaml.safe_load(WATCHED_DECLARATION)["attributes"]
+    component = PostgresTablesComponent.resolve_from_yaml(yaml.safe_dump(attributes))
+    return component.tables[0].to_spec(component.source.name)
 
 
 @dataclass
@@ -41,6 +120,7 @@ class Running:
     webserver: subprocess.Popen[bytes]
     daemon: subprocess.Popen[bytes]
     logs: ExitStack
+    workspace: Path
 
     def instance(self) -> dg.DagsterInstance:
         return dg.DagsterInstance.from_config(str(self.stack.dagster_home))
@@ -52,18 +132,23 @@ class Running:
     def restart_daemon(self) -> None:
         self.daemon.terminate()
         self.daemon.wait(timeout=60)
-        self.daemon = start_daemon(self.stack, log=self.log("daemon-restarted.log"))
+        self.daemon = start_daemon(
+            self.stack, log=self.log("daemon-restarted.log"), workspace=self.workspace
+        )
 
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Generator[Running]:
     state = tmp_path_factory.mktemp("stack")
+    workspace = write_workspace(tmp_path_factory.mktemp("workspace"))
     with dev_stack(state) as stack, ExitStack() as logs:
         set_pool_limits(declared_pools(), stack.process_environment())
         port = free_port()
-        handle = Running(stack, port, webserver=None, daemon=None, logs=logs)  # type: ignore[arg-type]
-        handle.webserver = start_webserver(stack, port, log=handle.log("webserver.log"))
-        handle.daemon = start_daemon(stack, log=handle.log("daemon.log"))
+        handle = Running(stack, port, webserver=None, daemon=None, logs=logs, workspace=workspace)  # type: ignore[arg-type]
+        handle.webserver = start_webserver(
+            stack, port, log=handle.log("webserver.log"), workspace=workspace
+        )
+        handle.daemon = start_daemon(stack, log=handle.log("daemon.log"), workspace=workspace)
         try:
             wait_for(
                 lambda: (
@@ -272,16 +357,21 @@ mutation($params: ExecutionParams!) {
 """
 
 
-def launch_partition_run(running: Running, key: str, tags: dict[str, str]) -> str:
-    """Materialize one page-views partition as the UI's Materialize button does; the run id."""
+def launch_run(
+    running: Running,
+    tags: dict[str, str],
+    path: list[str] = PAGE_VIEWS,
+    location: str = "etl_assets",
+) -> str:
+    """Materialize the partition (or range) named by `tags` of an asset (page views by default)
+    in one run, as the UI's Materialize button does; the run id."""
     selector = {
-        "repositoryLocationName": "etl_assets",
+        "repositoryLocationName": location,
         "repositoryName": "__repository__",
         "jobName": "__ASSET_JOB",
-        "assetSelection": [{"path": PAGE_VIEWS}],
+        "assetSelection": [{"path": path}],
         "assetCheckSelection": [],
     }
-    run_tags = {"dagster/partition": key, **tags}
     launched = graphql(
         running.port,
         LAUNCH_RUN,
@@ -289,9 +379,7 @@ def launch_partition_run(running: Running, key: str, tags: dict[str, str]) -> st
             "params": {
                 "selector": selector,
                 "mode": "default",
-                "executionMetadata": {
-                    "tags": [{"key": k, "value": v} for k, v in run_tags.items()]
-                },
+                "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
             }
         },
     )["launchRun"]
@@ -309,7 +397,7 @@ def test_a_run_over_its_maximum_runtime_is_failed_by_monitoring_and_retried(
     source = running.stack.source_conninfo()
     with psycopg.connect(source) as blocker:
         blocker.execute("LOCK TABLE web.page_views IN ACCESS EXCLUSIVE MODE")
-        run_id = launch_partition_run(running, key, {"dagster/max_runtime": "20"})
+        run_id = launch_run(running, {"dagster/partition": key, "dagster/max_runtime": "20"})
 
         def ended() -> bool:
             run = instance.get_run_by_id(run_id)
@@ -337,3 +425,185 @@ def test_a_run_over_its_maximum_runtime_is_failed_by_monitoring_and_retried(
     lake = f"{LAKE_BUCKET}/{LAKE_PREFIX}"
     comparison = compare_table_partition(source, running.stack.s3, lake, page_views, key)
     assert comparison.equal, comparison.describe()
+
+
+WATCHED_ROWS = """
+CREATE SCHEMA app;
+CREATE TABLE app.events (
+    id         int PRIMARY KEY,
+    created_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    v          text
+);
+CREATE INDEX ON app.events (updated_at);
+INSERT INTO app.events (id, created_at, v)
+SELECT g, timestamptz '2026-10-01 00:00+00' + (g - 1) * interval '30 minutes', 'row ' || g
+FROM generate_series(1, 192) g;
+"""
+WATCHED_DAYS = ["2026-10-01", "2026-10-02", "2026-10-03", "2026-10-04"]
+UPDATED_ROW = 60  # 2026-10-02 05:30
+DELETED_ROW = 110  # 2026-10-03 06:30
+INSTIGATOR_STATE = """
+query($selector: %(Kind)sSelector!) {
+  %(kind)sOrError(%(kind)sSelector: $selector) {
+    __typename
+    ... on %(Kind)s {
+      %(kind)sState {
+        id
+        status
+        ticks(limit: 50) { status runIds skipReason error { message causes { message } } }
+      }
+    }
+    ... on PythonError { message }
+  }
+}
+"""
+SET_SENSOR_CURSOR = """
+mutation($selector: SensorSelector!, $cursor: String) {
+  setSensorCursor(sensorSelector: $selector, cursor: $cursor) {
+    __typename
+    ... on PythonError { message }
+  }
+}
+"""
+TURN = """
+mutation($value: %(type)s!) {
+  %(mutation)s(%(argument)s: $value) { __typename ... on PythonError { message } }
+}
+"""
+"""Turn a sensor or schedule on (by its selector) or off (by its state's id)."""
+
+
+@dataclass(frozen=True)
+class Instigator:
+    """A sensor or a schedule of the `watched` location, driven as the UI drives it."""
+
+    kind: str
+    """`sensor` or `schedule`."""
+    name: str
+
+    def selector(self) -> dict[str, str]:
+        return {
+            "repositoryLocationName": WATCHED_LOCATION,
+            "repositoryName": "__repository__",
+            f"{self.kind}Name": self.name,
+        }
+
+    def state(self, running: Running) -> dict[str, Any]:
+        names = {"kind": self.kind, "Kind": self.kind.capitalize()}
+        found = graphql(running.port, INSTIGATOR_STATE % names, {"selector": self.selector()})
+        answer = found[f"{self.kind}OrError"]
+        assert answer["__typename"] == names["Kind"], answer
+        return answer[f"{self.kind}State"]
+
+    def ticks(self, running: Running) -> list[dict[str, Any]]:
+        """Every tick so far, newest first."""
+        return self.state(running)["ticks"]
+
+    def mutate(self, running: Running, mutation: str, variables: dict[str, Any]) -> None:
+        [answer] = graphql(running.port, mutation, variables).values()
+        assert answer["__typename"] not in ("PythonError", "UnauthorizedError"), answer
+
+    def start(self, running: Running) -> None:
+        kind = self.kind.capitalize()
+        start = {"type": f"{kind}Selector", "mutation": f"start{kind}"}
+        turn_on = TURN % {**start, "argument": f"{self.kind}Selector"}
+        self.mutate(running, turn_on, {"value": self.selector()})
+
+    def stop(self, running: Running) -> None:
+        mutation = "stopSensor" if self.kind == "sensor" else "stopRunningSchedule"
+        turn_off = TURN % {"type": "String", "mutation": mutation, "argument": "id"}
+        self.mutate(running, turn_off, {"value": self.state(running)["id"]})
+
+    def first_tick(self, running: Running) -> dict[str, Any]:
+        """Turn it on, wait until its first tick has ended, and turn it off again."""
+        self.start(running)
+        wait_for(
+            lambda: any(tick["status"] != "STARTED" for tick in self.ticks(running)),
+            180,
+            f"the first tick of {self.name}",
+            poll=1,
+        )
+        self.stop(running)
+        [tick] = self.ticks(running)
+        return tick
+
+
+def wait_for_runs(instance: dg.DagsterInstance, run_ids: list[str]) -> list[dg.DagsterRun]:
+    """The runs, once every one of them has ended."""
+
+    def runs() -> list[dg.DagsterRun | None]:
+        return [instance.get_run_by_id(run_id) for run_id in run_ids]
+
+    wait_for(
+        lambda: all(run is not None and run.is_finished for run in runs()),
+        300,
+        f"runs {run_ids}",
+        poll=2,
+    )
+    return [run for run in runs() if run is not None]
+
+
+def requested(runs: list[dg.DagsterRun]) -> set[tuple[str, str, dg.DagsterRunStatus]]:
+    """(partition, reason, status) of each run."""
+    return {(run.tags["dagster/partition"], run.tags[REASON_TAG], run.status) for run in runs}
+
+
+def test_the_change_sensor_and_the_reconcile_schedule_tick_under_the_daemon(
+    running: Running,
+) -> None:
+    source = running.stack.source_conninfo()
+    with psycopg.connect(source, autocommit=True) as connection:
+        connection.execute(WATCHED_ROWS)
+        role = sql.Identifier(READER_ROLE)
+        connection.execute(sql.SQL("GRANT USAGE ON SCHEMA app TO {}").format(role))
+        connection.execute(sql.SQL("GRANT SELECT ON app.events TO {}").format(role))
+    instance = running.instance()
+    # The first three days are in the lake, loaded by one run.
+    loaded = {
+        "dagster/asset_partition_range_start": WATCHED_DAYS[0],
+        "dagster/asset_partition_range_end": WATCHED_DAYS[2],
+    }
+    [first_load] = wait_for_runs(instance, [launch_run(running, loaded, WATCHED, WATCHED_LOCATION)])
+    assert first_load.status == dg.DagsterRunStatus.SUCCESS
+    # Since then a row of 2026-10-02 was updated, and one of 2026-10-03 deleted outright.
+    [(watermark,)] = query(source, "SELECT now()")
+    run_sql(
+        source,
+        "UPDATE app.events SET v = 'updated', updated_at = now() WHERE id = %s",
+        [UPDATED_ROW],
+    )
+    run_sql(source, "DELETE FROM app.events WHERE id = %s", [DELETED_ROW])
+
+    # As an operator can in the UI, the sensor's cursor says: days up to 2026-10-03 were seen
+    # closing, and changes were looked at up to `watermark`. So 2026-10-04 has closed since, and
+    # 2026-10-02 changed since.
+    sensor = Instigator("sensor", "raw__watched__app__events__changes")
+    cursor = ChangeCursor(
+        watermark=watermark, closed_through=dt.datetime(2026, 10, 4, tzinfo=dt.UTC)
+    )
+    sensor.mutate(
+        running, SET_SENSOR_CURSOR, {"selector": sensor.selector(), "cursor": cursor.to_json()}
+    )
+    tick = sensor.first_tick(running)
+    assert tick["status"] == "SUCCESS", tick
+    assert requested(wait_for_runs(instance, tick["runIds"])) == {
+        ("2026-10-04", "closed", dg.DagsterRunStatus.SUCCESS),
+        ("2026-10-02", "changed", dg.DagsterRunStatus.SUCCESS),
+    }
+
+    # The delete moved no change column: the reconcile schedule finds it by fingerprint.
+    schedule = Instigator("schedule", "raw__watched__app__events__reconcile")
+    tick = schedule.first_tick(running)
+    assert tick["status"] == "SUCCESS", tick
+    assert requested(wait_for_runs(instance, tick["runIds"])) == {
+        ("2026-10-03", "reconcile", dg.DagsterRunStatus.SUCCESS),
+    }
+
+    # Every tick of both succeeded, and the lake now holds exactly what the source holds.
+    assert [t["status"] for t in sensor.ticks(running) + schedule.ticks(running)] == ["SUCCESS"] * 2
+    lake = f"{LAKE_BUCKET}/{LAKE_PREFIX}"
+    for key in WATCHED_DAYS:
+        comparison = compare_table_partition(source, running.stack.s3, lake, watched_table(), key)
+        assert comparison.equal, (key, comparison.describe())
+        assert comparison.source_rows == (47 if key == "2026-10-03" else 48)

@@ -19,7 +19,7 @@ from etl_assets.components.incremental import (
     evaluate_changes,
     failing_partitions,
 )
-from etl_assets.components.table_assets import build_table_assets, postgres_io_manager_key
+from etl_assets.components.table_assets import build_table_assets, postgres_source_key
 from etl_assets.lib.extract import ConnectionSettings
 from etl_assets.lib.incremental import ChangeCursor, TickPlan
 from etl_assets.lib.tables import IncrementalSpec, ReconcileSpec, TableSpec
@@ -211,7 +211,7 @@ def test_a_failed_partition_is_visible_and_requested_again_after_new_changes(
 ) -> None:
     source.insert(6, source.hour - 5 * HOUR)
     key = source.key(source.hour - 5 * HOUR)
-    resource_key = postgres_io_manager_key(source.table.source)
+    resource_key = postgres_source_key(source.table.source)
     sensor = build_change_sensor(
         source.table, source.built.raw.key, source.built.partitions_def, resource_key
     )
@@ -261,7 +261,7 @@ def test_a_failed_partition_is_visible_and_requested_again_after_new_changes(
 
 
 def test_the_dagster_sensor_stores_its_cursor_and_requests_partitions(source: Source) -> None:
-    resource_key = postgres_io_manager_key(source.table.source)
+    resource_key = postgres_source_key(source.table.source)
     sensor = build_change_sensor(
         source.table, source.built.raw.key, source.built.partitions_def, resource_key
     )
@@ -290,7 +290,7 @@ def test_reconciliation_finds_a_hard_delete_and_nothing_else(source: Source) -> 
     key = source.key(window)
     for partition in (source.key(source.hour - 3 * HOUR), key, source.key(source.hour - HOUR)):
         assert source.pipeline.materialize(source.table, partition=partition).success
-    resource_key = postgres_io_manager_key(source.table.source)
+    resource_key = postgres_source_key(source.table.source)
     schedule = build_reconcile_schedule(
         source.table, source.built.raw.key, source.built.partitions_def, resource_key
     )

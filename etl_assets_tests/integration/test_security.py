@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import io
+import json
 import os
 import pwd
 import re
 import shutil
 from collections.abc import Generator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
@@ -17,12 +20,21 @@ import pyarrow.parquet as pq
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from etl_assets.components.table_assets import build_table_assets, postgres_io_manager_key
+from etl_assets.cli.main import main as cli_main
+from etl_assets.components.incremental import build_change_sensor, build_reconcile_schedule
+from etl_assets.components.table_assets import (
+    build_table_assets,
+    postgres_io_manager_key,
+    postgres_source_key,
+)
 from etl_assets.devstack.postgres import EmbeddedPostgres, ServerAddress
+from etl_assets.devstack.s3 import S3Endpoint
 from etl_assets.devstack.tls import CertificateFiles, TlsTerminator, make_certificates
 from etl_assets.lib.extract import ConnectionSettings, ExtractError, Snapshot
+from etl_assets.lib.tables import IncrementalSpec, ReconcileSpec
 from etl_assets.lib.transforms import Transform
 from etl_assets.resources.postgres import PostgresSource, PostgresWindowIOManager
+from etl_assets_tests.pg_wire import StartupRelay
 from etl_assets_tests.support import (
     Pipeline,
     failure_text,
@@ -79,6 +91,234 @@ def test_every_session_is_read_only_even_for_a_superuser(events: Pipeline) -> No
             snapshot.query("INSERT INTO events VALUES (0, now(), 'x') RETURNING id")
     [(count,)] = query(events.conninfo, "SELECT count(*) FROM events WHERE id = 0")
     assert count == 0
+
+
+LOGGED_SOURCE = """
+CREATE TABLE events (
+    id bigint PRIMARY KEY,
+    created_at timestamptz NOT NULL,
+    label text,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX ON events (updated_at);
+INSERT INTO events (id, created_at, label)
+SELECT g, timestamptz '2026-10-02 00:00+00' + g * interval '1 minute', 'row ' || g
+FROM generate_series(1, 2000) g;
+-- No index on the key: suspected duplicates are confirmed by a side session.
+CREATE TABLE dupes (id bigint NOT NULL, created_at timestamptz NOT NULL, label text);
+INSERT INTO dupes VALUES
+    (1, '2026-10-02 01:00+00', 'a'),
+    (1, '2026-10-02 02:00+00', 'b'),
+    (2, '2026-10-02 03:00+00', 'c');
+"""
+# Every statement and connection in the server's log, as JSON lines with the session's id, its
+# application_name and the client's port.
+LOG_EVERY_STATEMENT = [
+    "-c logging_collector=on",
+    "-c log_destination=jsonlog",
+    "-c log_statement=all",
+    "-c log_connections=on",
+    "-c log_disconnections=on",
+]
+PROJECT_SESSION_NAMES = ("raw/", "etl-assets ")
+MODE_CHANGE = re.compile(
+    r"\bREAD\s+WRITE\b|\bSESSION\s+CHARACTERISTICS\b|^\s*(SET|RESET)\b.*READ_ONLY",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+@dataclass
+class LoggedSession:
+    """One session in the server's log: who connected from where, and what it ran."""
+
+    session_id: str
+    remote_port: int | None = None
+    database: str | None = None
+    application_name: str = ""
+    statements: list[str] = field(default_factory=list)
+    connected: str = ""
+    disconnected: str = ""
+
+
+def logged_sessions(data_dir: Path) -> list[LoggedSession]:
+    """Every client session in the server's JSON log, in the order they connected."""
+    sessions: dict[str, LoggedSession] = {}
+    for log in sorted((data_dir / "log").glob("*.json")):
+        for line in log.read_text().splitlines():
+            entry = json.loads(line)
+            if "remote_host" not in entry:
+                continue  # the server's own processes
+            session = sessions.setdefault(entry["session_id"], LoggedSession(entry["session_id"]))
+            session.remote_port = entry.get("remote_port", session.remote_port)
+            session.database = entry.get("dbname", session.database)
+            session.application_name = entry.get("application_name", session.application_name)
+            message = str(entry["message"])
+            if message.startswith("connection received"):
+                session.connected = entry["timestamp"]
+            elif message.startswith("disconnection"):
+                session.disconnected = entry["timestamp"]
+            statement = re.match(r"(?:statement|execute [^:]*): (.*)", message, re.DOTALL)
+            if statement:
+                session.statements.append(statement[1])
+    return sorted(sessions.values(), key=lambda s: s.connected)
+
+
+def statements_outside_read_only(read_only_from_startup: bool, statements: list[str]) -> list[str]:
+    """The statements that ran with `transaction_read_only` off.
+
+    A statement runs read-only inside a `BEGIN ... READ ONLY` block, and outside one when the
+    session started with `default_transaction_read_only=on`. A statement that changes the mode
+    counts as outside.
+    """
+    outside: list[str] = []
+    block: bool | None = None  # the read-only mode of the open BEGIN block, if any
+    for statement in statements:
+        words = statement.split()
+        first = words[0].upper().rstrip(";") if words else ""
+        if MODE_CHANGE.search(statement):
+            outside.append(statement)
+            continue
+        if first in ("BEGIN", "START"):
+            block = read_only_from_startup or "READ ONLY" in " ".join(words).upper()
+        read_only = block if block is not None else read_only_from_startup
+        if not read_only:
+            outside.append(statement)
+        if first in ("COMMIT", "ROLLBACK", "END", "ABORT"):
+            block = None
+    return outside
+
+
+def test_statements_outside_read_only_sees_what_ran_before_begin_and_after_rollback() -> None:
+    statements = [
+        "SELECT version();",
+        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+        "COPY (SELECT 1) TO STDOUT",
+        "ROLLBACK",
+        "SELECT 2",
+    ]
+    assert statements_outside_read_only(False, statements) == ["SELECT version();", "SELECT 2"]
+    assert statements_outside_read_only(True, statements) == []
+    assert statements_outside_read_only(True, ["BEGIN READ WRITE", "SELECT 1"]) == [
+        "BEGIN READ WRITE"
+    ]
+    assert statements_outside_read_only(True, ["SET default_transaction_read_only = off"]) == [
+        "SET default_transaction_read_only = off"
+    ]
+
+
+def test_every_statement_of_every_session_runs_read_only_named_and_time_limited(
+    instance: dg.DagsterInstance,
+    s3_endpoint: S3Endpoint,
+    bucket: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A server of its own, logging every connection and statement. The project reaches it only
+    # through a relay that records each connection's startup packet (the options a session
+    # starts with are not in the server's log); the test's own setup connects directly.
+    server = EmbeddedPostgres(tmp_path / "logged")
+    server.start(extra_settings=LOG_EVERY_STATEMENT)
+    try:
+        direct = server.create_database("source")
+        run_sql(direct, LOGGED_SOURCE)
+        with StartupRelay(server.address.host, server.address.port) as relay:
+            through_relay = make_conninfo(
+                direct, port=str(relay.port), sslmode="disable", gssencmode="disable"
+            )
+            run_every_kind_of_session(Pipeline(instance, through_relay, bucket, s3_endpoint))
+            monkeypatch.setenv("LOGGED_SOURCE_DSN", through_relay)
+            assert (
+                cli_main(
+                    ["introspect", "--dsn-env", "LOGGED_SOURCE_DSN", "public.events"],
+                    out=io.StringIO(),
+                )
+                == 0
+            )
+        server.stop()  # the log is complete once the server has stopped
+        sessions = [s for s in logged_sessions(server.data_dir) if s.database == "source"]
+    finally:
+        server.stop()
+
+    project = [s for s in sessions if s.remote_port in relay.startups]
+    # Every connection through the relay is in the log, and every session in the log that bears
+    # a project name came through the relay.
+    assert len(project) == len(relay.startups)
+    assert not [
+        s.application_name
+        for s in sessions
+        if s not in project and s.application_name.startswith(PROJECT_SESSION_NAMES)
+    ]
+    names = [s.application_name for s in project]
+    assert set(names) >= {
+        f"raw/testsrc/public/events/{DAY}",
+        f"raw/testsrc/public/events/{DAY}...2026-10-03",
+        f"raw/testsrc/public/dupes/{DAY}",
+        f"raw/testsrc/public/dupes/{DAY} (side)",
+        "etl-assets sensor raw/testsrc/public/events",
+        "etl-assets reconcile raw/testsrc/public/events",
+        "etl-assets introspect",
+    }
+    outside: dict[str, list[str]] = {}
+    for session in project:
+        settings = relay.startups[session.remote_port or 0].settings()
+        # Named from the start, and time-limited.
+        assert settings["application_name"] == session.application_name
+        assert session.application_name.startswith(PROJECT_SESSION_NAMES)
+        assert int(settings["statement_timeout"]) > 0
+        assert int(settings["idle_in_transaction_session_timeout"]) > 0
+        assert session.statements
+        read_only = settings.get("default_transaction_read_only") == "on"
+        ran_outside = statements_outside_read_only(read_only, session.statements)
+        if ran_outside:
+            outside[f"{session.application_name} ({session.session_id})"] = ran_outside
+    assert outside == {}
+
+    # The README's words: a load opens two sessions one after the other, the driver's own (which
+    # reads the type catalog) and then the load's; it never holds two at once.
+    first, second = [s for s in project if s.application_name == f"raw/testsrc/public/events/{DAY}"]
+    assert first.disconnected <= second.connected
+    assert not any("BEGIN" in statement for statement in first.statements)
+    assert any("BEGIN" in statement for statement in second.statements)
+
+
+def run_every_kind_of_session(source: Pipeline) -> None:
+    """Loads (one partition, a range, one whose key check opens a side session), a change
+    sensor's ticks and a reconcile schedule's fingerprints, all against `source`."""
+    table = dataclasses.replace(
+        spec(columns=("id", "created_at", "label", "updated_at")),
+        incremental=IncrementalSpec("updated_at", settle_lag=dt.timedelta(seconds=1)),
+        reconcile=ReconcileSpec(cron="0 * * * *", partitions=3),
+    )
+    assert source.materialize(table, partition=DAY).success
+    assert source.materialize(table, partition_range=(DAY, "2026-10-03")).success
+    dupes = spec(table="dupes", columns=("id", "created_at", "label"))
+    assert source.materialize(dupes, partition=DAY).success
+    built = build_table_assets(table, None)
+    resources = source.resources(table)
+    key = postgres_source_key(table.source)
+    sensor = build_change_sensor(table, built.raw.key, built.partitions_def, key)
+    cursor = None
+    for _ in range(2):  # the first tick reads the clock, the second one the changes too
+        with dg.build_sensor_context(
+            instance=source.instance, resources=resources, cursor=cursor
+        ) as context:
+            tick = sensor(context)
+        assert isinstance(tick, dg.SensorResult)
+        cursor = tick.cursor
+    schedule = build_reconcile_schedule(table, built.raw.key, built.partitions_def, key)
+    with dg.build_schedule_context(
+        instance=source.instance,
+        resources=resources,
+        scheduled_execution_time=dt.datetime.now(dt.UTC),
+    ) as context:
+        assert schedule(context) is not None
+
+
+def test_options_in_the_dsn_cannot_turn_read_only_off(events: Pipeline) -> None:
+    writable = make_conninfo(events.conninfo, options="-c default_transaction_read_only=off")
+    with Snapshot(ConnectionSettings(writable), "read-only check") as snapshot:
+        assert snapshot.scalar("SELECT current_setting('default_transaction_read_only')") == "on"
+        assert snapshot.scalar("SELECT current_setting('transaction_read_only')") == "on"
 
 
 def session_names_seen_by_a_transform(conninfo: str, seen: list[str]) -> Transform:
