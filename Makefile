@@ -61,8 +61,11 @@ check-defs: install
 test-fast: install
 	$(PYTHON) -m pytest -m "not slow" -n 2 --durations=15
 
-# End to end with a real webserver and daemon, and the UI journey in headless chromium.
+# End to end with a real webserver and daemon, the UI journey in headless chromium, and the lake
+# read by Spark. pyspark is installed only here (the `spark` dependency group), always synced:
+# a later `make install` after a change to the lock removes it again.
 test-slow: install browser
+	$(UV) sync --frozen --all-extras --group dev --group spark
 	$(PYTHON) -m pytest -m slow --durations=15
 
 test: lint typecheck check-defs test-fast

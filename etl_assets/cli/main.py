@@ -33,8 +33,10 @@ from etl_assets.lib.incremental import parse_duration
 from etl_assets.lib.introspect import (
     TABLES_QUERY,
     TableReport,
+    describe_estimate,
     indexed_columns_query,
     primary_key_query,
+    relation_kind,
     report_table,
     yaml_entry,
 )
@@ -251,12 +253,10 @@ def _first_window(
 
 def _list_tables(snapshot: Snapshot, out: TextIO) -> None:
     rows = snapshot.query(TABLES_QUERY)
-    kinds = {"r": "table", "p": "partitioned", "v": "view", "m": "matview", "f": "foreign"}
-    out.write(f"{'table':<50} {'kind':<12} {'rows (estimate)':>16}\n")
-    for schema, table, kind, estimate in rows:
-        out.write(
-            f"{f'{schema}.{table}':<50} {kinds.get(str(kind), str(kind)):<12} {estimate:>16,}\n"
-        )
+    out.write(f"{'table':<50} {'kind':<12} {'rows (estimate)':>22}\n")
+    for schema, table, kind, reltuples in rows:
+        estimate = describe_estimate(str(kind), int(reltuples))
+        out.write(f"{f'{schema}.{table}':<50} {relation_kind(str(kind)):<12} {estimate:>22}\n")
     out.write("\nDescribe one with: etl-assets introspect <schema>.<table>\n")
 
 

@@ -144,7 +144,9 @@ class ColumnModel(dg.Resolvable, dg.Model):
         alias="as",
         description=(
             "Representation for a type or value with no exact Parquet mapping (money, inet, "
-            "ranges, infinite timestamps, ...): text keeps Postgres' own text output."
+            "ranges, infinite timestamps, ...), or one a reader cannot read (uuid, time and "
+            "numeric(p > 38) for Spark and Athena): text keeps each value as the type's output "
+            "function writes it, exactly what psql and COPY print."
         ),
     )
     checks: ColumnChecksModel | None = Field(default=None, description="Data checks.")

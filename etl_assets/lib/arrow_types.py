@@ -15,6 +15,15 @@ import pyarrow.compute as pc
 AnyArray: TypeAlias = "pa.Array[Any]"
 AnyField: TypeAlias = "pa.Field[Any]"
 
+INTERVAL_TYPE = pa.struct(
+    [
+        pa.field("months", pa.int32()),
+        pa.field("days", pa.int32()),
+        pa.field("microseconds", pa.int64()),
+    ]
+)
+"""Postgres keeps an interval as months, days and microseconds; so does the lake."""
+
 
 def conform_array(array: AnyArray, target: pa.DataType) -> AnyArray:
     """`array` as type `target`; raises (never truncates or rounds) when a value does not fit."""
@@ -29,19 +38,19 @@ def conform_array(array: AnyArray, target: pa.DataType) -> AnyArray:
     if isinstance(target, pa.BaseExtensionType):
         converted = conform_array(array, target.storage_type)
         return pa.ExtensionArray.from_storage(target, converted)
-    if _holds_intervals(source_type):
+    if _holds_intervals(source_type, target):
         return _conform_intervals(array, target)
     return pc.cast(array, target, safe=True)
 
 
 def _conform_intervals(array: AnyArray, target: pa.DataType) -> AnyArray:
-    """Intervals as structs, also inside lists and structs.
+    """Intervals in Postgres' binary form as structs, also inside lists and structs.
 
-    Arrow's cast cannot turn month_day_nano into a struct at any depth, so each container is
-    rebuilt around converted children.
+    Arrow's cast cannot turn bytes into a struct at any depth, so each container is rebuilt
+    around converted children.
     """
-    if array.type == pa.month_day_nano_interval() and isinstance(target, pa.StructType):
-        return interval_struct(array, target)
+    if target == INTERVAL_TYPE and pa.types.is_binary(array.type):
+        return interval_struct(array)
     if isinstance(array, pa.ListArray) and isinstance(target, pa.ListType):
         # A sliced list's offsets start past 0: rebase them onto the values they cover.
         offsets = array.offsets
@@ -62,13 +71,17 @@ def _conform_intervals(array: AnyArray, target: pa.DataType) -> AnyArray:
     raise TypeError(f"cannot convert {array.type} to {target}")
 
 
-def _holds_intervals(arrow_type: pa.DataType) -> bool:
-    if arrow_type == pa.month_day_nano_interval():
-        return True
-    if isinstance(arrow_type, pa.ListType):
-        return _holds_intervals(arrow_type.value_type)
-    if isinstance(arrow_type, pa.StructType):
-        return any(_holds_intervals(f.type) for f in arrow_type)
+def _holds_intervals(source: pa.DataType, target: pa.DataType) -> bool:
+    """Whether `target` has an interval where `source` has its binary form."""
+    if target == INTERVAL_TYPE:
+        return pa.types.is_binary(source)
+    if isinstance(source, pa.ListType) and isinstance(target, pa.ListType):
+        return _holds_intervals(source.value_type, target.value_type)
+    if isinstance(source, pa.StructType) and isinstance(target, pa.StructType):
+        return source.num_fields == target.num_fields and any(
+            _holds_intervals(source.field(i).type, target.field(i).type)
+            for i in range(source.num_fields)
+        )
     return False
 
 
@@ -78,35 +91,27 @@ def conform_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-_MONTH_DAY_NANO = np.dtype([("months", "<i4"), ("days", "<i4"), ("nanoseconds", "<i8")])
-_NANOS_PER_MICRO = 1000
+# `interval_send`: the time part in microseconds, then days, then months, big-endian.
+_INTERVAL_WIRE = np.dtype([("microseconds", ">i8"), ("days", ">i4"), ("months", ">i4")])
 
 
-def interval_struct(array: AnyArray, target: pa.StructType) -> AnyArray:
-    """A month_day_nano interval array as a struct of months, days and microseconds.
+def interval_struct(array: AnyArray) -> AnyArray:
+    """Intervals in Postgres' binary form (`interval_send`) as a struct `INTERVAL_TYPE`.
 
-    Parquet cannot store month_day_nano; Postgres intervals are exactly months, days and
-    microseconds, so this split loses nothing (and refuses values that are not whole µs).
+    The three fields are Postgres' own, so every interval Postgres holds is kept exactly.
     """
-    if array.type != pa.month_day_nano_interval():
-        raise TypeError(f"expected month_day_nano_interval, got {array.type}")
-    data_buffer = array.buffers()[1]
+    fixed = pc.cast(array, pa.binary(_INTERVAL_WIRE.itemsize))  # refuses any other length
+    data_buffer = fixed.buffers()[1]
     assert data_buffer is not None
-    raw = memoryview(data_buffer)
-    values = np.frombuffer(raw, dtype=_MONTH_DAY_NANO, count=len(array) + array.offset)
-    values = values[array.offset :]
-    if np.any(values["nanoseconds"] % _NANOS_PER_MICRO):
-        raise ValueError("an interval holds a fraction of a microsecond")
+    values = np.frombuffer(
+        memoryview(data_buffer), dtype=_INTERVAL_WIRE, count=len(fixed) + fixed.offset
+    )[fixed.offset :]
     children = [
-        pa.array(values["months"], pa.int32()),
-        pa.array(values["days"], pa.int32()),
-        pa.array(values["nanoseconds"] // _NANOS_PER_MICRO, pa.int64()),
+        pa.array(values["months"].astype(np.int32), pa.int32()),
+        pa.array(values["days"].astype(np.int32), pa.int32()),
+        pa.array(values["microseconds"].astype(np.int64), pa.int64()),
     ]
-    return pa.StructArray.from_arrays(
-        children,
-        fields=[target.field(i) for i in range(target.num_fields)],
-        mask=array.is_null(),
-    )
+    return pa.StructArray.from_arrays(children, fields=list(INTERVAL_TYPE), mask=array.is_null())
 
 
 def struct_from_fields(

@@ -17,7 +17,8 @@ class Representation(StrEnum):
     """A representation a user chose for a column whose values have no exact Arrow mapping."""
 
     TEXT = "text"
-    """Postgres' own text output of the value (`column::text`), in a fixed session format."""
+    """Postgres' own text output of the value (its type's output function, as psql and COPY
+    print it; see `pg_types.output_text`), in a fixed session format."""
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,7 @@ DETERMINISTIC_SESSION = (
     "SET DateStyle = 'ISO, YMD'",
     "SET IntervalStyle = 'postgres'",
     "SET extra_float_digits = 3",
+    "SET bytea_output = 'hex'",
     "SET lc_monetary = 'C'",
     "SET lc_numeric = 'C'",
     "SET client_encoding = 'UTF8'",
@@ -794,15 +795,15 @@ def refuse_unrepresentable(batch: pa.RecordBatch, plan: TablePlan, spec: TableSp
     if flags.null_count == len(flags):
         return
     index = int(pc.index(pc.is_valid(flags), True).as_py())
-    column = plan.column(str(flags[index].as_py()))
+    # The flag is the position of the hazard found in the plan (see TablePlan.select_list).
+    column, hazard = plan.hazards[int(flags[index].as_py())]
     names = batch.schema.names
     key = [batch.column(k)[index].as_py() if k in names else "?" for k in spec.primary_key]
-    values = " or ".join(h.values for h in column.hazards)
     raise UnrepresentableValueError(
         f"{spec.schema}.{spec.table}.{column.name} ({column.declared_type}): the row with "
-        f"primary key {describe_key(spec.primary_key, key)} holds {values}, which no Parquet "
-        f"type holds exactly. Declare the column with `as: text` to keep Postgres' text form "
-        "of every value, or fix the row at the source"
+        f"primary key {describe_key(spec.primary_key, key)} holds {hazard.values}, which no "
+        "Parquet type holds exactly. Declare the column with `as: text` to keep Postgres' text "
+        "form of every value, or fix the row at the source"
     )
 
 

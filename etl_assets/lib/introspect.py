@@ -25,7 +25,7 @@ from etl_assets.lib.sql import Relation, render
 from etl_assets.lib.windows import Grain
 
 TABLES_QUERY = """
-SELECT n.nspname::text, c.relname::text, c.relkind::text, greatest(c.reltuples, 0)::int8
+SELECT n.nspname::text, c.relname::text, c.relkind::text, c.reltuples::int8
 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
   AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
@@ -34,8 +34,27 @@ ORDER BY 1, 2
 """
 
 _PARTITION_TYPES = {"timestamptz": 0, "timestamp": 1, "date": 2}
+_RELATION_KINDS = {"r": "table", "p": "partitioned", "v": "view", "m": "matview", "f": "foreign"}
 _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _YAML_WORDS = {"true", "false", "null", "yes", "no", "on", "off", "y", "n", "~"}
+
+
+def relation_kind(relkind: str) -> str:
+    """`pg_class.relkind` in words."""
+    return _RELATION_KINDS.get(relkind, relkind)
+
+
+def describe_estimate(relkind: str, reltuples: int) -> str:
+    """The planner's row estimate of a relation, as the listing shows it.
+
+    Postgres 14 and later keep -1 in `reltuples` until the relation is first vacuumed or
+    analyzed: that is "unknown", not 0. A view stores no rows and has no estimate.
+    """
+    if relkind == "v":
+        return "n/a (view)"
+    if reltuples < 0:
+        return "unknown (not analyzed)"
+    return f"{reltuples:,}"
 
 
 def primary_key_query(relation: Relation) -> str:
@@ -95,10 +114,15 @@ def report_table(
     primary_key: Sequence[str],
     indexed: Sequence[str],
 ) -> TableReport:
-    """Plan every column as the reader would, and rank the partition-column candidates."""
+    """Plan every column as the reader would, and rank the partition-column candidates.
+
+    Candidates are the timestamptz, timestamp and date columns: NOT NULL ones first (a row
+    whose partition column is NULL belongs to no window), then those leading an index (a
+    window's read can use it), then timestamptz before timestamp before date.
+    """
     planner = Planner(relation, types)
     reports: list[ColumnReport] = []
-    candidates: list[tuple[int, int, str]] = []
+    candidates: list[tuple[int, int, int, str]] = []
     for column in columns:
         try:
             plan = planner.plan_column(column)
@@ -115,13 +139,18 @@ def report_table(
         base, _ = planner.resolve_domain(column.type_oid, column.typmod)
         if base.name in _PARTITION_TYPES:
             candidates.append(
-                (0 if column.name in indexed else 1, _PARTITION_TYPES[base.name], column.name)
+                (
+                    0 if column.not_null else 1,
+                    0 if column.name in indexed else 1,
+                    _PARTITION_TYPES[base.name],
+                    column.name,
+                )
             )
     return TableReport(
         relation=relation,
         columns=tuple(reports),
         primary_key=tuple(primary_key),
-        partition_candidates=tuple(name for _, _, name in sorted(candidates)),
+        partition_candidates=tuple(name for *_, name in sorted(candidates)),
     )
 
 

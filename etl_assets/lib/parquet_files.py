@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from etl_assets.lib.arrow_types import PlannedSchema, conform_table, output_schema
+from etl_assets.lib.pg_types import POSTGRES_COLUMNS_KEY, postgres_columns
 from etl_assets.lib.pipeline import BackgroundWorker
 from etl_assets.lib.preview import python_rows
 
@@ -233,13 +234,25 @@ class _RowGroupWriter:
     def _open(self, use_dictionary: bool | list[str]) -> pq.ParquetWriter:
         return pq.ParquetWriter(
             self._sink,
-            self._schema,
+            with_file_metadata(self._schema),
             compression=self._settings.compression,
             compression_level=self._settings.compression_level,
             # pyarrow takes a list of column paths too; its stubs only say bool.
             use_dictionary=use_dictionary,  # pyright: ignore[reportArgumentType]
             store_schema=True,
         )
+
+
+def with_file_metadata(schema: pa.Schema) -> pa.Schema:
+    """`schema` with the columns' Postgres origin also in the file's key-value metadata.
+
+    Arrow readers see each field's metadata (kept in the footer's Arrow schema); readers of
+    plain Parquet see the same in one JSON document under `postgres.columns`.
+    """
+    document = postgres_columns(schema)
+    if document is None:
+        return schema
+    return schema.with_metadata({**(schema.metadata or {}), POSTGRES_COLUMNS_KEY: document})
 
 
 def dictionary_columns(table: pa.Table) -> list[str]:

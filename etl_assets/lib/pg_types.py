@@ -4,22 +4,27 @@ A plan is made inside the read's snapshot before a row is read. Each column eith
 Arrow type that holds every value exactly, or the load is refused with an error that names the
 column and its type: a value is never silently altered.
 
-Some types hold values that no Arrow type can (infinite dates, `time '24:00'`, a NaN in a
-`numeric(p,s)`, multi-dimensional arrays): for those the plan carries a *hazard*, a predicate
-the server evaluates on every row, so the reader can refuse such a row and name its primary key
-before anything is published. A column declared `as: text` is read as Postgres' text output
-instead, which holds every value of every type.
+Some types hold values that no Arrow type can (infinite dates, timestamps past what 64-bit
+microseconds since 1970 hold, `time '24:00'`, a NaN in a `numeric(p,s)`, multi-dimensional
+arrays): for those the plan carries *hazards*, predicates the server evaluates on every row of
+those columns only, so the reader can refuse such a row, naming its primary key and the hazard
+found, before anything is published. A column declared `as: text` is read as Postgres' own text
+output instead (the type's output function, as psql and COPY print it), which holds every value
+of every type.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import LiteralString
 
 import pyarrow as pa
 from psycopg import sql
 
+from etl_assets.lib.arrow_types import INTERVAL_TYPE
 from etl_assets.lib.contract import ColumnSpec, LiveColumn, Representation, contract_differences
 from etl_assets.lib.sql import BoundKind, Relation, render
 
@@ -40,25 +45,53 @@ class SchemaDriftError(ContractError):
     """The live table's columns differ from the declared contract (or the table is gone)."""
 
 
+POSTGRES_TYPE_KEY = b"postgres.type"
+"""Arrow field metadata: the column's Postgres type, as `format_type()` prints it."""
+POSTGRES_ENUM_LABELS_KEY = b"postgres.enum_labels"
+"""Arrow field metadata: an enum's (or enum array's) labels in their order, as a JSON list."""
+POSTGRES_AS_KEY = b"postgres.as"
+"""Arrow field metadata: the column's declared `as` (`text`), when it has one."""
+POSTGRES_COLUMNS_KEY = b"postgres.columns"
+"""Parquet key-value metadata: every column's Postgres origin, as one JSON list."""
+
+
+def postgres_columns(schema: pa.Schema) -> bytes | None:
+    """The `POSTGRES_COLUMNS_KEY` document for the fields of `schema` that carry an origin.
+
+    `[{"name": ..., "type": ..., "enum_labels": [...], "as": "text"}, ...]`, in column order,
+    for readers that see a Parquet file's key-value metadata but not Arrow's field metadata
+    (DuckDB's `parquet_kv_metadata`, for one). None when no field has one.
+    """
+    columns: list[dict[str, object]] = []
+    for arrow_field in schema:
+        metadata = arrow_field.metadata or {}
+        if POSTGRES_TYPE_KEY not in metadata:
+            continue
+        entry: dict[str, object] = {
+            "name": arrow_field.name,
+            "type": metadata[POSTGRES_TYPE_KEY].decode(),
+        }
+        if POSTGRES_ENUM_LABELS_KEY in metadata:
+            entry["enum_labels"] = json.loads(metadata[POSTGRES_ENUM_LABELS_KEY])
+        if POSTGRES_AS_KEY in metadata:
+            entry["as"] = metadata[POSTGRES_AS_KEY].decode()
+        columns.append(entry)
+    return _json(columns) if columns else None
+
+
+def _json(value: object) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 class ReadKind(StrEnum):
     """How a column's Arrow array is built from what the reader selects."""
 
     DIRECT = "direct"
     """One selected value, converted to the planned type."""
     INTERVAL = "interval"
-    """An interval: the driver's month_day_nano, split into months, days and microseconds."""
+    """An interval: Postgres' binary form (`interval_send`), split into its three fields."""
     COMPOSITE = "composite"
     """A composite: one selected value per field plus a validity flag, built into a struct."""
-
-
-INTERVAL_TYPE = pa.struct(
-    [
-        pa.field("months", pa.int32()),
-        pa.field("days", pa.int32()),
-        pa.field("microseconds", pa.int64()),
-    ]
-)
-"""Postgres keeps an interval as months, days and microseconds; so does the lake."""
 
 
 @dataclass(frozen=True)
@@ -106,8 +139,13 @@ class Hazard:
     """Values of a column that no Arrow type holds, as a predicate the server evaluates."""
 
     predicate: sql.Composable
+    """True for such a value; for a hazard of an array's elements, true for such an element
+    `u.v` of `elements_of`."""
     values: str
     """What such values are, for the error message (e.g. "infinity or -infinity")."""
+    elements_of: sql.Composable | None = None
+    """For a hazard of an array's elements: the array. The hazards of one array are tested in
+    one pass over its elements (see `hazard_flag`)."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +162,16 @@ class ColumnPlan:
     hazards: tuple[Hazard, ...] = ()
     enum_labels: tuple[str, ...] = ()
     representation: Representation | None = None
+
+    @property
+    def field_metadata(self) -> dict[bytes, bytes]:
+        """What the lake's field records of the column's origin (see `POSTGRES_TYPE_KEY`)."""
+        metadata = {POSTGRES_TYPE_KEY: self.declared_type.encode()}
+        if self.enum_labels:
+            metadata[POSTGRES_ENUM_LABELS_KEY] = _json(list(self.enum_labels))
+        if self.representation is not None:
+            metadata[POSTGRES_AS_KEY] = self.representation.value.encode()
+        return metadata
 
     @property
     def frame_type(self) -> pa.DataType:
@@ -151,9 +199,15 @@ class TablePlan:
 
     @property
     def arrow_schema(self) -> pa.Schema:
-        """The Arrow schema of the rows as read (before any transform)."""
+        """The Arrow schema of the rows as read (before any transform).
+
+        Each field's metadata records the column's Postgres type (and enum labels, and `as`).
+        """
         return pa.schema(
-            [pa.field(c.name, c.arrow_type, nullable=c.nullable) for c in self.columns]
+            [
+                pa.field(c.name, c.arrow_type, nullable=c.nullable, metadata=c.field_metadata)
+                for c in self.columns
+            ]
         )
 
     @property
@@ -170,18 +224,17 @@ class TablePlan:
 
     @property
     def select_list(self) -> list[sql.Composable]:
-        """Everything the reader selects: each column's expressions, then the hazard flag."""
+        """Everything the reader selects: each column's expressions, then the hazard flag.
+
+        The flag is NULL for a row without hazards, else the position in `hazards` of the
+        first one found (see `hazard_flag`).
+        """
         items = [item for column in self.columns for item in column.selects]
         if self.hazards:
-            cases = sql.SQL(" ").join(
-                sql.SQL("WHEN {predicate} THEN {name}").format(
-                    predicate=hazard.predicate, name=sql.Literal(column.name)
-                )
-                for column, hazard in self.hazards
-            )
             items.append(
-                sql.SQL("CASE {cases} END AS {alias}").format(
-                    cases=cases, alias=sql.Identifier(HAZARD_ALIAS)
+                sql.SQL("{flag} AS {alias}").format(
+                    flag=hazard_flag([hazard for _, hazard in self.hazards]),
+                    alias=sql.Identifier(HAZARD_ALIAS),
                 )
             )
         return items
@@ -192,6 +245,46 @@ class TablePlan:
             if column.name == name:
                 return column
         raise KeyError(name)
+
+
+def hazard_flag(hazards: Sequence[Hazard]) -> sql.Composable:
+    """An int expression: NULL, or the position in `hazards` of the first one the row has.
+
+    Row hazards are one `WHEN` each. Consecutive hazards of one array's elements share one
+    pass over the elements; which of them was found is worked out only for a flagged row.
+    """
+    cases: list[sql.Composable] = []
+    position = 0
+    while position < len(hazards):
+        hazard = hazards[position]
+        if hazard.elements_of is None:
+            cases.append(sql.SQL("WHEN {} THEN {}").format(hazard.predicate, sql.Literal(position)))
+            position += 1
+            continue
+        group = [hazard]
+        while (
+            position + len(group) < len(hazards)
+            and hazards[position + len(group)].elements_of == hazard.elements_of
+        ):
+            group.append(hazards[position + len(group)])
+        predicates = [h.predicate for h in group]
+        if len(group) == 1:
+            found: sql.Composable = sql.Literal(position)
+        else:
+            which = sql.SQL(" ").join(
+                sql.SQL("WHEN {} THEN {}").format(p, sql.Literal(position + i))
+                for i, p in enumerate(predicates)
+            )
+            found = sql.SQL("(SELECT min(CASE {} END) FROM unnest({}) AS u(v))").format(
+                which, hazard.elements_of
+            )
+        either = sql.SQL(" OR ").join(sql.SQL("({})").format(p) for p in predicates)
+        any_element = sql.SQL("EXISTS (SELECT 1 FROM unnest({}) AS u(v) WHERE {})").format(
+            hazard.elements_of, either
+        )
+        cases.append(sql.SQL("WHEN {} THEN {}").format(any_element, found))
+        position += len(group)
+    return sql.SQL("CASE {} END").format(sql.SQL(" ").join(cases))
 
 
 def columns_query(relation: Relation) -> str:
@@ -326,8 +419,6 @@ _AS_TEXT_BY_DESIGN: Mapping[str, str] = {
     "timetz": "time with a UTC offset",
 }
 
-_INFINITE = "infinity or -infinity"
-
 _PARTITION_BOUNDS: Mapping[str, BoundKind] = {
     "timestamptz": BoundKind.TIMESTAMPTZ,
     "timestamp": BoundKind.TIMESTAMP,
@@ -369,12 +460,65 @@ def numeric_precision_scale(typmod: int) -> tuple[int, int] | None:
 
 
 @dataclass(frozen=True)
+class _ValueHazard:
+    """Values of one type that no Arrow type holds."""
+
+    values: str
+    """What they are, for the error message."""
+    test: Callable[[sql.Composable], sql.Composable]
+    """The predicate, over an expression of the type."""
+
+
+_INFINITE = _ValueHazard("infinity or -infinity", lambda e: sql.SQL("NOT isfinite({})").format(e))
+
+# Arrow and Parquet timestamps are 64-bit microseconds since 1970; Postgres' go on to the
+# year 294276 (it counts from 2000). Its earliest, 4714-11-24 BC, fits.
+_LATEST_TIMESTAMP = "294247-01-10 04:00:54.775807"
+
+
+def _after(type_name: LiteralString, latest: str) -> _ValueHazard:
+    return _ValueHazard(
+        f"a time after {latest}",
+        lambda e: sql.SQL("{} > {}::{}").format(e, sql.Literal(latest), sql.SQL(type_name)),
+    )
+
+
+_VALUE_HAZARDS: Mapping[str, tuple[_ValueHazard, ...]] = {
+    "date": (_INFINITE,),
+    "timestamp": (_INFINITE, _after("timestamp", _LATEST_TIMESTAMP)),
+    "timestamptz": (_INFINITE, _after("timestamptz", f"{_LATEST_TIMESTAMP}+00")),
+    "time": (_ValueHazard("24:00:00", lambda e: sql.SQL("{} = '24:00:00'::time").format(e)),),
+    # Postgres 17 has infinite intervals; before it, isfinite() is true for every interval.
+    "interval": (_INFINITE,),
+}
+_NAN = _ValueHazard("NaN", lambda e: sql.SQL("{} = 'NaN'::numeric").format(e))
+
+
+@dataclass(frozen=True)
 class _Scalar:
     arrow_type: pa.DataType
     cast: sql.Composable | None = None
     kind: ReadKind = ReadKind.DIRECT
-    hazard: str | None = None
-    """What unrepresentable values look like, when the type has any."""
+    hazards: tuple[_ValueHazard, ...] = ()
+    """The values of the type no Arrow type holds."""
+    send: sql.Composable | None = None
+    """A function selecting the value in Postgres' binary form (bytea), decoded by the reader."""
+
+    def select(self, expression: sql.Composable) -> sql.Composable:
+        """What the reader selects for a value of this type."""
+        if self.send is not None:
+            return sql.SQL("{}({})").format(self.send, expression)
+        return expression if self.cast is None else _cast(expression, self.cast)
+
+    def select_elements(self, array: sql.Composable) -> sql.Composable:
+        """What the reader selects for a one-dimensional array of this type."""
+        if self.send is not None:
+            # Each element in binary form, in order; a NULL array stays NULL.
+            return sql.SQL(
+                "CASE WHEN {a} IS NULL THEN NULL ELSE ARRAY(SELECT {f}(u.v) FROM unnest({a})"
+                " WITH ORDINALITY AS u(v, n) ORDER BY u.n) END"
+            ).format(a=array, f=self.send)
+        return array if self.cast is None else _cast(array, sql.SQL("{}[]").format(self.cast))
 
 
 class Planner:
@@ -401,14 +545,13 @@ class Planner:
                 declared_type=column.declared_type,
                 nullable=not column.not_null,
                 arrow_type=pa.string(),
-                selects=(_aliased(_cast(expression, _TEXT), column.name),),
+                selects=(_aliased(output_text(expression), column.name),),
                 enum_labels=labels,
                 representation=representation,
             )
         if base.kind == "c":
             return self._plan_composite(column, base, expression)
-        scalar, hazards = self._plan_value(column, base, typmod, expression)
-        select = expression if scalar.cast is None else _cast(expression, scalar.cast)
+        scalar, select, hazards = self._plan_value(column, base, typmod, expression)
         return ColumnPlan(
             name=column.name,
             declared_type=column.declared_type,
@@ -442,33 +585,29 @@ class Planner:
 
     def _plan_value(
         self, column: CatalogColumn, base: CatalogType, typmod: int, expression: sql.Composable
-    ) -> tuple[_Scalar, tuple[Hazard, ...]]:
+    ) -> tuple[_Scalar, sql.Composable, tuple[Hazard, ...]]:
+        """The value's type, what the reader selects for it, and its hazards."""
         if base.category == "A":
             element, element_typmod = self.resolve_domain(base.element_oid, typmod)
             if element.category == "A" or element.kind == "c":
                 raise self._unsupported(column, f"arrays of {element.name}")
             scalar = self._scalar(element, element_typmod, column)
-            cast = sql.SQL("{}[]").format(scalar.cast) if scalar.cast is not None else None
             shape = sql.SQL("(array_ndims({e}) > 1 OR array_lower({e}, 1) <> 1)").format(
                 e=expression
             )
             array_hazards = [Hazard(shape, "a multi-dimensional array, or one not indexed from 1")]
-            if scalar.hazard is not None:
-                inner = _hazard_predicate(element.name, sql.SQL("u.v"))
-                array_hazards.append(
-                    Hazard(
-                        sql.SQL("EXISTS (SELECT 1 FROM unnest({e}) AS u(v) WHERE {p})").format(
-                            e=expression, p=inner
-                        ),
-                        f"an element that is {scalar.hazard}",
-                    )
-                )
-            return _Scalar(pa.list_(scalar.arrow_type), cast), tuple(array_hazards)
+            array_hazards += [
+                Hazard(h.test(sql.SQL("u.v")), f"an element that is {h.values}", expression)
+                for h in scalar.hazards
+            ]
+            return (
+                _Scalar(pa.list_(scalar.arrow_type)),
+                scalar.select_elements(expression),
+                tuple(array_hazards),
+            )
         scalar = self._scalar(base, typmod, column)
-        hazards: tuple[Hazard, ...] = ()
-        if scalar.hazard is not None:
-            hazards = (Hazard(_hazard_predicate(base.name, expression), scalar.hazard),)
-        return scalar, hazards
+        hazards = tuple(Hazard(h.test(expression), h.values) for h in scalar.hazards)
+        return scalar, scalar.select(expression), hazards
 
     def _plan_composite(
         self, column: CatalogColumn, base: CatalogType, expression: sql.Composable
@@ -481,16 +620,14 @@ class Planner:
             if member_base.kind == "c":
                 raise self._unsupported(column, "composites nested in composites")
             member_expression = sql.SQL("({}).{}").format(expression, sql.Identifier(member.name))
-            scalar, member_hazards = self._plan_value(
+            scalar, select, member_hazards = self._plan_value(
                 column, member_base, member_typmod, member_expression
-            )
-            select = (
-                member_expression if scalar.cast is None else _cast(member_expression, scalar.cast)
             )
             selects.append(_aliased(select, f"{RESERVED_PREFIX}{column.name}.{index}"))
             fields.append(pa.field(member.name, scalar.arrow_type))
             hazards += [
-                Hazard(h.predicate, f"{h.values} in field {member.name}") for h in member_hazards
+                Hazard(h.predicate, f"{h.values} in field {member.name}", h.elements_of)
+                for h in member_hazards
             ]
         # A NULL composite and a composite whose fields are all NULL are different values.
         validity = sql.SQL("num_nulls({}) = 0").format(expression)
@@ -518,19 +655,20 @@ class Planner:
         if base.name == "numeric":
             return _numeric(typmod)
         if base.name == "interval":
-            return _Scalar(INTERVAL_TYPE, kind=ReadKind.INTERVAL)
+            # The driver's month_day_nano cannot hold a time part past 2^63 nanoseconds
+            # (about 292 years); Postgres' binary form holds every interval.
+            return _Scalar(
+                INTERVAL_TYPE,
+                kind=ReadKind.INTERVAL,
+                hazards=_VALUE_HAZARDS["interval"],
+                send=sql.SQL("interval_send"),
+            )
         if base.name in _AS_TEXT_BY_DESIGN:
             return _Scalar(pa.string(), _TEXT)
         arrow_type = _SCALARS.get(base.name)
         if arrow_type is None:
             raise self._unsupported(column, f"type {base.name}")
-        hazard = {
-            "date": _INFINITE,
-            "timestamp": _INFINITE,
-            "timestamptz": _INFINITE,
-            "time": "24:00:00",
-        }.get(base.name)
-        return _Scalar(arrow_type, hazard=hazard)
+        return _Scalar(arrow_type, hazards=_VALUE_HAZARDS.get(base.name, ()))
 
     def _unsupported(self, column: CatalogColumn, what: str) -> UnsupportedColumnError:
         return UnsupportedColumnError(
@@ -554,19 +692,22 @@ def _numeric(typmod: int) -> _Scalar:
         return _Scalar(pa.string(), _TEXT)
     # A constrained numeric cannot hold ±Infinity, but it can hold NaN.
     if precision <= _DECIMAL128_MAX_PRECISION:
-        return _Scalar(pa.decimal128(precision, scale), hazard="NaN")
+        return _Scalar(pa.decimal128(precision, scale), hazards=(_NAN,))
     # Read as Postgres' exact text: the frame carries it as a string (see frame_type).
-    return _Scalar(pa.decimal256(precision, scale), _TEXT, hazard="NaN")
+    return _Scalar(pa.decimal256(precision, scale), _TEXT, hazards=(_NAN,))
 
 
-def _hazard_predicate(type_name: str, expression: sql.Composable) -> sql.Composable:
-    if type_name in ("date", "timestamp", "timestamptz"):
-        return sql.SQL("NOT isfinite({})").format(expression)
-    if type_name == "time":
-        return sql.SQL("{} = '24:00:00'::time").format(expression)
-    if type_name == "numeric":
-        return sql.SQL("{} = 'NaN'::numeric").format(expression)
-    raise ValueError(f"no hazard predicate for {type_name}")
+def output_text(expression: sql.Composable) -> sql.Composable:
+    """The value as its type's output function writes it (what psql and COPY print).
+
+    A `::text` cast can differ: inet's adds the netmask, boolean's spells `true`, char(n)'s
+    drops the padding. `format('%s', ...)` calls the output function, but writes NULL as '',
+    so NULL is kept apart: with `IS DISTINCT FROM NULL`, which (unlike `IS NULL`) is false for
+    a composite whose fields are all NULL.
+    """
+    return sql.SQL("CASE WHEN {e} IS DISTINCT FROM NULL THEN format('%s', {e}) END").format(
+        e=expression
+    )
 
 
 def _cast(expression: sql.Composable, to: sql.Composable) -> sql.Composable:

@@ -54,8 +54,12 @@ def run(*args: str) -> tuple[int, str]:
 def test_listing_shows_the_readable_tables(shop: Pipeline) -> None:
     code, text = run()
     assert code == 0
-    assert "Shop Floor.Orders; --x" in text
-    assert "table" in text
+    [line] = [line for line in text.splitlines() if line.startswith("Shop Floor.Orders; --x")]
+    # Never analyzed: Postgres does not know how many rows it has (reltuples is -1), not 0.
+    assert line.split()[-4:] == ["table", "unknown", "(not", "analyzed)"]
+    run_sql(shop.conninfo, 'ANALYZE "Shop Floor"."Orders; --x"')
+    [line] = [line for line in run()[1].splitlines() if line.startswith("Shop Floor.Orders")]
+    assert line.split()[-2:] == ["table", "30"]
 
 
 def test_a_table_report_plans_every_column_and_ranks_partition_candidates(shop: Pipeline) -> None:
@@ -115,3 +119,19 @@ def test_the_printed_entry_loads_and_materializes_unchanged(shop: Pipeline) -> N
     )
     assert comparison.equal, comparison.describe()
     assert comparison.compared_columns == table.read_columns
+
+
+def test_a_not_null_time_column_is_proposed_over_a_nullable_indexed_one(shop: Pipeline) -> None:
+    # As in Pagila's customer table.
+    run_sql(
+        shop.conninfo,
+        "CREATE TABLE customer (customer_id int PRIMARY KEY, create_date date NOT NULL,"
+        " last_update timestamptz DEFAULT now());"
+        " CREATE INDEX ON customer (last_update);"
+        " INSERT INTO customer VALUES (1, '2026-10-01', NULL), (2, '2026-10-02', now())",
+    )
+    code, text = run("public.customer")
+    assert code == 0
+    assert "partition-column candidates: create_date, last_update" in text
+    assert "partition_column: create_date" in text
+    assert 'start: "2026-10-01"' in text

@@ -9,16 +9,21 @@ from urllib.parse import urlparse
 import duckdb
 import duckdb_extension_httpfs  # pyright: ignore[reportMissingTypeStubs]
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 
 from etl_assets_tests.integration.test_types import (
     COLUMNS,
     DAY,
+    EDGE_COLUMNS,
+    EDGES_DDL,
     KEY,
     TORTURE_DDL,
     WHEN,
     create,
     create_rows,
+    edge_expectations,
+    insert_edges,
     torture_spec,
 )
 from etl_assets_tests.support import Pipeline, query, run_sql, spec
@@ -155,3 +160,37 @@ def test_polars_and_duckdb_read_each_type_as_the_readme_says(
     assert str(polars["js"]).startswith("Extension")
     assert "arrow.json" in str(polars["js"])
     assert "`arrow.json`" in readme_type_row("`json`, `jsonb`")
+
+
+def test_readers_read_dates_python_cannot_hold_as_the_integers_parquet_stores(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    run_sql(pipeline.conninfo, EDGES_DDL)
+    insert_edges(pipeline.conninfo)
+    table = spec(table="edges", columns=EDGE_COLUMNS)
+    assert pipeline.materialize(table, partition=DAY).success
+    path = tmp_path / "part-00000.parquet"
+    path.write_bytes(pipeline.partition_bytes(table, DAY))
+    # (id, days, microseconds, microseconds) of d, ts and tz, as Postgres states them.
+    expected = [row[:4] for row in edge_expectations(pipeline.conninfo)]
+    frame = pl.read_parquet(path).sort("id")
+    polars = frame.select(
+        "id", pl.col("d").cast(pl.Int32), pl.col("ts").cast(pl.Int64), pl.col("tz").cast(pl.Int64)
+    )
+    assert polars.rows() == expected
+    duck = duckdb.connect()
+    rows = duck.execute(
+        "SELECT id, d - DATE '1970-01-01', epoch_us(ts), epoch_us(tz) FROM read_parquet(?)"
+        " ORDER BY id",
+        [str(path)],
+    ).fetchall()
+    # All exact, but for 2^63 - 1 microseconds (294247-01-10 04:00:54.775807): DuckDB's infinity.
+    last = 2**63 - 1
+    assert rows == [tuple(None if v == last else v for v in want) for want in expected]
+    infinite = duck.execute(
+        "SELECT id FROM read_parquet(?) WHERE isinf(ts) AND isinf(tz)", [str(path)]
+    ).fetchall()
+    assert infinite == [(want[0],) for want in expected if want[2] == want[3] == last] != []
+    # Python's datetime cannot hold them.
+    with pytest.raises(OverflowError, match="out of range"):
+        pq.read_table(path).column("d").to_pylist()

@@ -6,21 +6,28 @@ mixes case, spaces, quotes, reserved words, non-ASCII letters and `;--`.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import io
 import json
 import locale
 import time
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, LiteralString, cast
 
+import duckdb
 import polars as pl
 import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from psycopg import sql
 
 from etl_assets.components.table_assets import raw_asset_key
 from etl_assets.devstack.verify import values_equal
+from etl_assets.lib.arrow_types import INTERVAL_TYPE
 from etl_assets.lib.contract import ColumnSpec, Representation
 from etl_assets.lib.tables import TableSpec
 from etl_assets_tests.support import LAKE_PREFIX, Pipeline, failure_text, query, run_sql, spec
@@ -152,9 +159,10 @@ def create(pipeline: Pipeline, ddl: str) -> None:
     )
 
 
-def expected_rows(conninfo: str) -> list[dict[str, Any]]:
+def expected_rows(conninfo: str, expected: Mapping[str, str] = EXPECTED) -> list[dict[str, Any]]:
+    """The torture rows of DAY as Postgres states them (`expected`: per column, how)."""
     select = sql.SQL(", ").join(
-        sql.SQL(cast("LiteralString", EXPECTED.get(name, "{c}"))).format(c=sql.Identifier(name))
+        sql.SQL(cast("LiteralString", expected.get(name, "{c}"))).format(c=sql.Identifier(name))
         + sql.SQL(" AS ")
         + sql.Identifier(name)
         for name in COLUMNS
@@ -287,6 +295,62 @@ def test_the_direct_arrow_path_and_the_polars_path_write_the_same_file_contents(
             assert values_equal(one[name], other[name]), (name, one[name], other[name])
 
 
+def test_each_column_records_its_postgres_type_in_the_file(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    create(pipeline, TORTURE_DDL)
+    create_rows(pipeline)
+    table = torture_spec(
+        tuple(ColumnSpec(c, representation=Representation.TEXT) if c == "u" else c for c in COLUMNS)
+    )
+    assert pipeline.materialize(table, partition=DAY).success
+    body = pipeline.partition_bytes(table, DAY)
+    live = dict(
+        query(
+            pipeline.conninfo,
+            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
+            " WHERE attrelid = %s::regclass AND attnum > 0",
+            (sql.Identifier(SCHEMA, TABLE).as_string(),),
+        )
+    )
+    labels = ["happy", "sad", "ünïcode mood"]
+    # What an Arrow reader sees: each field's metadata.
+    schema = pq.read_schema(io.BytesIO(body))
+    fields = {name: schema.field(name).metadata or {} for name in COLUMNS}
+    for name, metadata in fields.items():
+        assert metadata[b"postgres.type"].decode() == live[name], name
+        assert (b"postgres.enum_labels" in metadata) == (name in ("en", "earr")), name
+    assert json.loads(fields["earr"][b"postgres.enum_labels"]) == labels
+    assert fields["u"][b"postgres.as"] == b"text"
+    assert live["earr"] == f"{sql.Identifier(SCHEMA).as_string()}.mood[]"
+    # What a plain Parquet reader sees: one JSON document in the file's key-value metadata.
+    path = tmp_path / "part.parquet"
+    path.write_bytes(body)
+    [(document,)] = (
+        duckdb.connect()
+        .execute(
+            "SELECT value FROM parquet_kv_metadata(?) WHERE key = 'postgres.columns'", [str(path)]
+        )
+        .fetchall()
+    )
+    columns = json.loads(document)
+    assert [c["name"] for c in columns] == list(COLUMNS)
+    assert all(c["type"] == live[c["name"]] for c in columns)
+    assert columns[COLUMNS.index("en")] == {"name": "en", "type": live["en"], "enum_labels": labels}
+    assert columns[COLUMNS.index("u")] == {"name": "u", "type": "uuid", "as": "text"}
+    # The same bytes on a rerun; through a transform, the columns it passes through keep it.
+    assert pipeline.materialize(table, partition=DAY).success
+    assert pipeline.partition_bytes(table, DAY) == body
+    assert pipeline.materialize(
+        table, partition=DAY, transform=lambda f: f.with_columns(pl.lit(1).alias("added"))
+    ).success
+    transformed = pq.read_schema(io.BytesIO(pipeline.partition_bytes(table, DAY)))
+    assert (transformed.field("dom").metadata or {})[b"postgres.type"].decode() == live["dom"]
+    assert transformed.field("added").metadata is None
+    kv = pq.read_metadata(io.BytesIO(pipeline.partition_bytes(table, DAY))).metadata or {}
+    assert [c["name"] for c in json.loads(kv[b"postgres.columns"])] == list(COLUMNS)
+
+
 # Every element type that maps exactly, with NULL elements, empty arrays and NULL arrays.
 ARRAYS_DDL = """
 CREATE TYPE stint AS (label text, length interval);
@@ -387,19 +451,56 @@ CREATE TABLE {table} (
     arr2d   int[],
     arr_lb  int[],
     darr    date[],
-    comp_d  {schema}.span
+    comp_d  {schema}.span,
+    ts_late timestamp,
+    tz_max  timestamptz,
+    tzarr   timestamptz[],
+    comp_ts {schema}.moment
 );
 """
+SHAPE = "a multi-dimensional array, or one not indexed from 1"
+LATEST = "294247-01-10 04:00:54.775807"  # 2^63 - 1 microseconds after 1970
+# (column, value, what the refusal says the row holds (only that), the value `as: text`)
 HAZARD_ROWS = [
     ("d_inf", "'infinity'", "infinity or -infinity", "infinity"),
     ("ts_ninf", "'-infinity'", "infinity or -infinity", "-infinity"),
     ("tz_inf", "'infinity'", "infinity or -infinity", "infinity"),
     ("t24", "'24:00'", "24:00:00", "24:00:00"),
     ("n_nan", "'NaN'", "NaN", "NaN"),
-    ("arr2d", "'{{1,2},{3,4}}'", "a multi-dimensional array", "{{1,2},{3,4}}"),
-    ("arr_lb", "'[0:1]={5,6}'", "not indexed from 1", "[0:1]={5,6}"),
-    ("darr", "'{2026-01-01,infinity}'", "an element that is infinity", "{2026-01-01,infinity}"),
+    ("arr2d", "'{{1,2},{3,4}}'", SHAPE, "{{1,2},{3,4}}"),
+    ("arr_lb", "'[0:1]={5,6}'", SHAPE, "[0:1]={5,6}"),
+    (
+        "darr",
+        "'{2026-01-01,infinity}'",
+        "an element that is infinity or -infinity",
+        "{2026-01-01,infinity}",
+    ),
     ("comp_d", "ROW('infinity')", "infinity or -infinity in field at", "(infinity)"),
+    # Past int64 microseconds: the driver would wrap them into garbage.
+    (
+        "ts_late",
+        "'294247-01-10 04:00:54.775808'",
+        f"a time after {LATEST}",
+        "294247-01-10 04:00:54.775808",
+    ),
+    (
+        "tz_max",
+        "'294276-12-31 23:59:59.999999+00'",  # the latest Postgres allows
+        f"a time after {LATEST}+00",
+        "294276-12-31 23:59:59.999999+00",
+    ),
+    (
+        "tzarr",
+        "ARRAY['2026-01-01 00:00+00', NULL, '294276-12-31 23:59:59.999999+00']::timestamptz[]",
+        f"an element that is a time after {LATEST}+00",
+        '{"2026-01-01 00:00:00+00",NULL,"294276-12-31 23:59:59.999999+00"}',
+    ),
+    (
+        "comp_ts",
+        "ROW('294247-01-10 04:00:54.775808')",
+        f"a time after {LATEST} in field at",
+        '("294247-01-10 04:00:54.775808")',
+    ),
 ]
 
 
@@ -410,6 +511,7 @@ def hazards(pipeline: Pipeline) -> Pipeline:
     )
     schema = sql.Identifier(SCHEMA).as_string()
     run_sql(pipeline.conninfo, f"CREATE TYPE {schema}.span AS (at date)")
+    run_sql(pipeline.conninfo, f"CREATE TYPE {schema}.moment AS (at timestamp)")
     table = sql.Identifier(SCHEMA, TABLE).as_string()
     run_sql(
         pipeline.conninfo,
@@ -448,7 +550,12 @@ HAZARD_COLUMNS = tuple(column for column, *_ in HAZARD_ROWS)
 
 def hazard_spec(**representations: Representation) -> TableSpec:
     return torture_spec(
-        (KEY, WHEN, *(ColumnSpec(c, representation=representations.get(c)) for c in HAZARD_COLUMNS))
+        (
+            KEY,
+            WHEN,
+            *(ColumnSpec(c, representation=representations.get(c)) for c in HAZARD_COLUMNS),
+        ),
+        end=dt.datetime(2026, 10, 1 + len(HAZARD_ROWS)),
     )
 
 
@@ -470,7 +577,8 @@ def test_a_value_without_exact_representation_is_refused_before_publishing(
     assert f"{SCHEMA}.{TABLE}.{column} ({declared_type})" in error
     assert f"primary key ({KEY}={10 + index})" in error
     assert f"[{day}]: nothing was published" in error
-    assert values in error
+    # The hazard found, and only it (not every hazard the column's type can have).
+    assert f"holds {values}, which no Parquet type holds exactly" in error
     assert "`as: text`" in error
     assert hazards.objects() == {}
 
@@ -523,6 +631,68 @@ def test_types_without_a_mapping_are_refused_unless_declared_as_text(
     assert [r["v"] for r in lake_rows(pipeline, as_text, DAY)] == [text]
 
 
+# Values whose `::text` cast differs from the type's output function (inet adds /128, boolean
+# spells `true`, char(n) loses its padding), and others for good measure.
+OUTPUT_DDL = """
+CREATE TYPE pair AS (a inet, b char(3));
+CREATE TABLE printed (
+    id int PRIMARY KEY, created_at timestamptz NOT NULL,
+    ip inet, net cidr, flag boolean, code char(5), fee money, span int4range,
+    period tstzrange, ips inet[], codes char(3)[], blob bytea, at timestamptz, took interval,
+    doc tsvector, label name, pair pair, bits varbit
+);
+INSERT INTO printed VALUES
+(1, '2026-10-02 01:00+00', '::ffff:1.2.3.4', '10.1.0.0/16', true, 'ab', 12.34, '[1,5)',
+ '[2026-10-02 12:00+02,)', '{::ffff:1.2.3.4,NULL,10.0.0.1/8}', '{a,NULL}', '\\x00ff',
+ '2026-10-02 12:00:00.5+02', '1 day 02:00', 'a fat cat', 'abc', ROW('::ffff:1.2.3.4', 'x'), B'101'),
+(2, '2026-10-02 02:00+00', NULL, NULL, false, '', -0.5, 'empty', '(,)', '{}', '{}', '\\x',
+ NULL, '-1 mons', NULL, '', ROW(NULL, NULL), NULL),
+(3, '2026-10-02 03:00+00', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+ NULL, NULL, NULL, NULL, NULL);
+"""
+PRINTED = (
+    "ip", "net", "flag", "code", "fee", "span", "period", "ips", "codes", "blob", "at", "took",
+    "doc", "label", "pair", "bits",
+)  # fmt: skip
+
+
+def test_as_text_is_what_the_types_output_function_prints(pipeline: Pipeline) -> None:
+    run_sql(pipeline.conninfo, OUTPUT_DDL)
+    table = spec(
+        table="printed",
+        columns=(
+            "id",
+            "created_at",
+            *(ColumnSpec(c, representation=Representation.TEXT) for c in PRINTED),
+        ),
+    )
+    assert pipeline.materialize(table, partition=DAY).success
+    lake = pq.read_table(io.BytesIO(pipeline.partition_bytes(table, DAY))).sort_by("id")
+    # What a client receives in text format (psql, COPY): the output function's text.
+    settings = "-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=postgres -c lc_monetary=C"
+    with psycopg.connect(pipeline.conninfo, options=settings) as connection:
+        names = sql.SQL(", ").join(sql.Identifier(c) for c in PRINTED)
+        statement = sql.SQL("SELECT {} FROM printed ORDER BY id").format(names)
+        result = connection.pgconn.exec_(statement.as_bytes(connection))
+        printed = {
+            name: [
+                None if (v := result.get_value(row, i)) is None else bytes(v).decode()
+                for row in range(result.ntuples)
+            ]
+            for i, name in enumerate(PRINTED)
+        }
+        [ip_cast] = connection.execute("SELECT ip::text FROM printed WHERE id = 1").fetchone() or []
+    for name in PRINTED:
+        assert lake.column(name).to_pylist() == printed[name], name
+    assert lake.column("ip").to_pylist()[0] == "::ffff:1.2.3.4"
+    assert ip_cast == "::ffff:1.2.3.4/128"  # what a ::text cast would have kept
+    assert lake.column("flag").to_pylist() == ["t", "f", None]
+    assert lake.column("code").to_pylist()[:2] == ["ab   ", "     "]
+    assert lake.column("pair").to_pylist()[:2] == ['(::ffff:1.2.3.4,"x  ")', "(,)"]
+    assert lake.column("label").to_pylist() == ["abc", "", None]
+    assert lake.column("blob").to_pylist() == ["\\x00ff", "\\x", None]
+
+
 def test_output_bytes_do_not_depend_on_session_or_client_settings(
     pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -538,7 +708,7 @@ def test_output_bytes_do_not_depend_on_session_or_client_settings(
     text_everything = torture_spec(
         tuple(
             ColumnSpec(c, representation=Representation.TEXT)
-            if c in ("ts", "tstz", "iv", "comp", "d")
+            if c in ("ts", "tstz", "iv", "comp", "d", "by")
             else c
             for c in COLUMNS
         )
@@ -551,7 +721,12 @@ def test_output_bytes_do_not_depend_on_session_or_client_settings(
             "Asia/Kathmandu",
             "C.utf8",
             "German",
-            ("TimeZone = 'America/St_Johns'", "DateStyle = 'SQL, DMY'", "extra_float_digits = 0"),
+            (
+                "TimeZone = 'America/St_Johns'",
+                "DateStyle = 'SQL, DMY'",
+                "extra_float_digits = 0",
+                "bytea_output = 'escape'",
+            ),
         ),
     ):
         for setting in server_defaults:
@@ -566,7 +741,8 @@ def test_output_bytes_do_not_depend_on_session_or_client_settings(
         monkeypatch.setenv("PGDATESTYLE", style)
         monkeypatch.setenv(
             "PGOPTIONS",
-            f"-c IntervalStyle=sql_standard -c TimeZone={timezone} -c extra_float_digits=-3",
+            f"-c IntervalStyle=sql_standard -c TimeZone={timezone} -c extra_float_digits=-3"
+            " -c bytea_output=escape",
         )
         # The process's own clock zone and locale too, not only the variables.
         time.tzset()
@@ -586,4 +762,182 @@ def test_output_bytes_do_not_depend_on_session_or_client_settings(
     first_row = rows[KEY].index(1)  # the UPDATE above moved it within the table
     assert rows["tstz"][first_row] == "2026-10-02 10:34:56.123456+00"
     assert rows["d"][first_row] == "0.30000000000000004"
+    assert rows["by"][first_row] == "\\x00ff"
     assert json.dumps(rows["iv"][first_row]) == json.dumps("1 year 2 mons 3 days 04:05:06.789123")
+
+
+# Every date Postgres holds fits date32; timestamps fit int64 microseconds since 1970 up to
+# 294247-01-10 04:00:54.775807 (later ones are refused, see HAZARD_ROWS); intervals keep their
+# three fields whatever their size. Python's datetime holds none of the years below.
+EDGES_DDL = """
+CREATE TYPE edge AS (d date, ts timestamp, tz timestamptz, iv interval);
+CREATE TABLE edges (
+    id int PRIMARY KEY, created_at timestamptz NOT NULL,
+    d date, ts timestamp, tz timestamptz, iv interval,
+    d_arr date[], ts_arr timestamp[], tz_arr timestamptz[], iv_arr interval[], comp edge
+);
+"""
+EDGE_VALUES = [
+    ("4714-11-24 BC", "4714-11-24 00:00:00 BC", "4714-11-24 00:00:00+00 BC", "3000000 hours"),
+    ("0044-03-15 BC", "0044-03-15 12:30:00.000001 BC", "0001-12-31 23:59:59.999999+00 BC",
+     "2562047788:00:54.775807"),
+    ("10000-01-01", "10000-01-01 00:00:00", "99999-12-31 23:59:59.5+00",
+     "-2562047788:00:54.775807"),
+    ("5874897-12-31", "294247-01-10 04:00:54.775807", "294247-01-10 04:00:54.775807+00",
+     "1 year -2 days 3000000:00:00.000001"),
+    ("0001-01-01", "9999-12-31 23:59:59.999999", "1970-01-01 00:00:00+00",
+     "-178956970 years -8 mons -2147483648 days"),
+]  # fmt: skip
+EDGE_COLUMNS = (
+    "id", "created_at", "d", "ts", "tz", "iv", "d_arr", "ts_arr", "tz_arr", "iv_arr", "comp",
+)  # fmt: skip
+
+
+def insert_edges(conninfo: str) -> None:
+    for index, (d, ts, tz, iv) in enumerate(EDGE_VALUES):
+        run_sql(
+            conninfo,
+            "INSERT INTO edges VALUES (%s, %s, %s::date, %s::timestamp, %s::timestamptz,"
+            " %s::interval, ARRAY[%s::date, NULL], ARRAY[NULL, %s::timestamp],"
+            " ARRAY[%s::timestamptz], ARRAY[%s::interval, NULL], ROW(%s, %s, %s, %s))",
+            (
+                index,
+                dt.datetime(2026, 10, 2, index, tzinfo=dt.UTC),
+                *(d, ts, tz, iv),
+                *(d, ts, tz, iv),
+                *(d, ts, tz, iv),
+            ),
+        )
+    # Below what the interval input syntax accepts: the smallest time part, by arithmetic.
+    run_sql(
+        conninfo,
+        "INSERT INTO edges (id, created_at, iv, iv_arr, comp)"
+        " SELECT 9, '2026-10-02 09:00+00', v, ARRAY[v],"
+        " ROW(NULL::date, NULL::timestamp, NULL::timestamptz, v)::edge"
+        " FROM (SELECT interval '-2562047788:00:54.775807' - interval '1 microsecond') AS t(v)",
+    )
+
+
+# Postgres' own statement of each value, as integers: days and microseconds since 1970, and
+# an interval's months, days and microseconds from extract() (signs included). (extract(epoch)
+# rounds at these magnitudes; the interval since 1970 does not.)
+DAYS = "({v} - date '1970-01-01')"
+SINCE_1970 = "({v} - '1970-01-01 00:00:00+00')"
+MICROS = (
+    f"(extract(day from {SINCE_1970}) * 86400000000 + extract(hour from {SINCE_1970})"
+    f" * 3600000000 + extract(minute from {SINCE_1970}) * 60000000"
+    f" + extract(microseconds from {SINCE_1970}))::int8"
+)
+FIELDS = (
+    "CASE WHEN {v} IS NOT NULL THEN"
+    " ARRAY[(extract(year from {v}) * 12 + extract(month from {v}))::int8,"
+    " extract(day from {v})::int8, (extract(hour from {v}) * 3600000000"
+    " + extract(minute from {v}) * 60000000 + extract(microseconds from {v}))::int8] END"
+)
+
+
+def edge_expectations(conninfo: str) -> list[tuple[Any, ...]]:
+    def each(template: str, array: str) -> str:
+        return (
+            f"(SELECT jsonb_agg({template.format(v='u.v')} ORDER BY u.n)"
+            f" FROM unnest({array}) WITH ORDINALITY AS u(v, n))"
+        )
+
+    expressions = [
+        DAYS.format(v="d"),
+        MICROS.format(v="ts"),
+        MICROS.format(v="tz"),
+        FIELDS.format(v="iv"),
+        each(DAYS, "d_arr"),
+        each(MICROS, "ts_arr"),
+        each(MICROS, "tz_arr"),
+        each(FIELDS, "iv_arr"),
+        DAYS.format(v="(comp).d"),
+        MICROS.format(v="(comp).ts"),
+        MICROS.format(v="(comp).tz"),
+        FIELDS.format(v="(comp).iv"),
+    ]
+    return [
+        tuple(row)
+        for row in query(conninfo, f"SELECT id, {', '.join(expressions)} FROM edges ORDER BY id")
+    ]
+
+
+def as_integers(table: pa.Table) -> list[tuple[Any, ...]]:
+    """The lake's values as the integers Parquet stores: no Python date or time involved."""
+
+    def integers(array: Any) -> list[Any]:
+        kind = array.type
+        if pa.types.is_date32(kind):
+            return array.cast(pa.int32()).to_pylist()
+        if pa.types.is_timestamp(kind):
+            return array.cast(pa.int64()).to_pylist()
+        if pa.types.is_list(kind):
+            lengths = pc.list_value_length(array).to_pylist()
+            values = iter(integers(array.flatten()))
+            return [None if n is None else [next(values) for _ in range(n)] for n in lengths]
+        if kind == INTERVAL_TYPE:
+            fields = [array.field(name).to_pylist() for name in ("months", "days", "microseconds")]
+            valid = array.is_valid().to_pylist()
+            return [list(v) if ok else None for ok, *v in zip(valid, *fields, strict=True)]
+        raise AssertionError(kind)
+
+    columns = [integers(table.column(name).combine_chunks()) for name in EDGE_COLUMNS[2:10]]
+    comp: Any = table.column("comp").combine_chunks()
+    fields = [integers(comp.field(name)) for name in ("d", "ts", "tz", "iv")]
+    ids = table.column("id").to_pylist()
+    return sorted(zip(ids, *columns, *fields, strict=True))
+
+
+def test_dates_timestamps_and_intervals_at_every_edge_round_trip_exactly(
+    pipeline: Pipeline,
+) -> None:
+    run_sql(pipeline.conninfo, EDGES_DDL)
+    insert_edges(pipeline.conninfo)
+    table = dataclasses.replace(spec(table="edges", columns=EDGE_COLUMNS), preview_rows=10)
+    assert pipeline.materialize(table, partition=DAY).success
+    lake = pq.read_table(io.BytesIO(pipeline.partition_bytes(table, DAY)))
+    expected = edge_expectations(pipeline.conninfo)
+    assert len(expected) == 6
+    assert as_integers(lake) == expected
+    # Spot checks of the comparison above, stated plainly.
+    assert as_integers(lake)[0][:5] == (
+        0,
+        -2_440_588,  # days from 1970-01-01 back to 4714-11-24 BC
+        -210_866_803_200_000_000,
+        -210_866_803_200_000_000,
+        [0, 0, 10_800_000_000_000_000],  # 3,000,000 hours
+    )
+    intervals = dict(zip(lake.column("id").to_pylist(), lake.column("iv").to_pylist(), strict=True))
+    assert intervals[2] == {"months": 0, "days": 0, "microseconds": -(2**63 - 1)}
+    assert intervals[4] == {"months": -(2**31), "days": -(2**31), "microseconds": 0}
+    assert intervals[9] == {"months": 0, "days": 0, "microseconds": -(2**63)}
+    # The preview shows what Python's datetime cannot hold, as Postgres would write it.
+    preview = pipeline.metadata(table, DAY)["preview"]
+    for text in ("4714-11-24 BC", "0044-03-15T12:30:00.000001 BC", "5874897-12-31", "10000-01-01"):
+        assert text in preview, text
+    # Through a transform (Polars' streaming engine) the values are the same.
+    assert pipeline.materialize(table, partition=DAY, transform=lambda frame: frame).success
+    through_polars = pq.read_table(io.BytesIO(pipeline.partition_bytes(table, DAY)))
+    assert as_integers(through_polars) == expected
+
+
+def test_an_infinite_interval_is_refused_naming_the_row(pipeline: Pipeline) -> None:
+    [(version,)] = query(pipeline.conninfo, "SELECT current_setting('server_version_num')::int")
+    if version < 170000:
+        pytest.skip("intervals are infinite from Postgres 17 on; this server is older")
+    run_sql(pipeline.conninfo, EDGES_DDL)
+    run_sql(
+        pipeline.conninfo,
+        "INSERT INTO edges (id, created_at, iv_arr) VALUES (7, '2026-10-02 01:00+00',"
+        " ARRAY['1 day', '-infinity']::interval[])",
+    )
+    table = spec(table="edges", columns=("id", "created_at", "iv", "iv_arr"))
+    result = pipeline.materialize(table, partition=DAY, raise_on_error=False)
+    assert not result.success
+    error = failure_text(result)
+    assert "public.edges.iv_arr (interval[]): the row with primary key (id=7) holds an element" in (
+        error
+    )
+    assert "that is infinity or -infinity" in error
+    assert pipeline.objects() == {}

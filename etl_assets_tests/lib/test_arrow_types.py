@@ -1,4 +1,5 @@
 import decimal
+import struct
 import uuid
 
 import polars as pl
@@ -6,13 +7,13 @@ import pyarrow as pa
 import pytest
 
 from etl_assets.lib.arrow_types import (
+    INTERVAL_TYPE,
     PlannedSchema,
     conform_array,
     conform_batch,
     output_schema,
     polars_schema,
 )
-from etl_assets.lib.pg_types import INTERVAL_TYPE
 
 
 def test_numeric_text_becomes_an_exact_decimal() -> None:
@@ -60,12 +61,14 @@ def test_wide_decimals_travel_as_text_and_are_written_as_decimal256() -> None:
     assert schema.field("n").type == pa.decimal256(50, 5)
 
 
+def wire(microseconds: int, days: int, months: int) -> bytes:
+    """An interval as Postgres' `interval_send` writes it."""
+    return struct.pack(">qii", microseconds, days, months)
+
+
 def test_intervals_inside_lists_and_structs_become_structs_even_in_a_slice() -> None:
-    # (months, days, nanoseconds), as the driver returns Postgres intervals.
-    day, month = (0, 1, 0), (-1, 0, 2_000)
-    lists = pa.array(
-        [[day], None, [month, None], []], pa.list_(pa.month_day_nano_interval())
-    ).slice(1)
+    day, month = wire(0, 1, 0), wire(2, 0, -1)
+    lists = pa.array([[day], None, [month, None], []], pa.list_(pa.binary())).slice(1)
     converted = conform_array(lists, pa.list_(INTERVAL_TYPE))
     assert converted.to_pylist() == [
         None,
@@ -73,7 +76,7 @@ def test_intervals_inside_lists_and_structs_become_structs_even_in_a_slice() -> 
         [],
     ]
     records = pa.StructArray.from_arrays(
-        [pa.array([day, month], pa.month_day_nano_interval()), pa.array(["a", "b"])],
+        [pa.array([day, month], pa.binary()), pa.array(["a", "b"])],
         names=["length", "label"],
         mask=pa.array([False, True]),
     )
@@ -82,3 +85,24 @@ def test_intervals_inside_lists_and_structs_become_structs_even_in_a_slice() -> 
         {"length": {"months": 0, "days": 1, "microseconds": 0}, "label": "a"},
         None,
     ]
+
+
+def test_every_interval_postgres_holds_is_kept_exactly() -> None:
+    # Time parts far past what nanoseconds in 64 bits hold (about 2,562,047 hours).
+    extremes = [
+        (2**63 - 1, 2**31 - 1, 2**31 - 1),
+        (-(2**63), -(2**31), -(2**31)),
+        (3_000_000 * 3_600_000_000, 0, 0),
+        (-1, 1, -1),
+    ]
+    values = pa.array([wire(*e) for e in extremes] + [None], pa.binary())
+    assert conform_array(values, INTERVAL_TYPE).to_pylist() == [
+        {"months": m, "days": d, "microseconds": us} for us, d, m in extremes
+    ] + [None]
+    assert conform_array(values.slice(2, 2), INTERVAL_TYPE).to_pylist()[0] == {
+        "months": 0,
+        "days": 0,
+        "microseconds": 10_800_000_000_000_000,
+    }
+    with pytest.raises(pa.ArrowInvalid):
+        conform_array(pa.array([b"\x00" * 15], pa.binary()), INTERVAL_TYPE)

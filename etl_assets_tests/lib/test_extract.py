@@ -10,17 +10,21 @@ from psycopg.conninfo import make_conninfo
 
 from etl_assets.lib import sql as q
 from etl_assets.lib.checks import SCHEMA_CHECK, CheckOutcome
+from etl_assets.lib.contract import ColumnSpec
 from etl_assets.lib.extract import (
     ConnectionSettings,
     ExtractError,
     Snapshot,
     TableExtract,
+    UnrepresentableValueError,
     WindowSplitter,
     lazy_frame,
+    refuse_unrepresentable,
 )
-from etl_assets.lib.pg_types import ContractError
+from etl_assets.lib.pg_types import HAZARD_ALIAS, ContractError, plan_table
 from etl_assets.lib.tables import NullPartitionRows
 from etl_assets.lib.windows import PartitionWindow
+from etl_assets_tests.lib.test_pg_types import LIVE, RELATION, TYPES
 from etl_assets_tests.support import run_sql, spec
 
 UTC = dt.UTC
@@ -221,3 +225,28 @@ def test_a_failed_stream_ends_every_later_window() -> None:
         list(splitter.window(2))
     with pytest.raises(ExtractError, match="read out of order"):
         list(splitter.window(1))
+
+
+def test_a_refusal_names_the_hazard_the_row_holds_and_only_it() -> None:
+    declared = (ColumnSpec("id"), ColumnSpec("placed_at"), ColumnSpec("note"))
+    plan = plan_table(
+        RELATION, LIVE, TYPES, declared, "placed_at", primary_key=["id"]
+    )  # placed_at: infinity (hazard 0), or after 294247-01-10 04:00:54.775807 (hazard 1)
+    table = spec(schema="sales", table="orders", partition_column="placed_at", columns=declared)
+    batch = pa.record_batch(
+        [
+            pa.array([7, 8], pa.int64()),
+            pa.array([0, 0], pa.timestamp("us", "UTC")),
+            pa.array(["a", "b"]),
+            pa.array([None, 1], pa.int32()),
+        ],
+        names=["id", "placed_at", "note", HAZARD_ALIAS],
+    )
+    with pytest.raises(UnrepresentableValueError) as raised:
+        refuse_unrepresentable(batch, plan, table)
+    assert str(raised.value).startswith(
+        "sales.orders.placed_at (timestamp with time zone): the row with primary key (id=8)"
+        " holds a time after 294247-01-10 04:00:54.775807+00, which no Parquet type holds"
+        " exactly. Declare the column with `as: text`"
+    )
+    refuse_unrepresentable(batch.slice(0, 1), plan, table)  # no flag: nothing to refuse

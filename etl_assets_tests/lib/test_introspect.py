@@ -1,6 +1,14 @@
 import yaml
 
-from etl_assets.lib.introspect import ColumnReport, TableReport, yaml_entry, yaml_scalar
+from etl_assets.lib.introspect import (
+    ColumnReport,
+    TableReport,
+    describe_estimate,
+    report_table,
+    yaml_entry,
+    yaml_scalar,
+)
+from etl_assets.lib.pg_types import CatalogColumn, CatalogType
 from etl_assets.lib.sql import Relation
 from etl_assets.lib.windows import Grain
 
@@ -34,3 +42,38 @@ def test_an_entry_is_valid_yaml_with_the_contract_and_a_safe_partition_name() ->
         {"name": "fee", "type": "money", "nullable": True, "as": "text"},
     ]
     assert "no PRIMARY KEY constraint" in yaml_entry(REPORT)
+
+
+def test_not_null_time_columns_come_first_then_indexed_ones_then_by_type() -> None:
+    # Pagila's customer: a nullable, indexed last_update and a NOT NULL create_date.
+    types = {
+        1082: CatalogType(1082, "date", "b", "D", 0, 0, -1),
+        1114: CatalogType(1114, "timestamp", "b", "D", 0, 0, -1),
+        1184: CatalogType(1184, "timestamptz", "b", "D", 0, 0, -1),
+        20: CatalogType(20, "int8", "b", "N", 0, 0, -1),
+    }
+    columns = [
+        CatalogColumn("customer_id", 1, "bigint", 20, -1, not_null=True),
+        CatalogColumn("last_update", 2, "timestamp with time zone", 1184, -1, not_null=False),
+        CatalogColumn("create_date", 3, "date", 1082, -1, not_null=True),
+        CatalogColumn("seen", 4, "timestamp without time zone", 1114, -1, not_null=True),
+        CatalogColumn("opened", 5, "timestamp with time zone", 1184, -1, not_null=False),
+    ]
+    report = report_table(
+        Relation("public", "customer"),
+        columns,
+        types,
+        primary_key=["customer_id"],
+        indexed=["last_update", "create_date"],
+    )
+    assert report.partition_candidates == ("create_date", "seen", "last_update", "opened")
+    [entry] = yaml.safe_load(yaml_entry(report))
+    assert entry["partition_column"] == "create_date"
+
+
+def test_a_relation_never_analyzed_has_an_unknown_estimate_not_zero() -> None:
+    assert describe_estimate("r", -1) == "unknown (not analyzed)"
+    assert describe_estimate("p", -1) == "unknown (not analyzed)"
+    assert describe_estimate("r", 0) == "0"
+    assert describe_estimate("m", 1_234_567) == "1,234,567"
+    assert describe_estimate("v", -1) == "n/a (view)"

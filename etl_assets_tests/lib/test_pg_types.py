@@ -1,3 +1,5 @@
+import datetime as dt
+
 import pyarrow as pa
 import pytest
 
@@ -12,6 +14,7 @@ from etl_assets.lib.pg_types import (
     Planner,
     ReadKind,
     UnsupportedColumnError,
+    hazard_flag,
     numeric_precision_scale,
     plan_table,
 )
@@ -43,6 +46,8 @@ TYPES = {
         base(1009, "_text", "A", element=25),
         base(1007, "_int4", "A", element=23),
         base(1182, "_date", "A", element=1082),
+        base(1115, "_timestamp", "A", element=1114),
+        base(1187, "_interval", "A", element=1186),
         base(790, "money", "N"),
         base(869, "inet", "I"),
         CatalogType(90001, "order_status", "e", "E", 0, 0, -1, ("placed", "paid")),
@@ -86,41 +91,74 @@ def test_numeric_typmods_decode(typmod: int, expected: tuple[int, int] | None) -
     assert numeric_precision_scale(typmod) == expected
 
 
+INFINITE = "infinity or -infinity"
+LATE = "a time after 294247-01-10 04:00:54.775807"
+LATE_UTC = "a time after 294247-01-10 04:00:54.775807+00"
+SHAPE = "a multi-dimensional array, or one not indexed from 1"
+
+
 @pytest.mark.parametrize(
-    ("oid", "typmod", "arrow_type", "hazard"),
+    ("oid", "typmod", "arrow_type", "hazards"),
     [
-        (20, -1, pa.int64(), None),
-        (25, -1, pa.string(), None),
-        (1700, NUMERIC_12_2, pa.decimal128(12, 2), "NaN"),
-        (1700, (50 << 16 | 10) + 4, pa.decimal256(50, 10), "NaN"),
-        (1700, -1, pa.string(), None),
-        (1184, -1, pa.timestamp("us", tz="UTC"), "infinity or -infinity"),
-        (1114, -1, pa.timestamp("us"), "infinity or -infinity"),
-        (1082, -1, pa.date32(), "infinity or -infinity"),
-        (1083, -1, pa.time64("us"), "24:00:00"),
-        (1266, -1, pa.string(), None),
-        (1186, -1, INTERVAL_TYPE, None),
-        (2950, -1, pa.uuid(), None),
-        (3802, -1, pa.json_(pa.string()), None),
-        (1009, -1, pa.list_(pa.string()), "a multi-dimensional array, or one not indexed from 1"),
-        (90001, -1, pa.string(), None),
-        (90002, -1, pa.list_(pa.string()), "a multi-dimensional array, or one not indexed from 1"),
-        (90003, -1, pa.decimal128(12, 2), "NaN"),
-        (90004, -1, pa.decimal128(12, 2), "NaN"),
+        (20, -1, pa.int64(), []),
+        (25, -1, pa.string(), []),
+        (1700, NUMERIC_12_2, pa.decimal128(12, 2), ["NaN"]),
+        (1700, (50 << 16 | 10) + 4, pa.decimal256(50, 10), ["NaN"]),
+        (1700, -1, pa.string(), []),
+        (1184, -1, pa.timestamp("us", tz="UTC"), [INFINITE, LATE_UTC]),
+        (1114, -1, pa.timestamp("us"), [INFINITE, LATE]),
+        (1082, -1, pa.date32(), [INFINITE]),
+        (1083, -1, pa.time64("us"), ["24:00:00"]),
+        (1266, -1, pa.string(), []),
+        (1186, -1, INTERVAL_TYPE, [INFINITE]),
+        (2950, -1, pa.uuid(), []),
+        (3802, -1, pa.json_(pa.string()), []),
+        (1009, -1, pa.list_(pa.string()), [SHAPE]),
+        (1182, -1, pa.list_(pa.date32()), [SHAPE, f"an element that is {INFINITE}"]),
+        (90001, -1, pa.string(), []),
+        (90002, -1, pa.list_(pa.string()), [SHAPE]),
+        (90003, -1, pa.decimal128(12, 2), ["NaN"]),
+        (90004, -1, pa.decimal128(12, 2), ["NaN"]),
     ],
 )
 def test_columns_map_to_exact_arrow_types_and_know_their_unrepresentable_values(
-    oid: int, typmod: int, arrow_type: pa.DataType, hazard: str | None
+    oid: int, typmod: int, arrow_type: pa.DataType, hazards: list[str]
 ) -> None:
     planned = plan(oid, typmod)
     assert planned.arrow_type == arrow_type
-    assert [h.values for h in planned.hazards][:1] == ([hazard] if hazard else [])
+    assert [h.values for h in planned.hazards] == hazards
+
+
+def test_timestamps_past_int64_microseconds_are_hazards_at_the_last_one_that_fits() -> None:
+    # 2^63 - 1 microseconds after 1970-01-01 is 294247-01-10 04:00:54.775807: the Gregorian
+    # calendar repeats every 400 years (146097 days), so 735 cycles earlier it is 247-01-10.
+    cycles = 735 * 146_097 * 86_400 * 10**6
+    latest = dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=2**63 - 1 - cycles)
+    assert latest == dt.datetime(294_247 - 735 * 400, 1, 10, 4, 0, 54, 775_807)
+    assert [render(h.predicate) for h in plan(1114).hazards] == [
+        'NOT isfinite("c")',
+        "\"c\" > '294247-01-10 04:00:54.775807'::timestamp",
+    ]
+    assert render(plan(1184).hazards[1].predicate) == (
+        "\"c\" > '294247-01-10 04:00:54.775807+00'::timestamptz"
+    )
 
 
 def test_unconstrained_numeric_and_timetz_keep_postgres_text() -> None:
     assert render(plan(1700).selects[0]) == '("c")::text AS "c"'
     assert render(plan(1266).selects[0]) == '("c")::text AS "c"'
-    assert plan(1186).kind is ReadKind.INTERVAL
+
+
+def test_intervals_are_read_in_postgres_binary_form_also_in_arrays() -> None:
+    interval = plan(1186)
+    assert interval.kind is ReadKind.INTERVAL
+    assert render(interval.selects[0]) == 'interval_send("c") AS "c"'
+    intervals = plan(1187)
+    assert intervals.arrow_type == pa.list_(INTERVAL_TYPE)
+    assert render(intervals.selects[0]) == (
+        'CASE WHEN "c" IS NULL THEN NULL ELSE ARRAY(SELECT interval_send(u.v) FROM unnest("c")'
+        ' WITH ORDINALITY AS u(v, n) ORDER BY u.n) END AS "c"'
+    )
 
 
 def test_enums_are_read_as_text_and_keep_their_labels() -> None:
@@ -133,11 +171,34 @@ def test_enums_are_read_as_text_and_keep_their_labels() -> None:
 
 
 def test_arrays_of_hazardous_elements_check_every_element() -> None:
-    predicates = [render(h.predicate) for h in plan(1182).hazards]
-    assert predicates == [
+    hazards = plan(1182).hazards
+    assert [render(h.predicate) for h in hazards] == [
         '(array_ndims("c") > 1 OR array_lower("c", 1) <> 1)',
-        'EXISTS (SELECT 1 FROM unnest("c") AS u(v) WHERE NOT isfinite(u.v))',
+        "NOT isfinite(u.v)",
     ]
+    assert render(hazard_flag(hazards)) == (
+        'CASE WHEN (array_ndims("c") > 1 OR array_lower("c", 1) <> 1) THEN 0'
+        ' WHEN EXISTS (SELECT 1 FROM unnest("c") AS u(v) WHERE (NOT isfinite(u.v))) THEN 1 END'
+    )
+
+
+def test_the_flag_names_the_hazard_found_and_tests_an_arrays_elements_in_one_pass() -> None:
+    hazards = plan(1115).hazards  # timestamp[]
+    assert [h.values for h in hazards] == [
+        SHAPE,
+        f"an element that is {INFINITE}",
+        f"an element that is {LATE}",
+    ]
+    either = "(NOT isfinite(u.v)) OR (u.v > '294247-01-10 04:00:54.775807'::timestamp)"
+    assert render(hazard_flag(hazards)) == (
+        "CASE"
+        ' WHEN (array_ndims("c") > 1 OR array_lower("c", 1) <> 1) THEN 0'
+        f' WHEN EXISTS (SELECT 1 FROM unnest("c") AS u(v) WHERE {either})'
+        " THEN (SELECT min(CASE WHEN NOT isfinite(u.v) THEN 1"
+        " WHEN u.v > '294247-01-10 04:00:54.775807'::timestamp THEN 2 END)"
+        ' FROM unnest("c") AS u(v))'
+        " END"
+    )
 
 
 def test_a_composite_becomes_a_struct_read_field_by_field() -> None:
@@ -150,6 +211,7 @@ def test_a_composite_becomes_a_struct_read_field_by_field() -> None:
         'num_nulls("c") = 0 AS "__etl_assets_c.valid"',
     ]
     assert [render(h.predicate) for h in address.hazards] == ['NOT isfinite(("c")."since")']
+    assert [h.values for h in address.hazards] == [f"{INFINITE} in field since"]
 
 
 @pytest.mark.parametrize("oid", [790, 869, 90006, 90007])
@@ -162,11 +224,13 @@ def test_types_without_an_exact_mapping_are_refused_with_the_way_out(oid: int) -
 
 
 @pytest.mark.parametrize("oid", [790, 869, 90006, 90007, 1184])
-def test_as_text_reads_any_type_as_postgres_text(oid: int) -> None:
+def test_as_text_reads_any_type_as_its_output_function_writes_it(oid: int) -> None:
     planned = plan(oid, spec=ColumnSpec("c", representation=Representation.TEXT))
     assert planned.arrow_type == pa.string()
     assert planned.hazards == ()
-    assert render(planned.selects[0]) == '("c")::text AS "c"'
+    assert render(planned.selects[0]) == (
+        'CASE WHEN "c" IS DISTINCT FROM NULL THEN format(\'%s\', "c") END AS "c"'
+    )
 
 
 def test_reader_aliases_are_reserved() -> None:
@@ -199,8 +263,14 @@ def test_a_plan_keeps_declared_order_and_flags_every_hazard_in_one_column() -> N
     assert table.unique_index == "orders_pkey"
     assert table.primary_key_not_null
     assert render(table.select_list[-1]) == (
-        f'CASE WHEN NOT isfinite("placed_at") THEN \'placed_at\' END AS "{HAZARD_ALIAS}"'
+        'CASE WHEN NOT isfinite("placed_at") THEN 0'
+        " WHEN \"placed_at\" > '294247-01-10 04:00:54.775807+00'::timestamptz THEN 1"
+        f' END AS "{HAZARD_ALIAS}"'
     )
+    assert [(c.name, h.values) for c, h in table.hazards] == [
+        ("placed_at", INFINITE),
+        ("placed_at", LATE_UTC),
+    ]
 
 
 def test_drift_and_missing_tables_are_contract_errors() -> None:
