@@ -26,7 +26,7 @@ def test_s3_failing_throughout_ends_dg_launch_with_what_was_and_was_not_publishe
     with dev_stack(tmp_path / "stack") as stack, FaultyS3Proxy(stack.s3.url, faults) as proxy:
         environment = {**stack.process_environment(), "AWS_ENDPOINT_URL": proxy.url}
         set_pool_limits(declared_pools(), environment)
-        launched = subprocess.run(  # noqa: S603 - the venv's own dg
+        launched = subprocess.run(
             [
                 str(Path(sys.executable).parent / "dg"),
                 "launch",
