@@ -233,7 +233,8 @@ def test_materialize_backfill_and_read_the_checks_in_the_browser(
     for path, shown in (
         ("/locations/etl_assets/resources", "postgres_shop"),
         ("/locations/etl_assets/resources/postgres_shop", "PostgresWindowIOManager"),
-        ("/locations/etl_assets/resources/lake_io_manager", "transient_retries"),
+        ("/locations/etl_assets/resources/lake", "transient_retries"),
+        ("/locations/etl_assets/resources/lake_io_manager", "LakeIOManager"),
         ("/locations/etl_assets/jobs/__ASSET_JOB/playground", "transient_retries"),
         (f"/runs/{single.run_id}", "Success"),
     ):
