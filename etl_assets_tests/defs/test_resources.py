@@ -69,13 +69,13 @@ def variables_read_by_the_project() -> set[str]:
     return names
 
 
-def test_env_example_and_the_readme_list_every_variable_the_project_reads() -> None:
+def test_env_example_and_the_docs_list_every_variable_the_project_reads() -> None:
     read = variables_read_by_the_project()
     assert {"ETL_LAKE_BUCKET", "ETL_SHOP_PG_DSN", "ETL_ASSETS_DAGSTER_PG_URL"} <= read
     example = set(ENV_NAME.findall((ROOT / ".env.example").read_text()))
     assert read - example == set(), ".env.example misses variables the project reads"
-    readme = (ROOT / "README.md").read_text()
-    table = readme[readme.index("## Pointing it at your own Postgres and S3") :]
+    doc = (ROOT / "docs" / "configuration.md").read_text()
+    table = doc[doc.index("## Environment variables") :]
     table = table[: table.index("\n## ")]
     documented = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", table))
-    assert example - documented == set(), "the README's variable table misses some"
+    assert example - documented == set(), "the variable table of docs/configuration.md misses some"

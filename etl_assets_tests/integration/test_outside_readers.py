@@ -94,9 +94,9 @@ def test_polars_reads_the_lake_with_hive_partitioning(pipeline: Pipeline) -> Non
     assert one_day.height == dict(source_counts(pipeline))[dt.date(2026, 10, 2)]
 
 
-# The README's "Postgres types" table: for a row (found by its first cell), the torture table's
+# The type table of docs/types.md: for a row (found by its first cell), the torture table's
 # columns of that type, what Polars and DuckDB read them as, and the words the row uses for it.
-README_READERS = [
+TYPE_TABLE_READERS = [
     ("`smallint`, `integer`, `bigint`", ["select", "naïve", KEY],
      [pl.Int16, pl.Int32, pl.Int64], ["SMALLINT", "INTEGER", "BIGINT"]),
     ("`real`, `double precision`", ["r", "d"], [pl.Float32, pl.Float64], ["FLOAT", "DOUBLE"]),
@@ -123,18 +123,22 @@ README_READERS = [
      [pl.Struct({"street": pl.String, "number": pl.Int32, "since": pl.Date})],
      ["STRUCT(street VARCHAR, number INTEGER, since DATE)"]),
 ]  # fmt: skip
-# How each README row names the types above, where it differs from the type's own name.
-README_WORDS = {"TIMESTAMP WITH TIME ZONE": "TIMESTAMPTZ", "INTEGER[]": "T[]", "VARCHAR[]": "T[]"}
+# How the type table's rows name the types above, where it differs from the type's own name.
+TYPE_TABLE_WORDS = {
+    "TIMESTAMP WITH TIME ZONE": "TIMESTAMPTZ",
+    "INTEGER[]": "T[]",
+    "VARCHAR[]": "T[]",
+}
 
 
-def readme_type_row(first_cell: str) -> str:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme[readme.index("### Postgres types") :]
+def type_table_row(first_cell: str) -> str:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "types.md").read_text()
+    section = doc[doc.index("| Postgres |") :]
     [row] = [line for line in section.splitlines() if line.startswith(f"| {first_cell}")]
     return row
 
 
-def test_polars_and_duckdb_read_each_type_as_the_readme_says(
+def test_polars_and_duckdb_read_each_type_as_the_type_table_says(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
     create(pipeline, TORTURE_DDL)
@@ -143,23 +147,23 @@ def test_polars_and_duckdb_read_each_type_as_the_readme_says(
     assert pipeline.materialize(table, partition=DAY).success
     path = tmp_path / "part-00000.parquet"
     path.write_bytes(pipeline.partition_bytes(table, DAY))
-    # Polars refuses decimals wider than 38 digits, as the README says.
+    # Polars refuses decimals wider than 38 digits, as the type table says.
     with pytest.raises(Exception, match="precision"):
         pl.read_parquet(path)
     polars = pl.read_parquet(path, columns=[c for c in COLUMNS if c != "n_big"]).schema
     described = duckdb.connect().execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(path)])
     duck = {name: kind for name, kind, *_ in described.fetchall()}
-    for first_cell, columns, polars_types, duck_types in README_READERS:
-        row = readme_type_row(first_cell)
+    for first_cell, columns, polars_types, duck_types in TYPE_TABLE_READERS:
+        row = type_table_row(first_cell)
         for column, polars_type, duck_type in zip(columns, polars_types, duck_types, strict=True):
             if polars_type is not None:
                 assert polars[column] == polars_type, column
                 assert f"`{polars_type.base_type().__name__}" in row, (first_cell, polars_type)
             assert duck[column] == duck_type, column
-            assert f"`{README_WORDS.get(duck_type, duck_type.split('(')[0])}" in row, first_cell
+            assert f"`{TYPE_TABLE_WORDS.get(duck_type, duck_type.split('(')[0])}" in row, first_cell
     assert str(polars["js"]).startswith("Extension")
     assert "arrow.json" in str(polars["js"])
-    assert "`arrow.json`" in readme_type_row("`json`, `jsonb`")
+    assert "`arrow.json`" in type_table_row("`json`, `jsonb`")
 
 
 def test_readers_read_dates_python_cannot_hold_as_the_integers_parquet_stores(

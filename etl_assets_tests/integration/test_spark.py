@@ -24,7 +24,7 @@ import pytest
 from etl_assets.devstack.verify import values_equal
 from etl_assets.lib.contract import ColumnSpec, Representation
 from etl_assets.lib.tables import TableSpec
-from etl_assets_tests.integration.test_outside_readers import readme_type_row
+from etl_assets_tests.integration.test_outside_readers import type_table_row
 from etl_assets_tests.integration.test_types import (
     ARRAY_COLUMNS,
     ARRAYS_DDL,
@@ -210,27 +210,26 @@ def test_without_the_choice_one_such_column_makes_the_file_unreadable_to_spark(
     path = published(pipeline, torture_spec(as_text(COLUMNS, others)), tmp_path)
     with pytest.raises(Exception, match=re.escape(SPARK_REFUSALS[column])):
         spark.read.parquet(path).collect()
-    # The README's type table says so, and names the way out.
-    cell = readme_type_row(README_ROWS[column]).split("|")[-2]
+    # The type table of docs/types.md says so, and names the way out.
+    cell = type_table_row(TYPE_ROWS[column]).split("|")[-2]
     assert cell.strip().startswith("no"), cell
     assert "`as: text`" in cell
 
 
-README_ROWS = {"u": "`uuid`", "tm": "`time`", "n_big": "`numeric(p,s)`, 38 < p"}
+TYPE_ROWS = {"u": "`uuid`", "tm": "`time`", "n_big": "`numeric(p,s)`, 38 < p"}
 
 
-def readme_spark_cells() -> Iterator[tuple[str, str]]:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme[readme.index("### Postgres types") :]
-    table = section[section.index("| Postgres |") :]
+def type_table_spark_cells() -> Iterator[tuple[str, str]]:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "types.md").read_text()
+    table = doc[doc.index("| Postgres |") :]
     for line in table[: table.index("\n\n")].splitlines()[2:]:
         cells = [cell.strip() for cell in line.strip("|").split("|")]
         yield cells[0], cells[-1]
 
 
-def test_the_readme_says_spark_reads_every_other_type() -> None:
-    cells = dict(readme_spark_cells())
-    refused = {first for first in cells if any(first.startswith(r) for r in README_ROWS.values())}
+def test_the_type_table_says_spark_reads_every_other_type() -> None:
+    cells = dict(type_table_spark_cells())
+    refused = {first for first in cells if any(first.startswith(r) for r in TYPE_ROWS.values())}
     assert len(refused) == 3
     for first, cell in cells.items():
         if first not in refused:
