@@ -100,9 +100,9 @@ def copy_drain(job: dict[str, Any]) -> dict[str, Any]:
 
 def table_spec(job: dict[str, Any]) -> Any:
     """The benchmark table as a TableSpec with the job's grain."""
-    from etl_assets.lib.contract import ColumnSpec  # noqa: PLC0415
-    from etl_assets.lib.tables import TableSpec  # noqa: PLC0415
-    from etl_assets.lib.windows import Grain  # noqa: PLC0415
+    from etl_assets.lib.table.contract import ColumnSpec  # noqa: PLC0415
+    from etl_assets.lib.table.spec import TableSpec  # noqa: PLC0415
+    from etl_assets.lib.table.windows import Grain  # noqa: PLC0415
 
     grain = Grain(job["window"]["grain"])
     return TableSpec(

@@ -23,11 +23,11 @@ from etl_assets.components.table_assets import (
     raw_asset_key,
 )
 from etl_assets.devstack.s3 import S3Endpoint
-from etl_assets.lib.contract import ColumnSpec
-from etl_assets.lib.lake import LakeLayout
-from etl_assets.lib.tables import NullPartitionRows, TableSpec
-from etl_assets.lib.transforms import Transform
-from etl_assets.lib.windows import Grain
+from etl_assets.lib.lake.layout import LakeLayout
+from etl_assets.lib.table.contract import ColumnSpec
+from etl_assets.lib.table.spec import NullPartitionRows, TableSpec
+from etl_assets.lib.table.transforms import Transform
+from etl_assets.lib.table.windows import Grain
 from etl_assets.resources.lake import S3Lake
 from etl_assets.resources.postgres import PostgresSource, PostgresWindowIOManager
 

@@ -28,9 +28,9 @@ import botocore.exceptions
 from psycopg import sql
 
 from etl_assets.components.table_assets import POOL_LIMIT_METADATA_KEY, POOL_METADATA_KEY
-from etl_assets.lib.extract import ConnectionSettings, Snapshot
 from etl_assets.lib.incremental import parse_duration
-from etl_assets.lib.introspect import (
+from etl_assets.lib.lake.cleanup import abort_stale_uploads
+from etl_assets.lib.postgres.introspect import (
     TABLES_QUERY,
     TableReport,
     describe_estimate,
@@ -40,9 +40,9 @@ from etl_assets.lib.introspect import (
     report_table,
     yaml_entry,
 )
-from etl_assets.lib.sql import Relation, render
-from etl_assets.lib.upload_cleanup import abort_stale_uploads
-from etl_assets.lib.windows import Grain
+from etl_assets.lib.postgres.read import ConnectionSettings, Snapshot
+from etl_assets.lib.postgres.sql import Relation, render
+from etl_assets.lib.table.windows import Grain
 
 
 def _parser() -> argparse.ArgumentParser:

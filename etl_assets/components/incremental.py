@@ -8,8 +8,6 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from etl_assets.lib.change_feed import ChangedBucket, fingerprint_windows, scan_changes
-from etl_assets.lib.extract import ConnectionSettings
 from etl_assets.lib.incremental import (
     ChangeCursor,
     ChangedWindow,
@@ -20,8 +18,10 @@ from etl_assets.lib.incremental import (
     reconcile,
     settle_blocker,
 )
-from etl_assets.lib.tables import TableSpec
-from etl_assets.lib.windows import PartitionWindow
+from etl_assets.lib.postgres.changes import ChangedBucket, fingerprint_windows, scan_changes
+from etl_assets.lib.postgres.read import ConnectionSettings
+from etl_assets.lib.table.spec import TableSpec
+from etl_assets.lib.table.windows import PartitionWindow
 from etl_assets.resources.lake import FINGERPRINT_METADATA_KEY
 from etl_assets.resources.postgres import PostgresSource
 

@@ -24,9 +24,10 @@ from etl_assets.components.table_assets import (
     postgres_io_manager_key,
     postgres_source_key,
 )
-from etl_assets.lib.contract import ColumnChecks, ColumnSpec, Representation
+from etl_assets.lib.errors import TransformError
 from etl_assets.lib.incremental import parse_duration
-from etl_assets.lib.tables import (
+from etl_assets.lib.table.contract import ColumnChecks, ColumnSpec, Representation
+from etl_assets.lib.table.spec import (
     IncrementalSpec,
     NullPartitionRows,
     PrimaryKeyCheck,
@@ -34,8 +35,8 @@ from etl_assets.lib.tables import (
     ReconcileSpec,
     TableSpec,
 )
-from etl_assets.lib.transforms import TransformError, load_transform
-from etl_assets.lib.windows import Grain, parse_timezone, parse_window_start
+from etl_assets.lib.table.transforms import load_transform
+from etl_assets.lib.table.windows import Grain, parse_timezone, parse_window_start
 from etl_assets.resources.postgres import PostgresSource, PostgresWindowIOManager
 
 _CRON = re.compile(

@@ -11,16 +11,16 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from etl_assets.lib.checks import (
+from etl_assets.lib.lake.layout import PART_FILE_NAME
+from etl_assets.lib.postgres.read import TableExtract
+from etl_assets.lib.table.checks import (
     PRIMARY_KEY_CHECK,
     ROW_COUNT_CHECK,
     SCHEMA_CHECK,
     column_check_name,
 )
-from etl_assets.lib.extract import TableExtract
-from etl_assets.lib.lake import PART_FILE_NAME
-from etl_assets.lib.tables import PrimaryKeyCheck, TableSpec
-from etl_assets.lib.transforms import Transform
+from etl_assets.lib.table.spec import PrimaryKeyCheck, TableSpec
+from etl_assets.lib.table.transforms import Transform
 from etl_assets.resources.lake import HIVE_PARTITION_METADATA_KEY, LakeEvent, LakeIOManager, S3Lake
 from etl_assets.resources.postgres import READER_METADATA_KEY, TABLE_METADATA_KEY
 

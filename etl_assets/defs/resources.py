@@ -1,7 +1,7 @@
 import dagster as dg
 
 from etl_assets.components.table_assets import lake_resources
-from etl_assets.lib.s3_objects import ServerSideEncryption
+from etl_assets.lib.lake.objects import ServerSideEncryption
 from etl_assets.resources.lake import S3Lake
 from etl_assets.resources.settings import optional_env
 

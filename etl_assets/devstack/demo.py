@@ -22,7 +22,7 @@ from etl_assets.devstack.verify import (
     lake_rows,
     read_lake_partition,
 )
-from etl_assets.lib.tables import TableSpec
+from etl_assets.lib.table.spec import TableSpec
 from etl_assets.resources.postgres import TABLE_METADATA_KEY
 
 ORDERS = "raw/shop/sales/orders"

@@ -23,7 +23,7 @@ from psycopg import sql
 
 from etl_assets.components.table_assets import raw_asset_key, table_partitions
 from etl_assets.devstack.s3 import S3Endpoint
-from etl_assets.lib.tables import TableSpec
+from etl_assets.lib.table.spec import TableSpec
 
 
 def lake_filesystem(endpoint: S3Endpoint) -> pafs.S3FileSystem:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from etl_assets.lib.windows import PartitionWindow
+from etl_assets.lib.table.windows import PartitionWindow
 
 
 def order_payments(orders: pl.LazyFrame, payments: pl.LazyFrame) -> pl.LazyFrame:

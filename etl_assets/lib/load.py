@@ -1,6 +1,6 @@
 """Loading a table's windows into the lake: each window read, written, checked and published.
 
-One load holds one snapshot and one streaming read of its windows (`etl_assets.lib.extract`).
+One load holds one snapshot and one streaming read of its windows (`etl_assets.lib.postgres.read`).
 For each window in order, its rows go into a file pending at its target (`LakeTarget`), the
 window's checks are evaluated on the finished file, and only if every blocking one passes is
 the file published. `load_windows` yields what happened to each window as soon as it is known,
@@ -24,18 +24,25 @@ import polars as pl
 import pyarrow as pa
 
 from etl_assets.lib.arrow_types import PlannedSchema
-from etl_assets.lib.checks import CheckOutcome
-from etl_assets.lib.extract import OpenExtract, PartitionRead, ReadStats, TableExtract
-from etl_assets.lib.parquet_files import (
+from etl_assets.lib.errors import (
+    BlockingCheckError,
+    NotPublishedError,
+    PartitionWriteError,
+    PublishOutcomeUnknownError,
+    UploadLeftBehindError,
+)
+from etl_assets.lib.lake.objects import MIB
+from etl_assets.lib.lake.parquet import (
     DictionaryChoice,
     ParquetSettings,
     WrittenFile,
     write_batches,
     write_frame,
 )
-from etl_assets.lib.pg_types import TablePlan
-from etl_assets.lib.publish import PublishedPartition, UploadLeftBehindError
-from etl_assets.lib.s3_objects import MIB, NotPublishedError, PublishOutcomeUnknownError
+from etl_assets.lib.lake.publish import PublishedPartition
+from etl_assets.lib.postgres.read import OpenExtract, PartitionRead, ReadStats, TableExtract
+from etl_assets.lib.postgres.types import TablePlan
+from etl_assets.lib.table.checks import CheckOutcome
 
 Write = Callable[[IO[bytes]], WrittenFile]
 Verify = Callable[[WrittenFile], None]
@@ -57,14 +64,6 @@ class LakeTarget(Protocol):
         Raising anywhere before the publish leaves the partition as it was.
         """
         ...
-
-
-class BlockingCheckError(RuntimeError):
-    """A blocking check failed: the partition was not published."""
-
-
-class PartitionWriteError(RuntimeError):
-    """Writing a partition failed before it was published."""
 
 
 @dataclass(frozen=True)

@@ -35,9 +35,17 @@ import pyarrow as pa
 from pydantic import Field, PrivateAttr
 
 from etl_assets.lib.arrow_types import PlannedSchema
-from etl_assets.lib.checks import SCHEMA_CHECK, CheckOutcome
-from etl_assets.lib.extract import ReadStats, TableExtract
-from etl_assets.lib.lake import LakeLayout, object_link
+from etl_assets.lib.errors import (
+    LakeConfigurationError,
+    LakeUnavailableError,
+    PublishOutcomeUnknownError,
+    SchemaDriftError,
+)
+from etl_assets.lib.lake.layout import LakeLayout, object_link
+from etl_assets.lib.lake.objects import MIB, Encryption, S3Client, ServerSideEncryption
+from etl_assets.lib.lake.parquet import ParquetSettings
+from etl_assets.lib.lake.preview import markdown_preview
+from etl_assets.lib.lake.publish import ObjectTarget, PublishedPartition, UploadSettings
 from etl_assets.lib.load import (
     FrameContent,
     LoadStart,
@@ -47,20 +55,12 @@ from etl_assets.lib.load import (
     load_windows,
     publish_content,
 )
-from etl_assets.lib.parquet_files import ParquetSettings
-from etl_assets.lib.pg_types import ColumnPlan, SchemaDriftError, TablePlan
-from etl_assets.lib.preview import markdown_preview
-from etl_assets.lib.publish import ObjectTarget, PublishedPartition, UploadSettings
-from etl_assets.lib.s3_objects import (
-    MIB,
-    Encryption,
-    PublishOutcomeUnknownError,
-    S3Client,
-    ServerSideEncryption,
-)
-from etl_assets.lib.tables import TableSpec
+from etl_assets.lib.postgres.read import ReadStats, TableExtract
+from etl_assets.lib.postgres.types import ColumnPlan, TablePlan
+from etl_assets.lib.table.checks import SCHEMA_CHECK, CheckOutcome
+from etl_assets.lib.table.spec import TableSpec
+from etl_assets.lib.table.windows import grain_for_cron
 from etl_assets.lib.transient import transient_cause
-from etl_assets.lib.windows import grain_for_cron
 
 DEFAULT_PARTITION_NAME = "partition"
 FINGERPRINT_METADATA_KEY = "source_fingerprint"
@@ -77,14 +77,6 @@ LAKE_CONFIGURATION_CODES = frozenset(
 LakeEvent = (
     dg.MaterializeResult | dg.AssetMaterialization | dg.AssetCheckEvaluation | dg.Output[None]
 )
-
-
-class LakeConfigurationError(RuntimeError):
-    """The lake's bucket does not exist or these credentials may not use it."""
-
-
-class LakeUnavailableError(RuntimeError):
-    """S3 did not answer the bucket check (5xx, throttling, no connection): worth retrying."""
 
 
 class S3Lake(dg.ConfigurableResource):  # pyright: ignore[reportMissingTypeArgument]

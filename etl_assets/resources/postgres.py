@@ -8,9 +8,9 @@ import dagster as dg
 from psycopg.conninfo import make_conninfo
 from pydantic import Field
 
-from etl_assets.lib.extract import ConnectionSettings, TableExtract
-from etl_assets.lib.tables import TableSpec
-from etl_assets.lib.windows import PartitionWindow
+from etl_assets.lib.postgres.read import ConnectionSettings, TableExtract
+from etl_assets.lib.table.spec import TableSpec
+from etl_assets.lib.table.windows import PartitionWindow
 
 TABLE_METADATA_KEY = "etl_assets/table"
 """Input metadata carrying the table declaration (`TableSpec.to_metadata()`)."""

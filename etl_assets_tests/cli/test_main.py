@@ -13,7 +13,7 @@ from dagster.components.testing import create_defs_folder_sandbox
 from etl_assets.cli.main import main
 from etl_assets.components.table_assets import lake_resources
 from etl_assets.devstack.verify import compare_table_partition
-from etl_assets.lib.tables import TableSpec
+from etl_assets.lib.table.spec import TableSpec
 from etl_assets.resources.lake import S3Lake
 from etl_assets.resources.postgres import TABLE_METADATA_KEY
 from etl_assets_tests.support import LAKE_PREFIX, Pipeline, run_sql

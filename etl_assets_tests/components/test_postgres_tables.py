@@ -11,7 +11,7 @@ import pytest
 from dagster.components.testing import DefsFolderSandbox, create_defs_folder_sandbox
 
 from etl_assets.components.table_assets import lake_resources
-from etl_assets.lib.tables import TableSpec
+from etl_assets.lib.table.spec import TableSpec
 from etl_assets.resources.lake import S3Lake
 from etl_assets.resources.postgres import TABLE_METADATA_KEY
 

@@ -19,8 +19,8 @@ from etl_assets.components.table_assets import (
     build_freshness_checks,
     build_table_assets,
 )
-from etl_assets.lib.contract import ColumnChecks, ColumnSpec
-from etl_assets.lib.tables import PrimaryKeyCheck, TableSpec
+from etl_assets.lib.table.contract import ColumnChecks, ColumnSpec
+from etl_assets.lib.table.spec import PrimaryKeyCheck, TableSpec
 from etl_assets_tests.support import Pipeline, check_results, failure_text, run_sql, spec
 
 DDL = """

@@ -38,7 +38,7 @@ from etl_assets.devstack.seed import READER_ROLE
 from etl_assets.devstack.stack import LAKE_BUCKET, LAKE_PREFIX, DevStack, dev_stack
 from etl_assets.devstack.verify import compare_table_partition
 from etl_assets.lib.incremental import ChangeCursor
-from etl_assets.lib.tables import TableSpec
+from etl_assets.lib.table.spec import TableSpec
 from etl_assets_tests.support import graphql, healthy_daemons, query, run_sql, wait_for
 
 pytestmark = pytest.mark.slow

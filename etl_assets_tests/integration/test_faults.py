@@ -27,8 +27,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from etl_assets.cli.main import main as etl_assets_main
-from etl_assets.lib.tables import TableSpec
-from etl_assets.lib.upload_cleanup import incomplete_uploads
+from etl_assets.lib.lake.cleanup import incomplete_uploads
+from etl_assets.lib.table.spec import TableSpec
 from etl_assets_tests.fault_worker import DAY, SMALL_BATCHES, SMALL_PARTS, slowly
 from etl_assets_tests.faults import Faults, FaultyS3Proxy, Rule
 from etl_assets_tests.support import LAKE_PREFIX, Pipeline, failure_text, query, run_sql, spec

@@ -20,10 +20,10 @@ from etl_assets.components.incremental import (
     failing_partitions,
 )
 from etl_assets.components.table_assets import build_table_assets, postgres_source_key
-from etl_assets.lib.extract import ConnectionSettings
 from etl_assets.lib.incremental import ChangeCursor, TickPlan
-from etl_assets.lib.tables import IncrementalSpec, ReconcileSpec, TableSpec
-from etl_assets.lib.windows import Grain
+from etl_assets.lib.postgres.read import ConnectionSettings
+from etl_assets.lib.table.spec import IncrementalSpec, ReconcileSpec, TableSpec
+from etl_assets.lib.table.windows import Grain
 from etl_assets_tests.support import Pipeline, query, run_sql, spec
 
 HOUR = dt.timedelta(hours=1)

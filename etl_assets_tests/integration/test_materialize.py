@@ -14,10 +14,10 @@ import polars as pl
 import pytest
 
 from etl_assets.devstack.verify import compare_table_partition, read_lake_partition
-from etl_assets.lib.contract import ColumnChecks, ColumnSpec
-from etl_assets.lib.preview import MASK, NULL
-from etl_assets.lib.tables import NullPartitionRows, TableSpec
-from etl_assets.lib.windows import Grain
+from etl_assets.lib.lake.preview import MASK, NULL
+from etl_assets.lib.table.contract import ColumnChecks, ColumnSpec
+from etl_assets.lib.table.spec import NullPartitionRows, TableSpec
+from etl_assets.lib.table.windows import Grain
 from etl_assets_tests.support import (
     LAKE_PREFIX,
     Pipeline,

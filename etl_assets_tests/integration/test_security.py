@@ -30,9 +30,10 @@ from etl_assets.components.table_assets import (
 from etl_assets.devstack.postgres import EmbeddedPostgres, ServerAddress
 from etl_assets.devstack.s3 import S3Endpoint
 from etl_assets.devstack.tls import CertificateFiles, TlsTerminator, make_certificates
-from etl_assets.lib.extract import ConnectionSettings, ExtractError, Snapshot
-from etl_assets.lib.tables import IncrementalSpec, ReconcileSpec
-from etl_assets.lib.transforms import Transform
+from etl_assets.lib.errors import ExtractError
+from etl_assets.lib.postgres.read import ConnectionSettings, Snapshot
+from etl_assets.lib.table.spec import IncrementalSpec, ReconcileSpec
+from etl_assets.lib.table.transforms import Transform
 from etl_assets.resources.postgres import PostgresSource, PostgresWindowIOManager
 from etl_assets_tests.pg_wire import StartupRelay
 from etl_assets_tests.support import (

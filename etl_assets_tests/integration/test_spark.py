@@ -22,8 +22,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from etl_assets.devstack.verify import values_equal
-from etl_assets.lib.contract import ColumnSpec, Representation
-from etl_assets.lib.tables import TableSpec
+from etl_assets.lib.table.contract import ColumnSpec, Representation
+from etl_assets.lib.table.spec import TableSpec
 from etl_assets_tests.integration.test_outside_readers import type_table_row
 from etl_assets_tests.integration.test_types import (
     ARRAY_COLUMNS,

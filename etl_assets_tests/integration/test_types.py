@@ -28,8 +28,8 @@ from psycopg import sql
 from etl_assets.components.table_assets import raw_asset_key
 from etl_assets.devstack.verify import values_equal
 from etl_assets.lib.arrow_types import INTERVAL_TYPE
-from etl_assets.lib.contract import ColumnSpec, Representation
-from etl_assets.lib.tables import TableSpec
+from etl_assets.lib.table.contract import ColumnSpec, Representation
+from etl_assets.lib.table.spec import TableSpec
 from etl_assets_tests.support import LAKE_PREFIX, Pipeline, failure_text, query, run_sql, spec
 
 SCHEMA = 'Tortüre; --Schema "x"'

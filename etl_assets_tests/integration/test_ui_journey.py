@@ -30,7 +30,7 @@ from etl_assets.devstack.demo import declared_tables
 from etl_assets.devstack.postgres import free_port
 from etl_assets.devstack.stack import LAKE_BUCKET, LAKE_PREFIX, PROJECT_ROOT, DevStack, dev_stack
 from etl_assets.devstack.verify import compare_table_partition
-from etl_assets.lib.preview import MASK
+from etl_assets.lib.lake.preview import MASK
 from etl_assets_tests.support import healthy_daemons, lake_objects, wait_for
 
 pytestmark = pytest.mark.slow

@@ -4,7 +4,7 @@ import decimal
 import polars as pl
 
 from etl_assets.lib.curated import order_payments, split_by_window
-from etl_assets.lib.windows import PartitionWindow
+from etl_assets.lib.table.windows import PartitionWindow
 
 UTC = dt.UTC
 

@@ -1,10 +1,14 @@
 import botocore.exceptions
 import pytest
 
-from etl_assets.lib.checks import CheckOutcome
-from etl_assets.lib.extract import UnrepresentableValueError
-from etl_assets.lib.load import BlockingCheckError, ends_the_load, refuse_on_blocking_failures
-from etl_assets.lib.s3_objects import NotPublishedError, PublishOutcomeUnknownError
+from etl_assets.lib.errors import (
+    BlockingCheckError,
+    NotPublishedError,
+    PublishOutcomeUnknownError,
+    UnrepresentableValueError,
+)
+from etl_assets.lib.load import ends_the_load, refuse_on_blocking_failures
+from etl_assets.lib.table.checks import CheckOutcome
 from etl_assets_tests.support import s3_error
 
 

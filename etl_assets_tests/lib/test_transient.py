@@ -2,7 +2,7 @@ import adbc_driver_manager
 import botocore.exceptions
 import pytest
 
-from etl_assets.lib.extract import ExtractError
+from etl_assets.lib.errors import ExtractError
 from etl_assets.lib.transient import transient_cause
 from etl_assets_tests.support import s3_error
 

@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 
 from etl_assets.components.table_assets import LAKE_IO_MANAGER_KEY, build_table_assets
-from etl_assets.lib.s3_objects import ServerSideEncryption
+from etl_assets.lib.lake.objects import ServerSideEncryption
 from etl_assets.resources.lake import HIVE_PARTITION_METADATA_KEY, S3Lake, partition_name
 from etl_assets_tests.support import Pipeline, failure_text, run_sql, spec
 

@@ -5,7 +5,7 @@ import polars as pl
 
 from etl_assets.components.table_assets import LAKE_IO_MANAGER_KEY
 from etl_assets.lib.curated import order_payments, split_by_window
-from etl_assets.lib.windows import Grain, PartitionWindow
+from etl_assets.lib.table.windows import Grain, PartitionWindow
 from etl_assets.resources.lake import S3Lake
 
 ORDERS = dg.AssetKey(["raw", "shop", "sales", "orders"])

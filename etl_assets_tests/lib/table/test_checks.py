@@ -4,8 +4,8 @@ import decimal
 import polars as pl
 import pyarrow as pa
 
-from etl_assets.lib.checks import PRIMARY_KEY_CHECK, RowChecks, Severity, column_check_name
-from etl_assets.lib.contract import ColumnChecks, ColumnSpec
+from etl_assets.lib.table.checks import PRIMARY_KEY_CHECK, RowChecks, Severity, column_check_name
+from etl_assets.lib.table.contract import ColumnChecks, ColumnSpec
 
 COLUMNS = [
     ColumnSpec("id"),

@@ -1,7 +1,8 @@
 import polars as pl
 import pytest
 
-from etl_assets.lib.transforms import TransformError, checked_transform, load_transform
+from etl_assets.lib.errors import TransformError
+from etl_assets.lib.table.transforms import checked_transform, load_transform
 
 
 def double_amount(frame: pl.LazyFrame) -> pl.LazyFrame:

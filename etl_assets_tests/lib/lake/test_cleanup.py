@@ -1,7 +1,7 @@
 import datetime as dt
 
 from etl_assets.devstack.s3 import S3Endpoint
-from etl_assets.lib.upload_cleanup import abort_stale_uploads, incomplete_uploads
+from etl_assets.lib.lake.cleanup import abort_stale_uploads, incomplete_uploads
 
 
 def start_upload(endpoint: S3Endpoint, bucket: str, key: str) -> str:

@@ -1,6 +1,6 @@
 import pytest
 
-from etl_assets.lib.lake import LakeLayout, object_link, path_segment
+from etl_assets.lib.lake.layout import LakeLayout, object_link, path_segment
 
 
 def test_partition_keys_are_hive_style_and_deterministic() -> None:

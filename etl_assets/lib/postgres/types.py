@@ -25,24 +25,18 @@ import pyarrow as pa
 from psycopg import sql
 
 from etl_assets.lib.arrow_types import INTERVAL_TYPE
-from etl_assets.lib.contract import ColumnSpec, LiveColumn, Representation, contract_differences
-from etl_assets.lib.sql import BoundKind, Relation, render
+from etl_assets.lib.errors import SchemaDriftError, UnsupportedColumnError
+from etl_assets.lib.postgres.sql import BoundKind, Relation, render
+from etl_assets.lib.table.contract import (
+    ColumnSpec,
+    LiveColumn,
+    Representation,
+    contract_differences,
+)
 
 RESERVED_PREFIX = "__etl_assets_"
 """Select aliases the reader adds start with this; a source column may not."""
 HAZARD_ALIAS = f"{RESERVED_PREFIX}unrepresentable"
-
-
-class UnsupportedColumnError(ValueError):
-    """A declared column whose type has no exact Arrow representation."""
-
-
-class ContractError(ValueError):
-    """The live table does not have what the declaration expects."""
-
-
-class SchemaDriftError(ContractError):
-    """The live table's columns differ from the declared contract (or the table is gone)."""
 
 
 POSTGRES_TYPE_KEY = b"postgres.type"

@@ -3,7 +3,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from etl_assets.lib.windows import (
+from etl_assets.lib.table.windows import (
     Grain,
     PartitionWindow,
     grain_for_cron,

@@ -31,7 +31,6 @@ from polars.io.plugins import register_io_source
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from etl_assets.lib import sql as q
 from etl_assets.lib.arrow_types import (
     conform_array,
     conform_batch,
@@ -39,19 +38,14 @@ from etl_assets.lib.arrow_types import (
     polars_schema,
     struct_from_fields,
 )
-from etl_assets.lib.checks import (
-    ROW_COUNT_CHECK,
-    SCHEMA_CHECK,
-    CheckOutcome,
-    RowChecks,
-    describe_key,
-)
+from etl_assets.lib.errors import ContractError, ExtractError, UnrepresentableValueError
 from etl_assets.lib.incremental import Fingerprint
-from etl_assets.lib.pg_types import (
+from etl_assets.lib.pipeline import read_ahead
+from etl_assets.lib.postgres import sql as q
+from etl_assets.lib.postgres.types import (
     HAZARD_ALIAS,
     CatalogColumn,
     CatalogType,
-    ContractError,
     ReadKind,
     TablePlan,
     catalog_column_from_row,
@@ -62,10 +56,16 @@ from etl_assets.lib.pg_types import (
     types_query,
     unique_indexes_query,
 )
-from etl_assets.lib.pipeline import read_ahead
-from etl_assets.lib.tables import NullPartitionRows, PrimaryKeyCheck, TableSpec
-from etl_assets.lib.transforms import Transform
-from etl_assets.lib.windows import PartitionWindow
+from etl_assets.lib.table.checks import (
+    ROW_COUNT_CHECK,
+    SCHEMA_CHECK,
+    CheckOutcome,
+    RowChecks,
+    describe_key,
+)
+from etl_assets.lib.table.spec import NullPartitionRows, PrimaryKeyCheck, TableSpec
+from etl_assets.lib.table.transforms import Transform
+from etl_assets.lib.table.windows import PartitionWindow
 
 # Settings that make every text rendering (`as: text`, timetz) the same whatever the server's
 # defaults or the client's environment (PGTZ, PGDATESTYLE, PGOPTIONS, ...): the same rows always
@@ -85,14 +85,6 @@ DETERMINISTIC_SESSION = (
     # starting at the beginning, the same rows come in the same order and make the same file.
     "SET synchronize_seqscans = off",
 )
-
-
-class ExtractError(RuntimeError):
-    """Reading from the source failed; the message says which table and window."""
-
-
-class UnrepresentableValueError(ExtractError):
-    """A row holds a value that no Arrow type holds exactly; nothing of its window is published."""
 
 
 @dataclass(frozen=True)
@@ -320,7 +312,7 @@ class Snapshot:
         return TableCatalog(relation, columns, self._types_for(columns), unique_indexes)
 
     def plan(self, spec: TableSpec) -> TablePlan:
-        """Plan every declared column against the live catalog (see `etl_assets.lib.pg_types`)."""
+        """Plan every declared column against the live catalog (see `etl_assets.lib.postgres.types`)."""
         catalog = self.catalog(q.Relation(spec.schema, spec.table))
         return plan_table(
             catalog.relation,

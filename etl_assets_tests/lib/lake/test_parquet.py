@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from etl_assets.lib.arrow_types import PlannedSchema
-from etl_assets.lib.parquet_files import (
+from etl_assets.lib.lake.parquet import (
     DictionaryChoice,
     ParquetSettings,
     dictionary_columns,

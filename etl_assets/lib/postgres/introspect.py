@@ -14,15 +14,11 @@ from dataclasses import dataclass
 import pyarrow as pa
 from psycopg import sql
 
-from etl_assets.lib.contract import Representation
-from etl_assets.lib.pg_types import (
-    CatalogColumn,
-    CatalogType,
-    Planner,
-    UnsupportedColumnError,
-)
-from etl_assets.lib.sql import Relation, render
-from etl_assets.lib.windows import Grain
+from etl_assets.lib.errors import UnsupportedColumnError
+from etl_assets.lib.postgres.sql import Relation, render
+from etl_assets.lib.postgres.types import CatalogColumn, CatalogType, Planner
+from etl_assets.lib.table.contract import Representation
+from etl_assets.lib.table.windows import Grain
 
 TABLES_QUERY = """
 SELECT n.nspname::text, c.relname::text, c.relkind::text, c.reltuples::int8

@@ -7,16 +7,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import IO, cast
 
-from etl_assets.lib.lake import LakeLayout
-from etl_assets.lib.parquet_files import WrittenFile
-from etl_assets.lib.s3_objects import (
-    Encryption,
+from etl_assets.lib.errors import (
     NotPublishedError,
-    PendingUpload,
-    PublishedObject,
     PublishOutcomeUnknownError,
-    S3Client,
+    UploadLeftBehindError,
 )
+from etl_assets.lib.lake.layout import LakeLayout
+from etl_assets.lib.lake.objects import Encryption, PendingUpload, PublishedObject, S3Client
+from etl_assets.lib.lake.parquet import WrittenFile
 
 MIB = 1024 * 1024
 
@@ -53,7 +51,7 @@ def publish_file(
     `verify` runs after the file is finished and before it is published; raising there (or
     anywhere before) leaves the key holding its previous version, or nothing. `metadata` goes
     into the object's user metadata. A publishing request that fails is settled before this
-    returns or raises (see `etl_assets.lib.s3_objects`).
+    returns or raises (see `etl_assets.lib.lake.objects`).
     """
     started = time.perf_counter()
     pending = PendingUpload(
@@ -134,7 +132,3 @@ class ObjectTarget:
             verify=verify,
             metadata=metadata,
         )
-
-
-class UploadLeftBehindError(RuntimeError):
-    """Writing failed, and so did aborting the invisible upload: it stays until cleaned up."""

@@ -8,23 +8,22 @@ import pyarrow as pa
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from etl_assets.lib import sql as q
-from etl_assets.lib.checks import SCHEMA_CHECK, CheckOutcome
-from etl_assets.lib.contract import ColumnSpec
-from etl_assets.lib.extract import (
+from etl_assets.lib.errors import ContractError, ExtractError, UnrepresentableValueError
+from etl_assets.lib.postgres import sql as q
+from etl_assets.lib.postgres.read import (
     ConnectionSettings,
-    ExtractError,
     Snapshot,
     TableExtract,
-    UnrepresentableValueError,
     WindowSplitter,
     lazy_frame,
     refuse_unrepresentable,
 )
-from etl_assets.lib.pg_types import HAZARD_ALIAS, ContractError, plan_table
-from etl_assets.lib.tables import NullPartitionRows
-from etl_assets.lib.windows import PartitionWindow
-from etl_assets_tests.lib.test_pg_types import LIVE, RELATION, TYPES
+from etl_assets.lib.postgres.types import HAZARD_ALIAS, plan_table
+from etl_assets.lib.table.checks import SCHEMA_CHECK, CheckOutcome
+from etl_assets.lib.table.contract import ColumnSpec
+from etl_assets.lib.table.spec import NullPartitionRows
+from etl_assets.lib.table.windows import PartitionWindow
+from etl_assets_tests.lib.postgres.test_types import LIVE, RELATION, TYPES
 from etl_assets_tests.support import run_sql, spec
 
 UTC = dt.UTC

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
+from etl_assets.lib.errors import NotPublishedError, PublishOutcomeUnknownError
+
 T = TypeVar("T")
 
 MIB = 1024 * 1024
@@ -112,14 +114,6 @@ class PublishedObject:
     def uri(self) -> str:
         """`s3://bucket/key`."""
         return f"s3://{self.bucket}/{self.key}"
-
-
-class NotPublishedError(RuntimeError):
-    """Publishing failed and the key does not hold this upload's object (it was never visible)."""
-
-
-class PublishOutcomeUnknownError(RuntimeError):
-    """Publishing failed, and S3 could not be reached to learn whether the object is at its key."""
 
 
 class PendingUpload(io.RawIOBase):

@@ -1,6 +1,6 @@
 import pytest
 
-from etl_assets.lib.contract import (
+from etl_assets.lib.table.contract import (
     ColumnChecks,
     ColumnSpec,
     LiveColumn,

@@ -6,8 +6,8 @@ import datetime as dt
 from dataclasses import dataclass
 from enum import StrEnum
 
-from etl_assets.lib.contract import ColumnSpec
-from etl_assets.lib.windows import Grain
+from etl_assets.lib.table.contract import ColumnSpec
+from etl_assets.lib.table.windows import Grain
 
 
 class NullPartitionRows(StrEnum):
@@ -90,7 +90,7 @@ class TableSpec:
 
     @property
     def qualified_name(self) -> str:
-        """`schema.table` as written in messages (not for SQL: see `etl_assets.lib.sql`)."""
+        """`schema.table` as written in messages (not for SQL: see `etl_assets.lib.postgres.sql`)."""
         return f"{self.schema}.{self.table}"
 
     @property

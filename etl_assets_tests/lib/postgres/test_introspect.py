@@ -1,6 +1,6 @@
 import yaml
 
-from etl_assets.lib.introspect import (
+from etl_assets.lib.postgres.introspect import (
     ColumnReport,
     TableReport,
     describe_estimate,
@@ -8,9 +8,9 @@ from etl_assets.lib.introspect import (
     yaml_entry,
     yaml_scalar,
 )
-from etl_assets.lib.pg_types import CatalogColumn, CatalogType
-from etl_assets.lib.sql import Relation
-from etl_assets.lib.windows import Grain
+from etl_assets.lib.postgres.sql import Relation
+from etl_assets.lib.postgres.types import CatalogColumn, CatalogType
+from etl_assets.lib.table.windows import Grain
 
 
 def test_scalars_are_plain_only_when_yaml_reads_them_back_unchanged() -> None:

@@ -3,22 +3,21 @@ import datetime as dt
 import pyarrow as pa
 import pytest
 
-from etl_assets.lib.contract import ColumnSpec, Representation
-from etl_assets.lib.pg_types import (
+from etl_assets.lib.errors import ContractError, UnsupportedColumnError
+from etl_assets.lib.postgres.sql import BoundKind, Relation, render
+from etl_assets.lib.postgres.types import (
     HAZARD_ALIAS,
     INTERVAL_TYPE,
     CatalogColumn,
     CatalogType,
     CompositeField,
-    ContractError,
     Planner,
     ReadKind,
-    UnsupportedColumnError,
     hazard_flag,
     numeric_precision_scale,
     plan_table,
 )
-from etl_assets.lib.sql import BoundKind, Relation, render
+from etl_assets.lib.table.contract import ColumnSpec, Representation
 
 RELATION = Relation("sales", "orders")
 NUMERIC_12_2 = (12 << 16 | 2) + 4

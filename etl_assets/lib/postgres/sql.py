@@ -14,7 +14,7 @@ from enum import StrEnum
 
 from psycopg import sql
 
-from etl_assets.lib.windows import PartitionWindow
+from etl_assets.lib.table.windows import PartitionWindow
 
 
 class BoundKind(StrEnum):

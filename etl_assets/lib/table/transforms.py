@@ -8,11 +8,9 @@ from collections.abc import Callable
 
 import polars as pl
 
+from etl_assets.lib.errors import TransformError
+
 Transform = Callable[[pl.LazyFrame], pl.LazyFrame]
-
-
-class TransformError(ValueError):
-    """A dotted path that does not name a usable `LazyFrame -> LazyFrame` function."""
 
 
 def load_transform(dotted_path: str) -> Transform:

@@ -20,19 +20,16 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from etl_assets.lib.arrow_types import PlannedSchema, conform_table, output_schema
-from etl_assets.lib.pg_types import POSTGRES_COLUMNS_KEY, postgres_columns
+from etl_assets.lib.errors import VerificationError
+from etl_assets.lib.lake.preview import python_rows
 from etl_assets.lib.pipeline import BackgroundWorker
-from etl_assets.lib.preview import python_rows
+from etl_assets.lib.postgres.types import POSTGRES_COLUMNS_KEY, postgres_columns
 
 MIB = 1024 * 1024
 
 DICTIONARY_SAMPLE_ROWS = 16_384
 DICTIONARY_MAX_DISTINCT_SHARE = 0.5
 """Dictionary-encode a column when at most this share of the sampled values are distinct."""
-
-
-class VerificationError(RuntimeError):
-    """A written file does not hold what was streamed into it; it must not be published."""
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from decimal import Decimal
 
 import pyarrow as pa
 
-from etl_assets.lib.preview import (
+from etl_assets.lib.lake.preview import (
     MASK,
     NULL,
     NotShown,
@@ -70,7 +70,7 @@ def test_python_rows_equal_pyarrows_own_conversion_without_importing_pandas() ->
     assert python_rows(table) == table.to_pylist()
     script = (
         "import sys, pyarrow as pa\n"
-        "from etl_assets.lib.preview import python_rows\n"
+        "from etl_assets.lib.lake.preview import python_rows\n"
         "t = pa.ipc.open_stream(sys.stdin.buffer.read()).read_all()\n"
         "assert 'pandas' not in sys.modules\n"
         "python_rows(t)\n"

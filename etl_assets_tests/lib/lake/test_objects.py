@@ -7,13 +7,12 @@ import botocore.config
 import pytest
 
 from etl_assets.devstack.s3 import S3Endpoint
-from etl_assets.lib.s3_objects import (
+from etl_assets.lib.errors import NotPublishedError, PublishOutcomeUnknownError
+from etl_assets.lib.lake.objects import (
     MIB,
     UPLOAD_METADATA,
     Encryption,
-    NotPublishedError,
     PendingUpload,
-    PublishOutcomeUnknownError,
     ServerSideEncryption,
 )
 from etl_assets_tests.faults import Faults, FaultyS3Proxy, Rule

@@ -10,12 +10,12 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from etl_assets.lib import sql as q
-from etl_assets.lib.extract import ConnectionSettings, Snapshot
 from etl_assets.lib.incremental import Fingerprint, SourceClock, settle_blocker
-from etl_assets.lib.pg_types import TablePlan
-from etl_assets.lib.tables import TableSpec
-from etl_assets.lib.windows import PartitionWindow
+from etl_assets.lib.postgres import sql as q
+from etl_assets.lib.postgres.read import ConnectionSettings, Snapshot
+from etl_assets.lib.postgres.types import TablePlan
+from etl_assets.lib.table.spec import TableSpec
+from etl_assets.lib.table.windows import PartitionWindow
 
 
 @dataclass(frozen=True)

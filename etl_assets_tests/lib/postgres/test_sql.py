@@ -4,7 +4,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from psycopg import sql
 
-from etl_assets.lib.sql import (
+from etl_assets.lib.postgres.sql import (
     BoundKind,
     Relation,
     begin_snapshot,
@@ -17,7 +17,7 @@ from etl_assets.lib.sql import (
     window_predicate,
     window_stats,
 )
-from etl_assets.lib.windows import PartitionWindow
+from etl_assets.lib.table.windows import PartitionWindow
 
 UTC = dt.UTC
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -1,8 +1,8 @@
 import datetime as dt
 
-from etl_assets.lib.contract import ColumnSpec
-from etl_assets.lib.tables import NullPartitionRows, TableSpec
-from etl_assets.lib.windows import Grain
+from etl_assets.lib.table.contract import ColumnSpec
+from etl_assets.lib.table.spec import NullPartitionRows, TableSpec
+from etl_assets.lib.table.windows import Grain
 
 
 def test_a_declaration_survives_its_metadata_form() -> None:
