@@ -11,7 +11,7 @@ import os
 
 import dagster as dg
 
-from bench.methods import environment, lake_resources, table_spec
+from bench.methods import BENCH_SOURCE, environment, lake_resources, table_spec
 from etl_assets.components.table_assets import (
     build_table_assets,
     postgres_io_manager_key,
@@ -23,12 +23,12 @@ JOB_VARIABLE = "ETL_ASSETS_BENCH_JOB"
 _job = json.loads(os.environ[JOB_VARIABLE])
 environment(_job)
 _spec = table_spec(_job)
-_built = build_table_assets(_spec, None)
+_built = build_table_assets(BENCH_SOURCE, _spec, None)
 
 defs = dg.Definitions(
     assets=[_built.source, _built.raw],
     resources={
-        postgres_io_manager_key(_spec.source): PostgresWindowIOManager(
+        postgres_io_manager_key(BENCH_SOURCE): PostgresWindowIOManager(
             source=PostgresSource(dsn=_job["conninfo"])
         ),
         **lake_resources(_job, _job["prefix"]),

@@ -18,6 +18,8 @@ from urllib.parse import urlparse
 import boto3
 from psycopg import sql
 
+BENCH_SOURCE = "bench"
+"""The source name of the benchmark table."""
 COLUMNS = [
     "id", "created_at", "account_id", "amount", "quantity", "score", "is_paid", "currency",
     "country", "note", "tags", "payload", "ref", "event_date", "tier", "session_id",
@@ -100,13 +102,11 @@ def copy_drain(job: dict[str, Any]) -> dict[str, Any]:
 
 def table_spec(job: dict[str, Any]) -> Any:
     """The benchmark table as a TableSpec with the job's grain."""
-    from etl_assets.lib.table.contract import ColumnSpec  # noqa: PLC0415
-    from etl_assets.lib.table.spec import TableSpec  # noqa: PLC0415
+    from etl_assets.lib.table.spec import ColumnSpec, TableSpec  # noqa: PLC0415
     from etl_assets.lib.table.windows import Grain  # noqa: PLC0415
 
     grain = Grain(job["window"]["grain"])
     return TableSpec(
-        source="bench",
         schema="bench",
         table=job["table"],
         partition_column="created_at",
@@ -159,24 +159,21 @@ def ours(job: dict[str, Any]) -> dict[str, Any]:
 
     environment(job)
     spec = table_spec(job)
-    built = build_table_assets(spec, None)
+    built = build_table_assets(BENCH_SOURCE, spec, None)
     key = job["window"]["key"]
     prefix = f"ours/{job['run']}"
     reader = PostgresWindowIOManager(source=PostgresSource(dsn=job["conninfo"]))
     writer = lake(job, prefix)
-    upstream = dg.build_output_context(
-        asset_key=source_asset_key(spec), definition_metadata=dict(built.source.metadata)
-    )
 
     def work() -> int:
-        extract = reader.load_input(
+        windows = reader.load_input(
             dg.build_input_context(
-                upstream_output=upstream,
-                asset_key=source_asset_key(spec),
+                asset_key=source_asset_key(BENCH_SOURCE, spec),
                 partition_key=key,
                 asset_partitions_def=built.partitions_def,
             )
         )
+        extract = windows.table(spec, reader=built.raw.key.to_user_string())
         target = writer.target(built.raw.key.path, spec.hive_partition_name, job["run"])
         for outcome in load_windows(
             extract,
@@ -204,9 +201,9 @@ def _materialize(job: dict[str, Any], prefix: str, partitions: list[list[str]]) 
 
     environment(job)
     spec = table_spec(job)
-    built = build_table_assets(spec, None)
+    built = build_table_assets(BENCH_SOURCE, spec, None)
     resources = {
-        postgres_io_manager_key(spec.source): PostgresWindowIOManager(
+        postgres_io_manager_key(BENCH_SOURCE): PostgresWindowIOManager(
             source=PostgresSource(dsn=job["conninfo"])
         ),
         **lake_resources(job, prefix),

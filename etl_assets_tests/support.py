@@ -8,12 +8,13 @@ import time
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import botocore.exceptions
 import dagster as dg
 import polars as pl
 import psycopg
+from pydantic import BaseModel
 
 from etl_assets.components.table_assets import (
     build_table_assets,
@@ -24,14 +25,15 @@ from etl_assets.components.table_assets import (
 )
 from etl_assets.devstack.s3 import S3Endpoint
 from etl_assets.lib.lake.layout import LakeLayout
-from etl_assets.lib.table.contract import ColumnSpec
-from etl_assets.lib.table.spec import NullPartitionRows, TableSpec
+from etl_assets.lib.table.spec import ColumnSpec, NullPartitionRows, TableSpec
 from etl_assets.lib.table.transforms import Transform
 from etl_assets.lib.table.windows import Grain
 from etl_assets.resources.lake import S3Lake
 from etl_assets.resources.postgres import PostgresSource, PostgresWindowIOManager
 
 LAKE_PREFIX = "lake"
+SOURCE = "testsrc"
+"""The source every test table is declared in."""
 
 
 def s3_error(code: str, status: int) -> botocore.exceptions.ClientError:
@@ -67,11 +69,10 @@ def spec(
     primary_key: Sequence[str] = ("id",),
     columns: Sequence[str | ColumnSpec] = ("id", "created_at", "amount", "label"),
     null_partition_rows: NullPartitionRows = NullPartitionRows.FAIL,
-    source: str = "testsrc",
+    asset_name: str | None = None,
 ) -> TableSpec:
-    """A table declaration with test defaults."""
+    """A table declaration with test defaults (of the source `SOURCE`)."""
     return TableSpec(
-        source=source,
         schema=schema,
         table=table,
         partition_column=partition_column,
@@ -82,7 +83,16 @@ def spec(
         primary_key=tuple(primary_key),
         columns=tuple(ColumnSpec(c) if isinstance(c, str) else c for c in columns),
         null_partition_rows=null_partition_rows,
+        asset_name=asset_name,
     )
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def revised(model: M, **changes: Any) -> M:
+    """`model` with some fields changed, validated again like the YAML it stands for."""
+    return type(model).model_validate({**model.model_dump(), **changes})
 
 
 @dataclass(frozen=True)
@@ -108,7 +118,7 @@ class Pipeline:
         tags: Mapping[str, str] | None = None,
     ) -> dg.ExecuteInProcessResult:
         """Materialize the table's raw asset for one partition or a range (with extra run tags)."""
-        built = build_table_assets(table, transform)
+        built = build_table_assets(SOURCE, table, transform)
         run_tags = dict(tags or {})
         if partition_range is not None:
             run_tags |= {
@@ -147,8 +157,8 @@ class Pipeline:
         source_settings: dict[str, Any] = {"dsn": self.conninfo, **(source or {})}
         database = PostgresSource(**source_settings)
         return {
-            postgres_source_key(table.source): database,
-            postgres_io_manager_key(table.source): PostgresWindowIOManager(source=database),
+            postgres_source_key(SOURCE): database,
+            postgres_io_manager_key(SOURCE): PostgresWindowIOManager(source=database),
             **lake_resources(S3Lake(**lake_settings, **(writer or {}))),
         }
 
@@ -159,13 +169,13 @@ class Pipeline:
     def partition_bytes(self, table: TableSpec, partition: str) -> bytes:
         """The published Parquet object of one partition of the table's raw asset."""
         key = LakeLayout(self.bucket, LAKE_PREFIX).partition_key(
-            raw_asset_key(table).path, table.hive_partition_name, partition
+            raw_asset_key(SOURCE, table).path, table.hive_partition_name, partition
         )
         return self.endpoint.client().get_object(Bucket=self.bucket, Key=key)["Body"].read()
 
     def metadata(self, table: TableSpec, partition: str) -> dict[str, Any]:
         """Metadata of the latest materialization of one partition of the table's raw asset."""
-        return partition_metadata(self.instance, raw_asset_key(table), partition)
+        return partition_metadata(self.instance, raw_asset_key(SOURCE, table), partition)
 
 
 def lake_objects(endpoint: S3Endpoint, bucket: str) -> dict[str, int]:
@@ -207,7 +217,9 @@ def check_results(
 
 def materialized_partitions(pipeline: Pipeline, table: TableSpec, run_id: str) -> list[str]:
     """The partitions of the table's raw asset that one run recorded as materialized."""
-    records = pipeline.instance.fetch_materializations(raw_asset_key(table), limit=1000).records
+    records = pipeline.instance.fetch_materializations(
+        raw_asset_key(SOURCE, table), limit=1000
+    ).records
     return sorted(
         r.asset_materialization.partition or ""
         for r in records

@@ -27,8 +27,7 @@ import boto3
 import botocore.exceptions
 from psycopg import sql
 
-from etl_assets.components.table_assets import POOL_LIMIT_METADATA_KEY, POOL_METADATA_KEY
-from etl_assets.lib.incremental import parse_duration
+from etl_assets.components.postgres_tables import declared_pools
 from etl_assets.lib.lake.cleanup import abort_stale_uploads
 from etl_assets.lib.postgres.introspect import (
     TABLES_QUERY,
@@ -40,9 +39,9 @@ from etl_assets.lib.postgres.introspect import (
     report_table,
     yaml_entry,
 )
-from etl_assets.lib.postgres.read import ConnectionSettings, Snapshot
+from etl_assets.lib.postgres.session import ConnectionSettings, Snapshot
 from etl_assets.lib.postgres.sql import Relation, render
-from etl_assets.lib.table.windows import Grain
+from etl_assets.lib.table.windows import Grain, parse_duration
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -136,19 +135,6 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
         out.write("\nYAML entry for the `tables:` list of the source's defs.yaml:\n\n")
     out.write(entry)
     return 0
-
-
-def declared_pools() -> dict[str, int]:
-    """Each source's pool and its declared limit, from the project's definitions."""
-    from etl_assets.definitions import defs  # noqa: PLC0415 - loads every defs module
-
-    pools: dict[str, int] = {}
-    for spec in defs().resolve_all_asset_specs():
-        pool = spec.metadata.get(POOL_METADATA_KEY)
-        limit = spec.metadata.get(POOL_LIMIT_METADATA_KEY)
-        if pool is not None and limit is not None:
-            pools[str(getattr(pool, "value", pool))] = int(str(getattr(limit, "value", limit)))
-    return pools
 
 
 def set_pool_limits(pools: Mapping[str, int], environment: Mapping[str, str] | None = None) -> None:

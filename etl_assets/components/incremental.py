@@ -19,7 +19,7 @@ from etl_assets.lib.incremental import (
     settle_blocker,
 )
 from etl_assets.lib.postgres.changes import ChangedBucket, fingerprint_windows, scan_changes
-from etl_assets.lib.postgres.read import ConnectionSettings
+from etl_assets.lib.postgres.session import ConnectionSettings
 from etl_assets.lib.table.spec import TableSpec
 from etl_assets.lib.table.windows import PartitionWindow
 from etl_assets.resources.lake import FINGERPRINT_METADATA_KEY

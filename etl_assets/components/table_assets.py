@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from etl_assets.lib.lake.layout import PART_FILE_NAME
-from etl_assets.lib.postgres.read import TableExtract
+from etl_assets.lib.postgres.read import SourceWindows
 from etl_assets.lib.table.checks import (
     PRIMARY_KEY_CHECK,
     ROW_COUNT_CHECK,
@@ -22,10 +22,7 @@ from etl_assets.lib.table.checks import (
 from etl_assets.lib.table.spec import PrimaryKeyCheck, TableSpec
 from etl_assets.lib.table.transforms import Transform
 from etl_assets.resources.lake import HIVE_PARTITION_METADATA_KEY, LakeEvent, LakeIOManager, S3Lake
-from etl_assets.resources.postgres import READER_METADATA_KEY, TABLE_METADATA_KEY
 
-POOL_METADATA_KEY = "etl_assets/pool"
-POOL_LIMIT_METADATA_KEY = "etl_assets/pool_limit"
 _SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9_]+$")
 RAW_KEY_PREFIX = "raw"
 SOURCE_KEY_PREFIX = "postgres"
@@ -56,18 +53,18 @@ def key_segment(name: str) -> str:
     return f"{readable}_{digest}"
 
 
-def _table_segments(spec: TableSpec) -> list[str]:
-    return [spec.source, key_segment(spec.schema), spec.asset_name or key_segment(spec.table)]
+def _table_segments(source: str, spec: TableSpec) -> list[str]:
+    return [source, key_segment(spec.table_schema), spec.asset_name or key_segment(spec.table)]
 
 
-def raw_asset_key(spec: TableSpec) -> dg.AssetKey:
+def raw_asset_key(source: str, spec: TableSpec) -> dg.AssetKey:
     """`raw/<source>/<schema>/<table>`: the key of the asset holding the table in the lake."""
-    return dg.AssetKey([RAW_KEY_PREFIX, *_table_segments(spec)])
+    return dg.AssetKey([RAW_KEY_PREFIX, *_table_segments(source, spec)])
 
 
-def source_asset_key(spec: TableSpec) -> dg.AssetKey:
+def source_asset_key(source: str, spec: TableSpec) -> dg.AssetKey:
     """`postgres/<source>/<schema>/<table>`: the key of the Postgres table itself."""
-    return dg.AssetKey([SOURCE_KEY_PREFIX, *_table_segments(spec)])
+    return dg.AssetKey([SOURCE_KEY_PREFIX, *_table_segments(source, spec)])
 
 
 def postgres_io_manager_key(source: str) -> str:
@@ -108,6 +105,27 @@ def pool_name(source: str) -> str:
     return f"postgres_{source}"
 
 
+def declared_columns(spec: TableSpec) -> dg.TableSchema:
+    """The declared columns as the UI shows them: name, declared Postgres type, nullability."""
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                name=column.name,
+                type=column.pg_type or "any type",
+                description=(
+                    f"read as {column.representation.value}" if column.representation else None
+                ),
+                constraints=(
+                    dg.TableColumnConstraints(nullable=column.nullable)
+                    if column.nullable is not None
+                    else None
+                ),
+            )
+            for column in spec.columns
+        ]
+    )
+
+
 @dataclass(frozen=True)
 class TableAssets:
     """The source spec (the Postgres table) and the raw asset (its copy in the lake)."""
@@ -117,14 +135,18 @@ class TableAssets:
     partitions_def: dg.TimeWindowPartitionsDefinition
 
 
-def build_table_assets(
-    spec: TableSpec, transform: Transform | None, *, pool_limit: int | None = None
-) -> TableAssets:
-    """The assets for one declared table."""
+def build_table_assets(source: str, spec: TableSpec, transform: Transform | None) -> TableAssets:
+    """The assets for one table declared for the source called `source`.
+
+    The raw asset's body captures `spec` and `transform`: the declaration reaches the read
+    as this object, never through metadata. Asset metadata says what a person reads on the
+    asset's page: the source table, the window rule, the columns with their declared types and
+    where the partitions go.
+    """
     partitions_def = table_partitions(spec)
     hive_name = spec.hive_partition_name
-    raw_key = raw_asset_key(spec)
-    source_key = source_asset_key(spec)
+    raw_key = raw_asset_key(source, spec)
+    source_key = source_asset_key(source, spec)
     lake_path = "/".join(raw_key.path)
     window_rule = (
         f"`{spec.partition_column}` falls in the partition's half-open window [start, end): "
@@ -133,24 +155,21 @@ def build_table_assets(
     source_spec = dg.AssetSpec(
         key=source_key,
         description=(
-            f"Postgres table `{spec.qualified_name}` of source `{spec.source}`. "
+            f"Postgres table `{spec.qualified_name}` of source `{source}`. "
             "Read-only: etl_assets never writes to it."
         ),
         group_name=spec.group,
         kinds={"postgres"},
         partitions_def=partitions_def,
-        # The Postgres IO manager reads the declaration and the reader's name from here.
         metadata={
-            TABLE_METADATA_KEY: spec.to_metadata(),
-            READER_METADATA_KEY: raw_key.to_user_string(),
+            "dagster/table_name": spec.qualified_name,
+            "dagster/column_schema": declared_columns(spec),
             "etl_assets/primary_key": ", ".join(spec.primary_key),
-            POOL_METADATA_KEY: pool_name(spec.source),
-            **({POOL_LIMIT_METADATA_KEY: pool_limit} if pool_limit else {}),
         },
-    ).with_io_manager_key(postgres_io_manager_key(spec.source))
+    ).with_io_manager_key(postgres_io_manager_key(source))
 
     description = (
-        f"Copy of Postgres `{spec.qualified_name}` (source `{spec.source}`): the rows whose "
+        f"Copy of Postgres `{spec.qualified_name}` (source `{source}`): the rows whose "
         f"{window_rule}.\n\nLake: `<lake>/{lake_path}/{hive_name}=<key>/{PART_FILE_NAME}`, one "
         f"object per partition, replaced atomically.\n\nColumns: {', '.join(spec.column_names)}."
     )
@@ -165,7 +184,7 @@ def build_table_assets(
         kinds={"postgres", "polars", "parquet", "s3"},
         description=description,
         metadata={
-            TABLE_METADATA_KEY: spec.to_metadata(),
+            "dagster/column_schema": declared_columns(spec),
             "etl_assets/source_table": spec.qualified_name,
             "etl_assets/partition_column": spec.partition_column,
             "etl_assets/window": window_rule,
@@ -183,19 +202,21 @@ def build_table_assets(
         check_specs=check_specs(spec, raw_key, partitions_def),
         ins={"source": dg.AssetIn(key=source_key)},
         backfill_policy=backfill_policy(spec.max_partitions_per_run),
-        pool=pool_name(spec.source),
+        pool=pool_name(source),
         can_subset=True,
     )
     def raw_table(
-        context: dg.AssetExecutionContext, source: TableExtract, lake: S3Lake
+        context: dg.AssetExecutionContext, source: SourceWindows, lake: S3Lake
     ) -> Iterator[LakeEvent]:
         if raw_key not in context.selected_asset_keys:
             # The checks are computed while the partition is written; alone they have no data.
             context.log.info(f"{raw_key.to_user_string()} not selected: nothing to read")
             return
+        # The run's windows on the source, bound to this table's declaration and transform.
+        extract = source.table(spec, reader=raw_key.to_user_string(), transform=transform)
         # Each partition is published once its blocking checks pass; the lake reports the
         # checks and the partitions' metadata as it goes (see etl_assets/resources/lake.py).
-        yield from lake.load_extract(context, source.with_transform(transform), raw_key)
+        yield from lake.load_extract(context, extract, raw_key)
 
     return TableAssets(source=source_spec, raw=raw_table, partitions_def=partitions_def)
 
@@ -258,8 +279,7 @@ def check_specs(
     specs += [
         check(
             column_check_name(column.name),
-            f"Declared checks of column {column.name}: "
-            + ", ".join(k for k, v in column.checks.to_metadata().items() if v and k != "blocking"),
+            f"Declared checks of column {column.name}: " + ", ".join(column.checks.rules),
             blocking=column.checks.blocking,
         )
         for column in spec.columns

@@ -12,8 +12,9 @@ import warnings
 from pathlib import Path
 from typing import IO
 
-from etl_assets.cli.main import declared_pools, set_pool_limits
-from etl_assets.devstack.demo import declared_tables, format_summary, launch_runs, summarize
+from etl_assets.cli.main import set_pool_limits
+from etl_assets.components.postgres_tables import declared_pools, declared_tables
+from etl_assets.devstack.demo import format_summary, launch_runs, summarize
 from etl_assets.devstack.stack import PROJECT_ROOT, DevStack, dev_stack
 
 DEFAULT_STATE_DIR = PROJECT_ROOT / ".devstack"

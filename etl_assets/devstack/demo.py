@@ -23,7 +23,6 @@ from etl_assets.devstack.verify import (
     read_lake_partition,
 )
 from etl_assets.lib.table.spec import TableSpec
-from etl_assets.resources.postgres import TABLE_METADATA_KEY
 
 ORDERS = "raw/shop/sales/orders"
 PAYMENTS = "raw/shop/sales/payments"
@@ -108,19 +107,6 @@ def _launch(run: DemoRun, environment: Mapping[str, str]) -> str:
     return f"  ran {', '.join(run.assets)} [{run.partitions}] in {seconds:.1f}s"
 
 
-def declared_tables() -> dict[str, TableSpec]:
-    """Every raw asset's table declaration, by asset key, from the loaded definitions."""
-    from etl_assets.definitions import defs  # noqa: PLC0415 - loads every defs module
-
-    specs: dict[str, TableSpec] = {}
-    for asset_spec in defs().resolve_all_asset_specs():
-        declared = asset_spec.metadata.get(TABLE_METADATA_KEY)
-        if declared is not None:
-            data = getattr(declared, "data", declared)
-            specs[asset_spec.key.to_user_string()] = TableSpec.from_metadata(dict(data))
-    return specs
-
-
 def materializations(stack: DevStack) -> list[tuple[str, str, dict[str, Any]]]:
     """(asset, partition, metadata) of the latest materialization of every partition."""
     latest: dict[tuple[str, str], dict[str, Any]] = {}
@@ -196,8 +182,9 @@ def summarize(stack: DevStack, tables: Mapping[str, TableSpec]) -> list[SummaryR
                 stack.source_conninfo(),
                 stack.s3,
                 f"{LAKE_BUCKET}/{LAKE_PREFIX}",
-                tables[asset],
-                partition,
+                asset=asset,
+                table=tables[asset],
+                key=partition,
             )
         elif asset == CURATED:
             comparison = verify_curated(stack, partition)

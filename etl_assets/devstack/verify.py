@@ -21,7 +21,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 from psycopg import sql
 
-from etl_assets.components.table_assets import raw_asset_key, table_partitions
+from etl_assets.components.table_assets import table_partitions
 from etl_assets.devstack.s3 import S3Endpoint
 from etl_assets.lib.table.spec import TableSpec
 
@@ -191,16 +191,23 @@ def values_equal(expected: object, actual: object) -> bool:
 
 
 def compare_table_partition(
-    conninfo: str, endpoint: S3Endpoint, lake_prefix: str, table: TableSpec, key: str
+    conninfo: str,
+    endpoint: S3Endpoint,
+    lake_prefix: str,
+    *,
+    asset: str,
+    table: TableSpec,
+    key: str,
 ) -> Comparison:
-    """One published raw partition against its source window, each read independently.
+    """One published partition of the raw asset `asset` against its source window.
 
-    `lake_prefix` is `bucket/prefix`; the dataset is the raw asset's path under it.
+    Each is read independently. `lake_prefix` is `bucket/prefix`; the dataset is the asset's
+    key path (`raw/<source>/<schema>/<table>`) under it.
     """
     window = table_partitions(table).time_window_for_partition_key(key)
     source = read_source_window(
         conninfo,
-        schema=table.schema,
+        schema=table.table_schema,
         table=table.table,
         columns=table.read_columns,
         partition_column=table.partition_column,
@@ -208,6 +215,6 @@ def compare_table_partition(
         end=window.end,
         order_by=table.primary_key,
     )
-    dataset = f"{lake_prefix}/{raw_asset_key(table).to_user_string()}"
+    dataset = f"{lake_prefix}/{asset}"
     lake = read_lake_partition(endpoint, dataset, table.hive_partition_name, key)
     return compare_rows(source, lake_rows(lake, table.primary_key))

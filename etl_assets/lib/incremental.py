@@ -21,7 +21,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -152,18 +151,6 @@ class ChangeCursor:
                 else None
             ),
         )
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> dt.timedelta:
-    """`30s`, `10m`, `2h` or `1d` as a timedelta."""
-    match = _DURATION.match(text)
-    if match is None:
-        raise ValueError(f"{text!r} is not a duration like '30s', '10m', '2h' or '1d'")
-    return dt.timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2]])
 
 
 def _parse(value: str | None) -> dt.datetime | None:

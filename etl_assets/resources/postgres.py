@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import dagster as dg
 from psycopg.conninfo import make_conninfo
 from pydantic import Field
 
-from etl_assets.lib.postgres.read import ConnectionSettings, TableExtract
-from etl_assets.lib.table.spec import TableSpec
+from etl_assets.lib.postgres.read import SourceWindows
+from etl_assets.lib.postgres.session import ConnectionSettings
 from etl_assets.lib.table.windows import PartitionWindow
-
-TABLE_METADATA_KEY = "etl_assets/table"
-"""Input metadata carrying the table declaration (`TableSpec.to_metadata()`)."""
-READER_METADATA_KEY = "etl_assets/reader"
-"""Input metadata naming the asset that reads, for the session's `application_name`."""
 
 
 class PostgresSource(dg.ConfigurableResource):  # pyright: ignore[reportMissingTypeArgument]
@@ -77,55 +70,36 @@ class PostgresSource(dg.ConfigurableResource):  # pyright: ignore[reportMissingT
 
 
 class PostgresWindowIOManager(dg.ConfigurableIOManager):
-    """Loads the time windows of the partitions a run targets, as a `TableExtract`.
+    """Hands an asset the time windows of the partitions its run targets, on this source.
 
-    The extract is lazy: the asset adds its transform, and the lake IO manager opens one
-    `REPEATABLE READ READ ONLY` snapshot and streams every window through it. Source tables are
-    never written: `handle_output` refuses.
+    What it returns, `SourceWindows`, reads nothing yet. The asset binds it to its table
+    (`SourceWindows.table`): the table's declaration is captured by the asset built from it,
+    so it never travels through Dagster. The lake then opens one `REPEATABLE READ READ ONLY`
+    snapshot and streams every window through it. The IO manager owns where and when (the
+    source, the windows of the run's partitions, cut in the partitions' own timezone); the
+    asset owns what (the table). Source tables are never written: `handle_output` refuses.
     """
 
     source: PostgresSource = Field(description="The database the tables are read from.")
 
-    def load_input(self, context: dg.InputContext) -> TableExtract:
+    def load_input(self, context: dg.InputContext) -> SourceWindows:
         """The windows of every partition of this input, in partition order."""
-        upstream = context.upstream_output
-        declared = upstream.definition_metadata if upstream is not None else {}
-        spec = TableSpec.from_metadata(_json_metadata(declared, TABLE_METADATA_KEY))
+        name = context.asset_key.to_user_string()
         if not context.has_asset_partitions:
             raise dg.Failure(
-                f"{spec.qualified_name} is read by time window, but the run targets no partition; "
-                "launch it for a partition or a partition range"
+                f"{name} is read by time window, but the run targets no partition; launch it "
+                "for a partition or a partition range"
             )
         partitions_def = context.asset_partitions_def
         if not isinstance(partitions_def, dg.TimeWindowPartitionsDefinition):
-            raise dg.Failure(f"{spec.qualified_name} needs time-window partitions")
+            raise dg.Failure(f"{name} needs time-window partitions")
         windows = [
             PartitionWindow(key=key, start=window.start, end=window.end)
             for key in context.asset_partition_keys
             for window in [partitions_def.time_window_for_partition_key(key)]
         ]
-        reader = declared.get(READER_METADATA_KEY, spec.qualified_name)
-        keys = windows[0].key if len(windows) == 1 else f"{windows[0].key}...{windows[-1].key}"
-        return TableExtract(
-            spec=spec,
-            windows=windows,
-            settings=self.source.connection_settings(),
-            application_name=f"{_metadata_text(reader)}/{keys}",
-        )
+        return SourceWindows(self.source.connection_settings(), tuple(windows))
 
     def handle_output(self, context: dg.OutputContext, obj: object) -> None:
         """Sources are read-only."""
         raise dg.Failure("etl_assets never writes to a Postgres source")
-
-
-def _metadata_text(value: object) -> str:
-    text = getattr(value, "value", value)
-    return str(text)
-
-
-def _json_metadata(metadata: Mapping[str, object], key: str) -> dict[str, object]:
-    value = metadata.get(key)
-    data = getattr(value, "data", value)
-    if not isinstance(data, dict):
-        raise dg.Failure(f"input metadata {key!r} is missing; declare the table in a defs.yaml")
-    return {str(k): v for k, v in data.items()}  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]

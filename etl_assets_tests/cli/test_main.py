@@ -8,6 +8,7 @@ import textwrap
 import dagster as dg
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from dagster.components.testing import create_defs_folder_sandbox
 
 from etl_assets.cli.main import main
@@ -15,7 +16,6 @@ from etl_assets.components.table_assets import lake_resources
 from etl_assets.devstack.verify import compare_table_partition
 from etl_assets.lib.table.spec import TableSpec
 from etl_assets.resources.lake import S3Lake
-from etl_assets.resources.postgres import TABLE_METADATA_KEY
 from etl_assets_tests.support import LAKE_PREFIX, Pipeline, run_sql
 
 DDL = """
@@ -99,8 +99,7 @@ def test_the_printed_entry_loads_and_materializes_unchanged(shop: Pipeline) -> N
             lake = S3Lake(bucket=shop.bucket, prefix=LAKE_PREFIX, endpoint_url=shop.endpoint.url)
             defs = dg.Definitions.merge(loaded, dg.Definitions(resources=lake_resources(lake)))
             [raw] = [s for s in defs.resolve_all_asset_specs() if s.key.path[0] == "raw"]
-            declared = raw.metadata[TABLE_METADATA_KEY]
-            table = TableSpec.from_metadata(dict(getattr(declared, "data", declared)))
+            [table] = [TableSpec.model_validate(e) for e in yaml.safe_load(entry)]
             assert table.partition_column == "placed_at"
             job = defs.resolve_implicit_global_asset_job_def()
             result = job.execute_in_process(
@@ -115,7 +114,12 @@ def test_the_printed_entry_loads_and_materializes_unchanged(shop: Pipeline) -> N
     assert rows[0]["fee"] == "$8.00"
     # Every value, against the source window read independently.
     comparison = compare_table_partition(
-        shop.conninfo, shop.endpoint, f"{shop.bucket}/{LAKE_PREFIX}", table, "2026-10-04"
+        shop.conninfo,
+        shop.endpoint,
+        f"{shop.bucket}/{LAKE_PREFIX}",
+        asset=raw.key.to_user_string(),
+        table=table,
+        key="2026-10-04",
     )
     assert comparison.equal, comparison.describe()
     assert comparison.compared_columns == table.read_columns

@@ -11,9 +11,7 @@ import pytest
 from dagster.components.testing import DefsFolderSandbox, create_defs_folder_sandbox
 
 from etl_assets.components.table_assets import lake_resources
-from etl_assets.lib.table.spec import TableSpec
 from etl_assets.resources.lake import S3Lake
-from etl_assets.resources.postgres import TABLE_METADATA_KEY
 
 GOOD_TABLE = """
     - schema: sales
@@ -72,9 +70,9 @@ def test_a_declared_table_becomes_a_source_spec_and_a_raw_asset(sandbox: DefsFol
     assert "Postgres `sales.orders`" in raw.description
     assert "[start, end)" in raw.description
     assert "raw/shop/sales/orders/day=<key>/part-00000.parquet" in raw.description
-    declared = raw.metadata[TABLE_METADATA_KEY]
-    table = TableSpec.from_metadata(dict(getattr(declared, "data", declared)))
-    assert table.column_names == ("order_id", "placed_at", "total")
+    columns = raw.metadata["dagster/column_schema"]
+    assert isinstance(columns, dg.TableSchema)
+    assert [c.name for c in columns.columns] == ["order_id", "placed_at", "total"]
     assert isinstance(raw.partitions_def, dg.TimeWindowPartitionsDefinition)
     assert raw.partitions_def.get_first_partition_key() == "2026-10-01"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from etl_assets.devstack.demo import declared_tables
+from etl_assets.components.postgres_tables import declared_tables
 from etl_assets.devstack.postgres import free_port
 from etl_assets.devstack.s3 import S3Endpoint
 from etl_assets.devstack.stack import LAKE_BUCKET, LAKE_PREFIX, PROJECT_ROOT
@@ -69,7 +69,12 @@ def test_dev_serves_the_ui_and_daemon_until_interrupted(tmp_path: Path) -> None:
         )
         orders = declared_tables()["raw/shop/sales/orders"]
         comparison = compare_table_partition(
-            source, endpoint, f"{LAKE_BUCKET}/{LAKE_PREFIX}", orders, "2026-10-05"
+            source,
+            endpoint,
+            f"{LAKE_BUCKET}/{LAKE_PREFIX}",
+            asset="raw/shop/sales/orders",
+            table=orders,
+            key="2026-10-05",
         )
         assert comparison.equal, comparison.describe()
         assert comparison.source_rows > 0

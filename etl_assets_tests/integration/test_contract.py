@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import uuid
 
@@ -19,9 +18,16 @@ from etl_assets.components.table_assets import (
     build_freshness_checks,
     build_table_assets,
 )
-from etl_assets.lib.table.contract import ColumnChecks, ColumnSpec
-from etl_assets.lib.table.spec import PrimaryKeyCheck, TableSpec
-from etl_assets_tests.support import Pipeline, check_results, failure_text, run_sql, spec
+from etl_assets.lib.table.spec import ColumnChecks, ColumnSpec, PrimaryKeyCheck, TableSpec
+from etl_assets_tests.support import (
+    SOURCE,
+    Pipeline,
+    check_results,
+    failure_text,
+    revised,
+    run_sql,
+    spec,
+)
 
 DDL = """
 CREATE TABLE orders (
@@ -56,9 +62,7 @@ def orders_spec(
     columns: tuple[ColumnSpec, ...] = CONTRACT,
     primary_key_check: PrimaryKeyCheck = PrimaryKeyCheck.WARN,
 ) -> TableSpec:
-    return dataclasses.replace(
-        spec(table="orders", columns=columns), primary_key_check=primary_key_check
-    )
+    return revised(spec(table="orders", columns=columns), primary_key_check=primary_key_check)
 
 
 @pytest.mark.parametrize(
@@ -215,7 +219,7 @@ def test_a_failing_blocking_check_keeps_the_partition_out_and_stops_downstream(
             ColumnSpec("total", checks=ColumnChecks(min=0, blocking=True)),
         )
     )
-    built = build_table_assets(checked, None)
+    built = build_table_assets(SOURCE, checked, None)
     downstream_ran: list[bool] = []
 
     @dg.asset(
@@ -283,11 +287,11 @@ def test_the_freshness_check_wants_the_newest_closed_partition_by_its_deadline(
 ) -> None:
     run_sql(pipeline.conninfo, DDL)
     # Midnight in New York: the newest closed day there is due as soon as it closes.
-    table = dataclasses.replace(
+    table = revised(
         spec(table="orders", columns=CONTRACT, timezone="America/New_York"),
         freshness_deadline_cron="0 0 * * *",
     )
-    built = build_table_assets(table, None)
+    built = build_table_assets(SOURCE, table, None)
     [freshness] = build_freshness_checks(table, built.raw)
 
     def evaluate() -> dg.AssetCheckEvaluation:

@@ -28,11 +28,11 @@ import pytest
 import yaml
 from psycopg import sql
 
-from etl_assets.cli.main import declared_pools, set_pool_limits
+from etl_assets.cli.main import set_pool_limits
 from etl_assets.components import PostgresTablesComponent
 from etl_assets.components.incremental import REASON_TAG
+from etl_assets.components.postgres_tables import declared_pools, declared_tables
 from etl_assets.devstack.cli import start_daemon, start_webserver
-from etl_assets.devstack.demo import declared_tables
 from etl_assets.devstack.postgres import free_port
 from etl_assets.devstack.seed import READER_ROLE
 from etl_assets.devstack.stack import LAKE_BUCKET, LAKE_PREFIX, DevStack, dev_stack
@@ -108,7 +108,7 @@ def watched_table() -> TableSpec:
     """The declaration of the `watched` location's table, as the component reads it."""
     attributes = yaml.safe_load(WATCHED_DECLARATION)["attributes"]
     component = PostgresTablesComponent.resolve_from_yaml(yaml.safe_dump(attributes))
-    return component.tables[0].to_spec(component.source.name)
+    return component.tables[0]
 
 
 @dataclass
@@ -341,7 +341,9 @@ def test_a_backfill_in_runs_of_separate_processes_holds_the_source_pool_across_t
     page_views = declared_tables()["raw/shop/web/page_views"]
     lake = f"{LAKE_BUCKET}/{LAKE_PREFIX}"
     for key in keys:
-        comparison = compare_table_partition(source, running.stack.s3, lake, page_views, key)
+        comparison = compare_table_partition(
+            source, running.stack.s3, lake, asset="/".join(PAGE_VIEWS), table=page_views, key=key
+        )
         assert comparison.equal, (key, comparison.first_difference)
         assert comparison.source_rows > 0
 
@@ -423,7 +425,9 @@ def test_a_run_over_its_maximum_runtime_is_failed_by_monitoring_and_retried(
     assert materialized_partitions(instance, PAGE_VIEWS, {retry.run_id}) == [key]
     page_views = declared_tables()["raw/shop/web/page_views"]
     lake = f"{LAKE_BUCKET}/{LAKE_PREFIX}"
-    comparison = compare_table_partition(source, running.stack.s3, lake, page_views, key)
+    comparison = compare_table_partition(
+        source, running.stack.s3, lake, asset="/".join(PAGE_VIEWS), table=page_views, key=key
+    )
     assert comparison.equal, comparison.describe()
 
 
@@ -604,6 +608,8 @@ def test_the_change_sensor_and_the_reconcile_schedule_tick_under_the_daemon(
     assert [t["status"] for t in sensor.ticks(running) + schedule.ticks(running)] == ["SUCCESS"] * 2
     lake = f"{LAKE_BUCKET}/{LAKE_PREFIX}"
     for key in WATCHED_DAYS:
-        comparison = compare_table_partition(source, running.stack.s3, lake, watched_table(), key)
+        comparison = compare_table_partition(
+            source, running.stack.s3, lake, asset="/".join(WATCHED), table=watched_table(), key=key
+        )
         assert comparison.equal, (key, comparison.describe())
         assert comparison.source_rows == (47 if key == "2026-10-03" else 48)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import time
 import uuid
@@ -21,10 +20,10 @@ from etl_assets.components.incremental import (
 )
 from etl_assets.components.table_assets import build_table_assets, postgres_source_key
 from etl_assets.lib.incremental import ChangeCursor, TickPlan
-from etl_assets.lib.postgres.read import ConnectionSettings
+from etl_assets.lib.postgres.session import ConnectionSettings
 from etl_assets.lib.table.spec import IncrementalSpec, ReconcileSpec, TableSpec
 from etl_assets.lib.table.windows import Grain
-from etl_assets_tests.support import Pipeline, query, run_sql, spec
+from etl_assets_tests.support import SOURCE, Pipeline, query, revised, run_sql, spec
 
 HOUR = dt.timedelta(hours=1)
 
@@ -54,17 +53,19 @@ class Source:
             now = query(pipeline.conninfo, "SELECT now()")[0][0]
         self.hour = now.replace(minute=0, second=0, microsecond=0)
         start = (self.hour - 48 * HOUR).astimezone(dt.UTC).replace(tzinfo=None)
-        self.table: TableSpec = dataclasses.replace(
+        self.table: TableSpec = revised(
             spec(
                 columns=("id", "created_at", "updated_at", "v"),
                 grain=Grain.HOURLY,
                 start=start,
                 end=None,
             ),
-            incremental=IncrementalSpec("updated_at", settle_lag=dt.timedelta(seconds=1)),
+            incremental=IncrementalSpec(
+                change_column="updated_at", settle_lag=dt.timedelta(seconds=1)
+            ),
             reconcile=ReconcileSpec(cron="0 * * * *", partitions=3),
         )
-        self.built = build_table_assets(self.table, None)
+        self.built = build_table_assets(SOURCE, self.table, None)
         self.settings = ConnectionSettings(conninfo=pipeline.conninfo)
 
     def key(self, window_start: dt.datetime) -> str:
@@ -211,7 +212,7 @@ def test_a_failed_partition_is_visible_and_requested_again_after_new_changes(
 ) -> None:
     source.insert(6, source.hour - 5 * HOUR)
     key = source.key(source.hour - 5 * HOUR)
-    resource_key = postgres_source_key(source.table.source)
+    resource_key = postgres_source_key(SOURCE)
     sensor = build_change_sensor(
         source.table, source.built.raw.key, source.built.partitions_def, resource_key
     )
@@ -261,7 +262,7 @@ def test_a_failed_partition_is_visible_and_requested_again_after_new_changes(
 
 
 def test_the_dagster_sensor_stores_its_cursor_and_requests_partitions(source: Source) -> None:
-    resource_key = postgres_source_key(source.table.source)
+    resource_key = postgres_source_key(SOURCE)
     sensor = build_change_sensor(
         source.table, source.built.raw.key, source.built.partitions_def, resource_key
     )
@@ -290,7 +291,7 @@ def test_reconciliation_finds_a_hard_delete_and_nothing_else(source: Source) -> 
     key = source.key(window)
     for partition in (source.key(source.hour - 3 * HOUR), key, source.key(source.hour - HOUR)):
         assert source.pipeline.materialize(source.table, partition=partition).success
-    resource_key = postgres_source_key(source.table.source)
+    resource_key = postgres_source_key(SOURCE)
     schedule = build_reconcile_schedule(
         source.table, source.built.raw.key, source.built.partitions_def, resource_key
     )
@@ -316,9 +317,9 @@ def test_reconciliation_finds_a_hard_delete_and_nothing_else(source: Source) -> 
     # Under a settle lag of three hours the drifted window has not settled: the schedule compares
     # the three newest windows that have, which were never loaded, so it requests those.
     assert source.table.incremental is not None
-    settling = dataclasses.replace(
+    settling = revised(
         source.table,
-        incremental=dataclasses.replace(source.table.incremental, settle_lag=3 * HOUR),
+        incremental=revised(source.table.incremental, settle_lag=3 * HOUR),
     )
     patient = build_reconcile_schedule(
         settling, source.built.raw.key, source.built.partitions_def, resource_key
@@ -355,7 +356,7 @@ def test_the_fingerprint_is_the_data_version_so_unchanged_reloads_keep_it(source
 
 def test_a_fingerprint_blind_to_updates_is_not_the_data_version(source: Source) -> None:
     # No change column and a key-only hash: an update would leave the fingerprint unchanged.
-    blind = dataclasses.replace(source.table, incremental=None, reconcile=None)
+    blind = revised(source.table, incremental=None, reconcile=None)
     window = source.hour - 2 * HOUR
     source.insert(41, window + dt.timedelta(minutes=5))
     key = source.key(window)

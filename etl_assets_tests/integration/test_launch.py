@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from etl_assets.cli.main import declared_pools, set_pool_limits
+from etl_assets.cli.main import set_pool_limits
+from etl_assets.components.postgres_tables import declared_pools
 from etl_assets.devstack.stack import PROJECT_ROOT, dev_stack
 from etl_assets_tests.faults import Faults, FaultyS3Proxy, Rule
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import itertools
 import logging
@@ -13,19 +12,21 @@ import dagster as dg
 import polars as pl
 import pytest
 
+from etl_assets.components.table_assets import raw_asset_key
 from etl_assets.devstack.verify import compare_table_partition, read_lake_partition
 from etl_assets.lib.lake.preview import MASK, NULL
-from etl_assets.lib.table.contract import ColumnChecks, ColumnSpec
-from etl_assets.lib.table.spec import NullPartitionRows, TableSpec
+from etl_assets.lib.table.spec import ColumnChecks, ColumnSpec, NullPartitionRows, TableSpec
 from etl_assets.lib.table.windows import Grain
 from etl_assets_tests.support import (
     LAKE_PREFIX,
+    SOURCE,
     Pipeline,
     check_results,
     failure_text,
     materialized_partitions,
     on_every_batch,
     query,
+    revised,
     run_sql,
     spec,
 )
@@ -103,7 +104,12 @@ def events_spec(
 
 def assert_partition_equals_source(pipeline: Pipeline, table: TableSpec, key: str) -> None:
     comparison = compare_table_partition(
-        pipeline.conninfo, pipeline.endpoint, f"{pipeline.bucket}/{LAKE_PREFIX}", table, key
+        pipeline.conninfo,
+        pipeline.endpoint,
+        f"{pipeline.bucket}/{LAKE_PREFIX}",
+        asset=raw_asset_key(SOURCE, table).to_user_string(),
+        table=table,
+        key=key,
     )
     assert comparison.equal, comparison.describe()
     assert comparison.compared_columns == table.read_columns
@@ -153,7 +159,7 @@ def test_a_partition_holds_exactly_its_window_with_every_value(events: Pipeline)
 def test_the_materialization_shows_a_masked_preview_and_a_link_to_the_object(
     events: Pipeline,
 ) -> None:
-    table = dataclasses.replace(events_spec(), preview_rows=3, preview_mask=("label", "blob"))
+    table = revised(events_spec(), preview_rows=3, preview_mask=("label", "blob"))
     assert events.materialize(table, partition="2026-10-02").success
     metadata = events.metadata(table, "2026-10-02")
 
@@ -250,7 +256,7 @@ def test_a_dst_day_in_a_non_utc_timezone_is_one_partition(pipeline: Pipeline) ->
         end=dt.datetime(2026, 10, 27),
     )
     wall_clock = spec(
-        source="wallclock",
+        asset_name="readings_wallclock",
         table="readings",
         partition_column="local_at",
         columns=("id", "local_at"),

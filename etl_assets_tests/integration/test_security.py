@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import io
 import json
@@ -31,16 +30,18 @@ from etl_assets.devstack.postgres import EmbeddedPostgres, ServerAddress
 from etl_assets.devstack.s3 import S3Endpoint
 from etl_assets.devstack.tls import CertificateFiles, TlsTerminator, make_certificates
 from etl_assets.lib.errors import ExtractError
-from etl_assets.lib.postgres.read import ConnectionSettings, Snapshot
+from etl_assets.lib.postgres.session import ConnectionSettings, Snapshot
 from etl_assets.lib.table.spec import IncrementalSpec, ReconcileSpec
 from etl_assets.lib.table.transforms import Transform
 from etl_assets.resources.postgres import PostgresSource, PostgresWindowIOManager
 from etl_assets_tests.pg_wire import StartupRelay
 from etl_assets_tests.support import (
+    SOURCE,
     Pipeline,
     failure_text,
     on_every_batch,
     query,
+    revised,
     run_sql,
     spec,
 )
@@ -285,18 +286,18 @@ def test_every_statement_of_every_session_runs_read_only_named_and_time_limited(
 def run_every_kind_of_session(source: Pipeline) -> None:
     """Loads (one partition, a range, one whose key check opens a side session), a change
     sensor's ticks and a reconcile schedule's fingerprints, all against `source`."""
-    table = dataclasses.replace(
+    table = revised(
         spec(columns=("id", "created_at", "label", "updated_at")),
-        incremental=IncrementalSpec("updated_at", settle_lag=dt.timedelta(seconds=1)),
+        incremental=IncrementalSpec(change_column="updated_at", settle_lag=dt.timedelta(seconds=1)),
         reconcile=ReconcileSpec(cron="0 * * * *", partitions=3),
     )
     assert source.materialize(table, partition=DAY).success
     assert source.materialize(table, partition_range=(DAY, "2026-10-03")).success
     dupes = spec(table="dupes", columns=("id", "created_at", "label"))
     assert source.materialize(dupes, partition=DAY).success
-    built = build_table_assets(table, None)
+    built = build_table_assets(SOURCE, table, None)
     resources = source.resources(table)
-    key = postgres_source_key(table.source)
+    key = postgres_source_key(SOURCE)
     sensor = build_change_sensor(table, built.raw.key, built.partitions_def, key)
     cursor = None
     for _ in range(2):  # the first tick reads the clock, the second one the changes too
@@ -510,11 +511,11 @@ def test_no_secret_reaches_logs_metadata_run_config_or_errors(
     parts = {k: str(v) for k, v in conninfo_to_dict(events.conninfo).items() if k != "password"}
     dsn = make_conninfo("", **{**parts, "user": "secretive"})
     table = spec(columns=("id", "created_at", "label"))
-    built = build_table_assets(table, None)
+    built = build_table_assets(SOURCE, table, None)
 
     def run(password_variable: str) -> dg.ExecuteInProcessResult:
         resources = events.resources(table)
-        resources[postgres_io_manager_key(table.source)] = PostgresWindowIOManager(
+        resources[postgres_io_manager_key(SOURCE)] = PostgresWindowIOManager(
             source=PostgresSource(dsn=dsn, password=dg.EnvVar(password_variable))
         )
         return dg.materialize(

@@ -8,7 +8,6 @@ in local mode on 127.0.0.1 with the machine's Java: nothing is downloaded at run
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import importlib
 import os
@@ -22,8 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from etl_assets.devstack.verify import values_equal
-from etl_assets.lib.table.contract import ColumnSpec, Representation
-from etl_assets.lib.table.spec import TableSpec
+from etl_assets.lib.table.spec import ColumnSpec, Representation, TableSpec
 from etl_assets_tests.integration.test_outside_readers import type_table_row
 from etl_assets_tests.integration.test_types import (
     ARRAY_COLUMNS,
@@ -42,7 +40,7 @@ from etl_assets_tests.integration.test_types import (
     insert_edges,
     torture_spec,
 )
-from etl_assets_tests.support import Pipeline, run_sql, spec
+from etl_assets_tests.support import Pipeline, revised, run_sql, spec
 
 pytestmark = pytest.mark.slow
 
@@ -174,7 +172,7 @@ def test_spark_reads_arrays_composites_and_every_edge_value(
     # integers Parquet stores (days and microseconds since 1970, the interval's fields).
     run_sql(pipeline.conninfo, EDGES_DDL)
     insert_edges(pipeline.conninfo)
-    edges = dataclasses.replace(spec(table="edges", columns=EDGE_COLUMNS), preview_rows=0)
+    edges = revised(spec(table="edges", columns=EDGE_COLUMNS), preview_rows=0)
     spark.read.parquet(published(pipeline, edges, tmp_path)).createOrReplaceTempView("edges")
     fields = (
         "CASE WHEN {v} IS NOT NULL"

@@ -6,7 +6,6 @@ mixes case, spaces, quotes, reserved words, non-ASCII letters and `;--`.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import io
 import json
@@ -28,9 +27,17 @@ from psycopg import sql
 from etl_assets.components.table_assets import raw_asset_key
 from etl_assets.devstack.verify import values_equal
 from etl_assets.lib.arrow_types import INTERVAL_TYPE
-from etl_assets.lib.table.contract import ColumnSpec, Representation
-from etl_assets.lib.table.spec import TableSpec
-from etl_assets_tests.support import LAKE_PREFIX, Pipeline, failure_text, query, run_sql, spec
+from etl_assets.lib.table.spec import ColumnSpec, Representation, TableSpec
+from etl_assets_tests.support import (
+    LAKE_PREFIX,
+    SOURCE,
+    Pipeline,
+    failure_text,
+    query,
+    revised,
+    run_sql,
+    spec,
+)
 
 SCHEMA = 'Tortüre; --Schema "x"'
 TABLE = 'Mixed Case "quoted" select'
@@ -183,7 +190,8 @@ def expected_rows(conninfo: str, expected: Mapping[str, str] = EXPECTED) -> list
 
 def lake_rows(pipeline: Pipeline, table: TableSpec, day: str) -> list[dict[str, Any]]:
     """The partition's rows as pyarrow reads them, by primary key; composites' dates as text."""
-    key = f"{LAKE_PREFIX}/{raw_asset_key(table).to_user_string()}/day={day}/part-00000.parquet"
+    asset = raw_asset_key(SOURCE, table).to_user_string()
+    key = f"{LAKE_PREFIX}/{asset}/day={day}/part-00000.parquet"
     body = pipeline.endpoint.client().get_object(Bucket=pipeline.bucket, Key=key)["Body"].read()
     rows = pq.read_table(io.BytesIO(body)).to_pylist()
     for row in rows:
@@ -894,7 +902,7 @@ def test_dates_timestamps_and_intervals_at_every_edge_round_trip_exactly(
 ) -> None:
     run_sql(pipeline.conninfo, EDGES_DDL)
     insert_edges(pipeline.conninfo)
-    table = dataclasses.replace(spec(table="edges", columns=EDGE_COLUMNS), preview_rows=10)
+    table = revised(spec(table="edges", columns=EDGE_COLUMNS), preview_rows=10)
     assert pipeline.materialize(table, partition=DAY).success
     lake = pq.read_table(io.BytesIO(pipeline.partition_bytes(table, DAY)))
     expected = edge_expectations(pipeline.conninfo)

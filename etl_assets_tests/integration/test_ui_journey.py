@@ -24,9 +24,9 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
-from etl_assets.cli.main import declared_pools, set_pool_limits
+from etl_assets.cli.main import set_pool_limits
+from etl_assets.components.postgres_tables import declared_pools, declared_tables
 from etl_assets.devstack.cli import start_daemon, start_webserver, stop_processes
-from etl_assets.devstack.demo import declared_tables
 from etl_assets.devstack.postgres import free_port
 from etl_assets.devstack.stack import LAKE_BUCKET, LAKE_PREFIX, PROJECT_ROOT, DevStack, dev_stack
 from etl_assets.devstack.verify import compare_table_partition
@@ -253,7 +253,8 @@ def test_materialize_backfill_and_read_the_checks_in_the_browser(
             serving.stack.source_conninfo(),
             serving.stack.s3,
             f"{LAKE_BUCKET}/{LAKE_PREFIX}",
-            orders,
-            day,
+            asset="/".join(ORDERS),
+            table=orders,
+            key=day,
         )
         assert comparison.equal, comparison.describe()

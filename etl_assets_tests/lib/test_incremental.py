@@ -8,10 +8,10 @@ from etl_assets.lib.incremental import (
     Fingerprint,
     SourceClock,
     WindowBounds,
-    parse_duration,
     plan_tick,
     reconcile,
 )
+from etl_assets.lib.table.windows import parse_duration
 
 UTC = dt.UTC
 T0 = dt.datetime(2026, 10, 5, 0, 0, tzinfo=UTC)

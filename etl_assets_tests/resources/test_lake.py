@@ -9,7 +9,7 @@ import pytest
 from etl_assets.components.table_assets import LAKE_IO_MANAGER_KEY, build_table_assets
 from etl_assets.lib.lake.objects import ServerSideEncryption
 from etl_assets.resources.lake import HIVE_PARTITION_METADATA_KEY, S3Lake, partition_name
-from etl_assets_tests.support import Pipeline, failure_text, run_sql, spec
+from etl_assets_tests.support import SOURCE, Pipeline, failure_text, run_sql, spec
 
 
 def test_encryption_settings_are_checked() -> None:
@@ -51,7 +51,7 @@ def test_downstream_assets_read_exactly_the_partitions_they_depend_on(pipeline: 
     )
     table = spec(columns=("id", "created_at"))
     assert pipeline.materialize(table, partition_range=("2026-10-01", "2026-10-03")).success
-    built = build_table_assets(table, None)
+    built = build_table_assets(SOURCE, table, None)
     seen: dict[str, object] = {}
 
     @dg.asset(

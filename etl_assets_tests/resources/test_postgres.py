@@ -11,7 +11,7 @@ from psycopg.conninfo import conninfo_to_dict
 from etl_assets.components.table_assets import build_table_assets, postgres_io_manager_key
 from etl_assets.devstack.postgres import ServerAddress
 from etl_assets.resources.postgres import PostgresSource, PostgresWindowIOManager
-from etl_assets_tests.support import Pipeline, run_sql, spec
+from etl_assets_tests.support import SOURCE, Pipeline, run_sql, spec
 
 
 def test_ssl_settings_override_the_dsn_and_the_password_stays_separate() -> None:
@@ -50,9 +50,9 @@ def test_the_password_never_reaches_the_event_log(
     dbname = conninfo_to_dict(source_db)["dbname"]
     dsn = f"postgresql://pw_reader@{pg_server.host}:{pg_server.port}/{dbname}"
     table = spec(columns=("id", "created_at"))
-    built = build_table_assets(table, None)
+    built = build_table_assets(SOURCE, table, None)
     bound = pipeline.resources(table)
-    bound[postgres_io_manager_key(table.source)] = PostgresWindowIOManager(
+    bound[postgres_io_manager_key(SOURCE)] = PostgresWindowIOManager(
         source=PostgresSource(dsn=dsn, password=dg.EnvVar("TEST_READER_PASSWORD"))
     )
     result = dg.materialize(

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from etl_assets.lib.incremental import Fingerprint, SourceClock, settle_blocker
 from etl_assets.lib.postgres import sql as q
-from etl_assets.lib.postgres.read import ConnectionSettings, Snapshot
+from etl_assets.lib.postgres.session import ConnectionSettings, Snapshot
 from etl_assets.lib.postgres.types import TablePlan
 from etl_assets.lib.table.spec import TableSpec
 from etl_assets.lib.table.windows import PartitionWindow

@@ -15,9 +15,10 @@ import pyarrow as pa
 from psycopg import sql
 
 from etl_assets.lib.errors import UnsupportedColumnError
+from etl_assets.lib.postgres.catalog import CatalogColumn, CatalogType
 from etl_assets.lib.postgres.sql import Relation, render
-from etl_assets.lib.postgres.types import CatalogColumn, CatalogType, Planner
-from etl_assets.lib.table.contract import Representation
+from etl_assets.lib.postgres.types import Planner
+from etl_assets.lib.table.spec import Representation
 from etl_assets.lib.table.windows import Grain
 
 TABLES_QUERY = """

@@ -13,49 +13,30 @@ row checks.
 
 from __future__ import annotations
 
-import re
-import threading
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Self
+from dataclasses import dataclass
+from typing import Any
 
-import adbc_driver_manager  # pyright: ignore[reportMissingTypeStubs]
-import adbc_driver_postgresql  # pyright: ignore[reportMissingTypeStubs]
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
 from polars.io.plugins import register_io_source
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from etl_assets.lib.arrow_types import (
-    conform_array,
     conform_batch,
     frame_from_arrow,
     polars_schema,
-    struct_from_fields,
 )
-from etl_assets.lib.errors import ContractError, ExtractError, UnrepresentableValueError
+from etl_assets.lib.errors import ContractError, ExtractError
 from etl_assets.lib.incremental import Fingerprint
-from etl_assets.lib.pipeline import read_ahead
 from etl_assets.lib.postgres import sql as q
+from etl_assets.lib.postgres.session import ConnectionSettings, Snapshot
 from etl_assets.lib.postgres.types import (
-    HAZARD_ALIAS,
-    CatalogColumn,
-    CatalogType,
-    ReadKind,
     TablePlan,
-    catalog_column_from_row,
-    catalog_type_from_row,
-    columns_query,
-    plan_table,
-    referenced_type_oids,
-    types_query,
-    unique_indexes_query,
 )
+from etl_assets.lib.postgres.values import refuse_unrepresentable, to_plan
 from etl_assets.lib.table.checks import (
     ROW_COUNT_CHECK,
     SCHEMA_CHECK,
@@ -66,82 +47,6 @@ from etl_assets.lib.table.checks import (
 from etl_assets.lib.table.spec import NullPartitionRows, PrimaryKeyCheck, TableSpec
 from etl_assets.lib.table.transforms import Transform
 from etl_assets.lib.table.windows import PartitionWindow
-
-# Settings that make every text rendering (`as: text`, timetz) the same whatever the server's
-# defaults or the client's environment (PGTZ, PGDATESTYLE, PGOPTIONS, ...): the same rows always
-# give the same bytes. They are SET after connecting, so nothing libpq applies overrides them.
-DETERMINISTIC_SESSION = (
-    "SET TimeZone = 'UTC'",
-    "SET DateStyle = 'ISO, YMD'",
-    "SET IntervalStyle = 'postgres'",
-    "SET extra_float_digits = 3",
-    "SET bytea_output = 'hex'",
-    "SET lc_monetary = 'C'",
-    "SET lc_numeric = 'C'",
-    "SET client_encoding = 'UTF8'",
-    # A multi-window read is a UNION ALL whose branches must run in order, one after another.
-    "SET max_parallel_workers_per_gather = 0",
-    # A scan that joins another one already running on the table would start mid-table:
-    # starting at the beginning, the same rows come in the same order and make the same file.
-    "SET synchronize_seqscans = off",
-)
-
-
-@dataclass(frozen=True)
-class ConnectionSettings:
-    """How to reach one Postgres source. `conninfo` may hold a password: never log it."""
-
-    conninfo: str = field(repr=False)
-    password: str | None = field(default=None, repr=False)
-    statement_timeout_ms: int = 3_600_000
-    idle_in_transaction_timeout_ms: int = 600_000
-    connect_timeout_s: int = 10
-    batch_size_hint_bytes: int = 8 * 1024 * 1024
-    """Arrow bytes per batch the driver aims for: bounds memory, keeps the pipeline moving."""
-    read_ahead_batches: int = 2
-    """Batches the driver may decode ahead of the writer, on its own thread."""
-
-    def session_conninfo(self, application_name: str) -> str:
-        """The libpq connection string for one named, read-only session, with its time limits.
-
-        The settings travel in the startup packet, so they hold from the session's first
-        statement: the ADBC driver's own catalog queries at connect run before the load's
-        `BEGIN ... READ ONLY`. They come after any `options` of the DSN, so they win over it.
-        Anything not given here (host, user, password, sslmode, ...) falls back to libpq's own
-        environment variables and files (`PGHOST`, `PGPASSWORD`, `~/.pgpass`, ...).
-        """
-        base = conninfo_to_dict(self.conninfo)
-        limits = (
-            "-c default_transaction_read_only=on"
-            f" -c statement_timeout={int(self.statement_timeout_ms)}"
-            f" -c idle_in_transaction_session_timeout={int(self.idle_in_transaction_timeout_ms)}"
-        )
-        options = f"{base['options']} {limits}" if base.get("options") else limits
-        extra: dict[str, Any] = {
-            "application_name": application_name[:63],
-            "options": options,
-            "connect_timeout": base.get("connect_timeout") or self.connect_timeout_s,
-        }
-        if self.password:
-            extra["password"] = self.password
-        return make_conninfo(self.conninfo, **extra)
-
-    def redact(self, text: str) -> str:
-        """`text` with any password this source knows replaced by `***`."""
-        secrets = [self.password, str(conninfo_to_dict(self.conninfo).get("password") or "")]
-        for secret in secrets:
-            if secret:
-                text = text.replace(secret, "***")
-        return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", text)
-
-    def describe(self) -> str:
-        """`user@host:port/dbname` for messages, without secrets."""
-        parts = conninfo_to_dict(self.conninfo)
-        user = parts.get("user") or "$PGUSER"
-        host = parts.get("host") or "$PGHOST"
-        port = parts.get("port") or "5432"
-        dbname = parts.get("dbname") or "$PGDATABASE"
-        return f"{user}@{host}:{port}/{dbname}"
 
 
 @dataclass(frozen=True)
@@ -183,216 +88,6 @@ class ReadStats:
                 f"{table} window {self.window.key}: read {self.rows_read} rows but the "
                 f"snapshot counts {self.snapshot_rows}"
             )
-
-
-@dataclass(frozen=True)
-class TableCatalog:
-    """The catalog's description of one table."""
-
-    relation: q.Relation
-    columns: Sequence[CatalogColumn]
-    types: Mapping[int, CatalogType]
-    unique_indexes: Sequence[tuple[str, Sequence[str]]]
-
-
-BATCH_SIZE_HINT_OPTION = "adbc.postgresql.batch_size_hint_bytes"
-
-
-class Snapshot:
-    """One Postgres session holding a `REPEATABLE READ READ ONLY` transaction.
-
-    Opening it connects twice, one connection after the other: the driver's `AdbcDatabase`
-    connects to read the server's version and type catalog and disconnects, then the
-    `AdbcConnection` opens the session itself. Both start read-only, named and time-limited
-    (`ConnectionSettings.session_conninfo`).
-    """
-
-    def __init__(self, settings: ConnectionSettings, application_name: str) -> None:
-        self._settings = settings
-        self._application_name = application_name
-        self._database: Any = None
-        self._connection: Any = None
-        self._streaming = threading.Lock()
-        self._active_stream: Generator[pa.RecordBatch] | None = None
-        self._snapshot_id: str | None = None
-        """For a side session: the exported snapshot to adopt."""
-        self._exported: str | None = None
-        self._side: Snapshot | None = None
-
-    def __enter__(self) -> Self:
-        try:
-            # The driver's low-level API: the DB-API layer on top would import pandas and
-            # pyarrow.dataset, costing a second and ~60 MB per process for nothing used here.
-            self._database = adbc_driver_postgresql.connect(
-                self._settings.session_conninfo(self._application_name)
-            )
-            self._connection = adbc_driver_manager.AdbcConnection(self._database)
-        except Exception as error:
-            self._close_handles()
-            message = self._settings.redact(str(error))
-            raise ExtractError(
-                f"cannot connect to {self._settings.describe()}: {message}"
-            ) from None
-        try:
-            for statement in DETERMINISTIC_SESSION:
-                self._execute(statement)
-            self._execute(q.begin_snapshot())
-            if self._snapshot_id is not None:
-                # A side session of another snapshot: adopt that snapshot.
-                self._execute(q.render(q.set_snapshot(self._snapshot_id)))
-        except BaseException:
-            self._close_handles()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        side, self._side = self._side, None
-        if side is not None:
-            side.__exit__(None, None, None)
-        stream, self._active_stream = self._active_stream, None
-        if stream is not None:
-            # Stops its read-ahead thread before the connection under it goes away.
-            stream.close()
-        if self._connection is None:
-            return
-        try:
-            # Read-only: COMMIT and ROLLBACK are the same; ROLLBACK also works after an error.
-            self._execute("ROLLBACK")
-        except Exception:  # noqa: S110 - the connection is closed below whatever happened
-            pass
-        finally:
-            self._close_handles()
-
-    def query(self, statement: str) -> list[tuple[Any, ...]]:
-        """All rows of a small query, as tuples of Python values."""
-        handle = self._statement(statement)
-        try:
-            stream, _ = handle.execute_query()
-            table = pa.RecordBatchReader.from_stream(stream).read_all()
-        finally:
-            handle.close()
-        columns = [column.to_pylist() for column in table.columns]
-        return list(zip(*columns, strict=True))
-
-    def export_snapshot(self) -> None:
-        """Export the snapshot while the session is idle, so `side_query` can share it later."""
-        self._exported = str(self.scalar("SELECT pg_export_snapshot()"))
-
-    def side_query(self, statement: str) -> list[tuple[Any, ...]]:
-        """A small query in this snapshot while this session may be busy streaming.
-
-        It runs on a second session that imports the snapshot `export_snapshot` exported
-        (opened on first use, closed with this one).
-        """
-        if self._exported is None:
-            raise ExtractError("side queries need export_snapshot() before streaming")
-        if self._side is None:
-            side = Snapshot(self._settings, f"{self._application_name} (side)"[:63])
-            side._snapshot_id = self._exported
-            self._side = side.__enter__()
-        return self._side.query(statement)
-
-    def scalar(self, statement: str) -> Any:
-        """The single value of a one-row, one-column query."""
-        rows = self.query(statement)
-        return rows[0][0]
-
-    def catalog(self, relation: q.Relation) -> TableCatalog:
-        """What the catalog says about a table: columns, their types, unique indexes."""
-        columns = [catalog_column_from_row(r) for r in self.query(columns_query(relation))]
-        unique_indexes = [
-            (str(name), tuple(str(c) for c in index_columns))
-            for name, index_columns in self.query(unique_indexes_query(relation))
-        ]
-        return TableCatalog(relation, columns, self._types_for(columns), unique_indexes)
-
-    def plan(self, spec: TableSpec) -> TablePlan:
-        """Plan every declared column against the live catalog (see `etl_assets.lib.postgres.types`)."""
-        catalog = self.catalog(q.Relation(spec.schema, spec.table))
-        return plan_table(
-            catalog.relation,
-            catalog.columns,
-            catalog.types,
-            spec.read_column_specs,
-            spec.partition_column,
-            primary_key=spec.primary_key,
-            unique_indexes=catalog.unique_indexes,
-        )
-
-    def stream(self, statement: str) -> Iterator[pa.RecordBatch]:
-        """The rows of `statement` as Arrow batches, decoded a few batches ahead on a thread.
-
-        The driver decodes with the GIL released, so decoding overlaps with whatever the
-        caller does with each batch; at most `read_ahead_batches` wait in memory.
-        """
-        if not self._streaming.acquire(blocking=False):
-            raise ExtractError("a window is already streaming on this snapshot's connection")
-        stream = self._stream(statement)
-        self._active_stream = stream
-        return stream
-
-    def _stream(self, statement: str) -> Generator[pa.RecordBatch]:
-        try:
-            handle = self._statement(statement)
-        except BaseException:
-            self._streaming.release()
-            raise
-        try:
-            handle.set_options(
-                **{BATCH_SIZE_HINT_OPTION: str(self._settings.batch_size_hint_bytes)}
-            )
-            result, _ = handle.execute_query()
-            reader = pa.RecordBatchReader.from_stream(result)
-            yield from read_ahead(
-                reader, self._settings.read_ahead_batches, name="postgres-read-ahead"
-            )
-        finally:
-            handle.close()
-            self._active_stream = None
-            self._streaming.release()
-
-    def _types_for(self, columns: Sequence[CatalogColumn]) -> dict[int, CatalogType]:
-        types: dict[int, CatalogType] = {}
-        wanted = {c.type_oid for c in columns}
-        while wanted:
-            for row in self.query(types_query(wanted)):
-                found = catalog_type_from_row(row)
-                types[found.oid] = found
-            wanted = referenced_type_oids(types.values()) - types.keys()
-        return types
-
-    def _statement(self, statement: str) -> Any:
-        if self._connection is None:
-            raise ExtractError("the snapshot is not open")
-        handle = adbc_driver_manager.AdbcStatement(self._connection)
-        try:
-            handle.set_sql_query(statement)
-        except BaseException:
-            handle.close()
-            raise
-        return handle
-
-    def _execute(self, statement: str) -> None:
-        handle = self._statement(statement)
-        try:
-            handle.execute_update()
-        finally:
-            handle.close()
-
-    def _close_handles(self) -> None:
-        connection, self._connection = self._connection, None
-        database, self._database = self._database, None
-        try:
-            if connection is not None:
-                connection.close()
-        finally:
-            if database is not None:
-                database.close()
 
 
 @dataclass
@@ -532,6 +227,29 @@ class OpenExtract:
     def stream_failure(self) -> BaseException | None:
         """The error the source stream raised, after which no later window can be read."""
         return self._splitter.failure
+
+
+@dataclass(frozen=True)
+class SourceWindows:
+    """The windows one run reads from one source, before a table is named.
+
+    What the Postgres IO manager hands an asset; `table` binds it to the table's declaration.
+    """
+
+    settings: ConnectionSettings
+    windows: tuple[PartitionWindow, ...]
+
+    @property
+    def span(self) -> str:
+        """The windows' keys as `first` or `first...last`."""
+        first, last = self.windows[0].key, self.windows[-1].key
+        return first if first == last else f"{first}...{last}"
+
+    def table(
+        self, spec: TableSpec, *, reader: str, transform: Transform | None = None
+    ) -> TableExtract:
+        """These windows of the declared table; the session is named `<reader>/<span>`."""
+        return TableExtract(spec, self.windows, self.settings, f"{reader}/{self.span}", transform)
 
 
 class TableExtract:
@@ -779,42 +497,6 @@ def read_batches(
         stats.arrow_bytes += converted.nbytes
         yield converted
     stats.complete = True
-
-
-def refuse_unrepresentable(batch: pa.RecordBatch, plan: TablePlan, spec: TableSpec) -> None:
-    """Raise, naming the column, its type and the row's key, if a row holds such a value."""
-    flags = batch.column(HAZARD_ALIAS)
-    if flags.null_count == len(flags):
-        return
-    index = int(pc.index(pc.is_valid(flags), True).as_py())
-    # The flag is the position of the hazard found in the plan (see TablePlan.select_list).
-    column, hazard = plan.hazards[int(flags[index].as_py())]
-    names = batch.schema.names
-    key = [batch.column(k)[index].as_py() if k in names else "?" for k in spec.primary_key]
-    raise UnrepresentableValueError(
-        f"{spec.schema}.{spec.table}.{column.name} ({column.declared_type}): the row with "
-        f"primary key {describe_key(spec.primary_key, key)} holds {hazard.values}, which no "
-        "Parquet type holds exactly. Declare the column with `as: text` to keep Postgres' text "
-        "form of every value, or fix the row at the source"
-    )
-
-
-def to_plan(batch: pa.RecordBatch, plan: TablePlan) -> pa.RecordBatch:
-    """The driver's batch as the plan's schema: one array per declared column."""
-    arrays: list[Any] = []
-    position = 0
-    for column in plan.columns:
-        width = len(column.selects)
-        selected = [batch.column(position + i) for i in range(width)]
-        position += width
-        if column.kind is ReadKind.COMPOSITE:
-            assert isinstance(column.arrow_type, pa.StructType)
-            frame_struct = column.frame_type
-            assert isinstance(frame_struct, pa.StructType)
-            arrays.append(struct_from_fields(selected[:-1], selected[-1], frame_struct))
-        else:
-            arrays.append(conform_array(selected[0], column.frame_type))
-    return pa.RecordBatch.from_arrays(arrays, schema=plan.frame_schema)
 
 
 def lazy_frame(

@@ -17,7 +17,7 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from etl_assets.lib.table.contract import ColumnChecks, ColumnSpec
+from etl_assets.lib.table.spec import ColumnChecks, ColumnSpec
 
 SAMPLE_KEYS = 5
 

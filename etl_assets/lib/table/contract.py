@@ -1,4 +1,4 @@
-"""The column contract of a table: declared names, Postgres types, nullability and checks.
+"""The column contract of a table: declared columns compared with the live catalog.
 
 A declared type is compared with the live catalog's `format_type()` output before a row is
 read. Declarations may use Postgres' common aliases (`int8`, `timestamptz`, `varchar(20)`, ...);
@@ -8,106 +8,10 @@ both sides are brought to `format_type()`'s canonical spelling first.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-
-class Representation(StrEnum):
-    """A representation a user chose for a column whose values have no exact Arrow mapping."""
-
-    TEXT = "text"
-    """Postgres' own text output of the value (its type's output function, as psql and COPY
-    print it; see `pg_types.output_text`), in a fixed session format."""
-
-
-@dataclass(frozen=True)
-class ColumnChecks:
-    """Per-column data checks, evaluated on every row read."""
-
-    not_null: bool = False
-    accepted_values: tuple[str | int | float | bool, ...] | None = None
-    min: float | int | str | None = None
-    max: float | int | str | None = None
-    blocking: bool = False
-    """Blocking checks gate publishing: a partition that fails one is not published."""
-
-    @property
-    def any(self) -> bool:
-        """Whether any check is declared."""
-        return (
-            self.not_null
-            or self.accepted_values is not None
-            or self.min is not None
-            or self.max is not None
-        )
-
-    def to_metadata(self) -> dict[str, object]:
-        """JSON-friendly form."""
-        return {
-            "not_null": self.not_null,
-            "accepted_values": list(self.accepted_values) if self.accepted_values else None,
-            "min": self.min,
-            "max": self.max,
-            "blocking": self.blocking,
-        }
-
-    @classmethod
-    def from_metadata(cls, data: Mapping[str, object]) -> ColumnChecks:
-        """Inverse of `to_metadata`."""
-        accepted = data.get("accepted_values")
-        return cls(
-            not_null=bool(data.get("not_null")),
-            accepted_values=tuple(accepted) if isinstance(accepted, list) else None,  # pyright: ignore[reportUnknownArgumentType]
-            min=data.get("min"),  # pyright: ignore[reportArgumentType]
-            max=data.get("max"),  # pyright: ignore[reportArgumentType]
-            blocking=bool(data.get("blocking")),
-        )
-
-
-@dataclass(frozen=True)
-class ColumnSpec:
-    """One declared column."""
-
-    name: str
-    pg_type: str | None = None
-    """The declared Postgres type; None: only the column's presence is part of the contract."""
-    nullable: bool | None = None
-    """The declared nullability; None: not part of the contract."""
-    representation: Representation | None = None
-    checks: ColumnChecks = field(default_factory=ColumnChecks)
-
-    def to_metadata(self) -> dict[str, object]:
-        """JSON-friendly form."""
-        return {
-            "name": self.name,
-            "type": self.pg_type,
-            "nullable": self.nullable,
-            "as": self.representation.value if self.representation else None,
-            "checks": self.checks.to_metadata() if self.checks.any else None,
-        }
-
-    @classmethod
-    def from_metadata(cls, data: Mapping[str, object] | str) -> ColumnSpec:
-        """Inverse of `to_metadata` (a bare name is a column with no pinned type)."""
-        if isinstance(data, str):
-            return cls(name=data)
-        representation = data.get("as")
-        checks = data.get("checks")
-        nullable = data.get("nullable")
-        pg_type = data.get("type")
-        return cls(
-            name=str(data["name"]),
-            pg_type=str(pg_type) if pg_type is not None else None,
-            nullable=bool(nullable) if nullable is not None else None,
-            representation=Representation(str(representation)) if representation else None,
-            checks=(
-                ColumnChecks.from_metadata(checks)  # pyright: ignore[reportArgumentType]
-                if isinstance(checks, Mapping)
-                else ColumnChecks()
-            ),
-        )
-
+from etl_assets.lib.table.spec import ColumnSpec
 
 _ALIASES = {
     "int": "integer",

@@ -1,13 +1,50 @@
-"""The declaration of one source table: what to read, how to cut it into windows, where it goes."""
+"""The declaration of one source table: the one typed form of what `defs.yaml` says about it.
+
+YAML is validated straight into these frozen models (by the component in
+`etl_assets/components/postgres_tables.py`), and the assets, checks, sensors and schedules
+built from a table capture the same `TableSpec` object. Each field's description is what
+`dg` shows for the YAML; values are parsed here once (windows' starts to datetimes, `10m` to a
+timedelta, type aliases kept as written and compared canonically in `contract.py`).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+import re
 from enum import StrEnum
+from typing import Any, Self
 
-from etl_assets.lib.table.contract import ColumnSpec
-from etl_assets.lib.table.windows import Grain
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from etl_assets.lib.table.transforms import load_transform
+from etl_assets.lib.table.windows import Grain, parse_duration, parse_timezone, parse_window_start
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+_CRON = re.compile(
+    r"^\s*([0-9*/,\-]+|[A-Za-z]{3}(-[A-Za-z]{3})?)(\s+([0-9*/,\-]+|[A-Za-z]{3}(-[A-Za-z]{3})?)){4}\s*$"
+)
+
+
+def checked_cron(value: str) -> str:
+    """`value` if it is a five-field cron expression."""
+    if not _CRON.match(value):
+        raise ValueError(f"{value!r} is not a cron expression (e.g. '15 3 * * *')")
+    return value
+
+
+class Representation(StrEnum):
+    """A representation a user chose for a column whose values a reader cannot take as they are."""
+
+    TEXT = "text"
+    """Each value as its type's output function writes it (what psql and COPY print), in a
+    fixed session format."""
 
 
 class NullPartitionRows(StrEnum):
@@ -27,16 +64,6 @@ class PrimaryKeyCheck(StrEnum):
     OFF = "off"
 
 
-@dataclass(frozen=True)
-class IncrementalSpec:
-    """How a change sensor finds rows that changed: a column every write sets to its time."""
-
-    change_column: str
-    settle_lag: dt.timedelta = dt.timedelta(minutes=10)
-    """A window is closed only this long after its end (and once no older transaction is open)."""
-    interval_seconds: int = 60
-
-
 class ReconcileCompare(StrEnum):
     """What a fingerprint hashes besides the row count and newest change."""
 
@@ -46,52 +73,339 @@ class ReconcileCompare(StrEnum):
     """Every declared column: also finds updates that did not touch the change column."""
 
 
-@dataclass(frozen=True)
-class ReconcileSpec:
-    """When to re-fingerprint the newest closed partitions, and how many."""
+class ColumnChecks(BaseModel):
+    """Data checks of one column, evaluated on every row read, reported per partition."""
 
-    cron: str
-    partitions: int = 7
-    compare: ReconcileCompare = ReconcileCompare.KEY
+    model_config = _FROZEN
+
+    not_null: bool = Field(default=False, description="No row may hold NULL.")
+    accepted_values: tuple[str | int | float | bool, ...] | None = Field(
+        default=None, min_length=1, description="Every non-NULL value must be one of these."
+    )
+    min: float | int | str | None = Field(
+        default=None, description="Every non-NULL value must be >= this (numbers, dates as text)."
+    )
+    max: float | int | str | None = Field(
+        default=None, description="Every non-NULL value must be <= this."
+    )
+    blocking: bool = Field(
+        default=False,
+        description=(
+            "A failing blocking check keeps the partition from being published and fails the "
+            "run; a non-blocking one is reported with the published partition."
+        ),
+    )
+
+    @property
+    def any(self) -> bool:
+        """Whether any check is declared."""
+        return (
+            self.not_null
+            or self.accepted_values is not None
+            or self.min is not None
+            or self.max is not None
+        )
+
+    @property
+    def rules(self) -> list[str]:
+        """The declared rules' names (`not_null`, `accepted_values`, `min`, `max`)."""
+        declared = {
+            "not_null": self.not_null,
+            "accepted_values": self.accepted_values is not None,
+            "min": self.min is not None,
+            "max": self.max is not None,
+        }
+        return [name for name, on in declared.items() if on]
 
 
-@dataclass(frozen=True)
-class TableSpec:
-    """One declared source table; plain data so the lib code can use it without Dagster."""
+class ColumnSpec(BaseModel):
+    """One column of the contract. A bare name in `columns` is a column with no pinned type."""
 
-    source: str
-    schema: str
-    table: str
-    partition_column: str
-    grain: Grain
-    start: dt.datetime
-    end: dt.datetime | None
-    timezone: str
-    primary_key: tuple[str, ...]
-    columns: tuple[ColumnSpec, ...]
-    transform: str | None = None
-    group: str | None = None
-    null_partition_rows: NullPartitionRows = NullPartitionRows.FAIL
-    max_partitions_per_run: int | None = None
-    """Backfills read at most this many partitions per run; None: a whole range in one run."""
-    partition_name: str | None = None
-    """Name of the hive partition directories; None: the grain's (`day`, `hour`, ...)."""
-    primary_key_check: PrimaryKeyCheck = PrimaryKeyCheck.WARN
-    asset_name: str | None = None
-    """The last segment of the asset key; None: derived from the table name."""
-    incremental: IncrementalSpec | None = None
-    reconcile: ReconcileSpec | None = None
-    freshness_deadline_cron: str | None = None
-    """Cron by which the newest closed partition must be materialized (in `timezone`)."""
-    preview_rows: int = 5
-    """Rows of each published partition shown in its materialization's metadata; 0: none."""
-    preview_mask: tuple[str, ...] = ()
-    """Columns whose values the preview hides (sensitive data stays out of the event log)."""
+    model_config = _FROZEN
+
+    name: str = Field(min_length=1, max_length=63, description="Column name, as in Postgres.")
+    pg_type: str | None = Field(
+        default=None,
+        alias="type",
+        description=(
+            "The Postgres type the contract expects, as `format_type()` prints it (e.g. "
+            "numeric(12,2), timestamp with time zone, text[]); the run fails if the live column "
+            "has another type. Omitted: any type."
+        ),
+    )
+    nullable: bool | None = Field(
+        default=None,
+        description="Whether the contract allows NULLs; the run fails if the live column differs.",
+    )
+    representation: Representation | None = Field(
+        default=None,
+        alias="as",
+        description=(
+            "Representation for a type or value with no exact Parquet mapping (money, inet, "
+            "ranges, infinite timestamps, ...), or one a reader cannot read (uuid, time and "
+            "numeric(p > 38) for Spark and Athena): text keeps each value as the type's output "
+            "function writes it, exactly what psql and COPY print."
+        ),
+    )
+    checks: ColumnChecks = Field(default_factory=ColumnChecks, description="Data checks.")
+
+    def __init__(self, name: str | None = None, pg_type: str | None = None, /, **data: Any):
+        """`ColumnSpec("total", "numeric(12,2)", nullable=False)`; YAML uses the field names."""
+        if name is not None:
+            data["name"] = name
+        if pg_type is not None:
+            data["pg_type"] = pg_type
+        super().__init__(**data)
+
+    @field_validator("checks", mode="before")
+    @classmethod
+    def _no_checks(cls, value: object) -> object:
+        return ColumnChecks() if value is None else value
+
+
+class IncrementalSpec(BaseModel):
+    """Sensor-driven loading: closed windows, and closed windows whose rows changed later."""
+
+    model_config = _FROZEN
+
+    change_column: str = Field(
+        min_length=1,
+        description=(
+            "A timestamptz or timestamp column every insert and update sets to its time "
+            "(e.g. updated_at = now()), ideally indexed: the sensor reads ranges of it."
+        ),
+    )
+    settle_lag: dt.timedelta = Field(
+        default=dt.timedelta(minutes=10),
+        description=(
+            "A window counts as closed this long after its end (and once no older transaction "
+            "is open): 30s, 10m, 2h, 1d."
+        ),
+    )
+    interval_seconds: int = Field(default=60, ge=10, description="Seconds between sensor ticks.")
+
+    @field_validator("settle_lag", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        return parse_duration(value) if isinstance(value, str) else value
+
+
+class ReconcileSpec(BaseModel):
+    """A schedule that re-fingerprints recent closed partitions and reloads those that drifted."""
+
+    model_config = _FROZEN
+
+    cron: str = Field(description="When to reconcile, in the table's timezone, e.g. '15 3 * * *'.")
+    partitions: int = Field(
+        default=7, ge=1, le=1000, description="How many of the newest closed partitions to check."
+    )
+    compare: ReconcileCompare = Field(
+        default=ReconcileCompare.KEY,
+        description=(
+            "key: row count, newest change and a hash of the primary keys (finds inserts and "
+            "deletes); rows: a hash of every declared column (also finds silent updates)."
+        ),
+    )
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        return checked_cron(value)
+
+
+class TableSpec(BaseModel):
+    """One source table copied to the lake, one partition per time window."""
+
+    model_config = _FROZEN
+
+    table_schema: str = Field(
+        alias="schema",
+        min_length=1,
+        max_length=63,
+        description="Postgres schema of the table (case-sensitive, unquoted).",
+    )
+    table: str = Field(
+        min_length=1,
+        max_length=63,
+        description="Postgres table (or view) name (case-sensitive, unquoted).",
+    )
+    partition_column: str = Field(
+        min_length=1,
+        max_length=63,
+        description=(
+            "timestamptz, timestamp or date column that decides a row's partition: a row "
+            "belongs to the window [start, end) containing its value. A timestamp without time "
+            "zone is read as wall-clock time in `timezone`."
+        ),
+    )
+    grain: Grain = Field(description="Window length. Weekly windows start on Monday.")
+    start: dt.datetime = Field(
+        description="Start of the first window, a local date or datetime in `timezone`."
+    )
+    end: dt.datetime | None = Field(
+        default=None,
+        description="End of the last window (exclusive); omitted, windows continue up to now.",
+    )
+    timezone: str = Field(default="UTC", description="IANA timezone the windows are cut in.")
+    primary_key: tuple[str, ...] = Field(
+        min_length=1, description="Column(s) identifying a row; must be among `columns`."
+    )
+    columns: tuple[ColumnSpec, ...] = Field(
+        min_length=1,
+        description=(
+            "The columns to read, in output order: names, or objects with name, type, "
+            "nullable, as and checks (the contract; `etl-assets introspect` prints one). Only "
+            "these are read: new columns at the source are ignored until declared here."
+        ),
+    )
+    transform: str | None = Field(
+        default=None,
+        description=(
+            "Dotted path of a function LazyFrame -> LazyFrame applied to each partition between "
+            "read and write, e.g. etl_assets.defs.shop.transforms:clean_orders."
+        ),
+    )
+    group: str | None = Field(default=None, description="Dagster asset group of the assets.")
+    null_partition_rows: NullPartitionRows = Field(
+        default=NullPartitionRows.FAIL,
+        description=(
+            "Rows whose partition column is NULL belong to no window. fail: the run fails and "
+            "says how many; report: they are skipped, counted in metadata and logged."
+        ),
+    )
+    max_partitions_per_run: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Backfill policy: a backfill reads at most this many partitions per run. Omitted, a "
+            "backfill of any range is one run that reads its windows one after another in one "
+            "snapshot and still publishes and records each partition on its own."
+        ),
+    )
+    partition_name: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description=(
+            "Name of the lake's partition directories (<name>=<key>); defaults to the grain's: "
+            "hour, day, week or month. It must differ from every column name."
+        ),
+    )
+    asset_name: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_]+$",
+        description=(
+            "Last segment of the asset key raw/<source>/<schema>/<asset_name>; defaults to the "
+            "table name (made key-safe: letters, digits and _, with a short hash otherwise)."
+        ),
+    )
+    incremental: IncrementalSpec | None = Field(
+        default=None, description="Sensor-driven incremental loading (off without it)."
+    )
+    reconcile: ReconcileSpec | None = Field(
+        default=None, description="Scheduled reconciliation of recent partitions."
+    )
+    primary_key_check: PrimaryKeyCheck = Field(
+        default=PrimaryKeyCheck.WARN,
+        description=(
+            "The per-partition check that the primary key is unique and never NULL: warn "
+            "reports a failure, blocking also keeps the partition from being published."
+        ),
+    )
+    freshness_deadline_cron: str | None = Field(
+        default=None,
+        description=(
+            "Cron (in `timezone`) by which the newest closed partition must be materialized, "
+            "e.g. '0 3 * * *': a freshness check fails after that deadline until it is."
+        ),
+    )
+    preview_rows: int = Field(
+        default=5,
+        ge=0,
+        le=50,
+        description=(
+            "Rows of each published partition shown as a markdown table in its "
+            "materialization's metadata (stored in the Dagster event log); 0 turns it off."
+        ),
+    )
+    preview_mask: tuple[str, ...] = Field(
+        default=(),
+        description=(
+            "Columns whose values the preview shows as `***` (e-mail addresses, names, "
+            "secrets): the lake holds them, the event log does not."
+        ),
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        parse_timezone(value)
+        return value
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _window_boundary(cls, value: object, info: ValidationInfo) -> object:
+        grain = info.data.get("grain")
+        if grain is None or value is None:
+            return value  # the grain's own error is reported
+        text = value.isoformat() if isinstance(value, dt.datetime | dt.date) else str(value)
+        return parse_window_start(text, Grain(grain))
+
+    @field_validator("columns", mode="before")
+    @classmethod
+    def _bare_names(cls, value: object) -> object:
+        if isinstance(value, list | tuple):
+            items: list[object] = list(value)  # pyright: ignore[reportUnknownArgumentType]
+            return [ColumnSpec(item) if isinstance(item, str) else item for item in items]
+        return value
+
+    @field_validator("primary_key")
+    @classmethod
+    def _no_duplicate_keys(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _without_duplicates(value)
+
+    @field_validator("columns")
+    @classmethod
+    def _no_duplicate_columns(cls, value: tuple[ColumnSpec, ...]) -> tuple[ColumnSpec, ...]:
+        _without_duplicates(tuple(c.name for c in value))
+        return value
+
+    @field_validator("freshness_deadline_cron")
+    @classmethod
+    def _valid_cron(cls, value: str | None) -> str | None:
+        return checked_cron(value) if value is not None else None
+
+    @field_validator("transform")
+    @classmethod
+    def _importable_transform(cls, value: str | None) -> str | None:
+        # Imported while the YAML is validated, so a bad path is reported with its file and line.
+        if value is not None:
+            load_transform(value)
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.end is not None and self.end <= self.start:
+            raise ValueError(f"field `end`: {self.end} is not after start {self.start}")
+        if self.hive_partition_name in self.column_names:
+            name = self.hive_partition_name
+            raise ValueError(
+                f"field `partition_name`: the lake's partition directories are named "
+                f"{name}=<key>, which readers would confuse with column `{name}`; "
+                "set `partition_name` to a name no column has"
+            )
+        missing = [c for c in self.primary_key if c not in self.column_names]
+        if missing:
+            raise ValueError(f"field `primary_key`: {', '.join(missing)} not in `columns`")
+        unknown = [c for c in self.preview_mask if c not in self.column_names]
+        if unknown and self.transform is None:
+            # With a transform, a masked column may be one the transform computes.
+            raise ValueError(f"field `preview_mask`: {', '.join(unknown)} not in `columns`")
+        return self
 
     @property
     def qualified_name(self) -> str:
-        """`schema.table` as written in messages (not for SQL: see `etl_assets.lib.postgres.sql`)."""
-        return f"{self.schema}.{self.table}"
+        """`schema.table` as written in messages (for SQL, see `lib/postgres/sql.py`)."""
+        return f"{self.table_schema}.{self.table}"
 
     @property
     def hive_partition_name(self) -> str:
@@ -138,112 +452,9 @@ class TableSpec:
             return self.columns
         return (*self.columns, ColumnSpec(self.partition_column))
 
-    def to_metadata(self) -> dict[str, object]:
-        """A JSON-friendly description, carried by the asset's input so the reader knows it."""
-        return {
-            "source": self.source,
-            "schema": self.schema,
-            "table": self.table,
-            "partition_column": self.partition_column,
-            "grain": self.grain.value,
-            "start": self.start.isoformat(),
-            "end": self.end.isoformat() if self.end else None,
-            "timezone": self.timezone,
-            "primary_key": list(self.primary_key),
-            "columns": [c.to_metadata() for c in self.columns],
-            "transform": self.transform,
-            "group": self.group,
-            "null_partition_rows": self.null_partition_rows.value,
-            "max_partitions_per_run": self.max_partitions_per_run,
-            "partition_name": self.partition_name,
-            "primary_key_check": self.primary_key_check.value,
-            "freshness_deadline_cron": self.freshness_deadline_cron,
-            "asset_name": self.asset_name,
-            "preview_rows": self.preview_rows,
-            "preview_mask": list(self.preview_mask),
-            "incremental": (
-                {
-                    "change_column": self.incremental.change_column,
-                    "settle_lag_seconds": self.incremental.settle_lag.total_seconds(),
-                    "interval_seconds": self.incremental.interval_seconds,
-                }
-                if self.incremental
-                else None
-            ),
-            "reconcile": (
-                {
-                    "cron": self.reconcile.cron,
-                    "partitions": self.reconcile.partitions,
-                    "compare": self.reconcile.compare.value,
-                }
-                if self.reconcile
-                else None
-            ),
-        }
 
-    @classmethod
-    def from_metadata(cls, data: dict[str, object]) -> TableSpec:
-        """Inverse of `to_metadata`."""
-        end = data["end"]
-        transform = data["transform"]
-        group = data["group"]
-        per_run = data.get("max_partitions_per_run")
-        return cls(
-            source=str(data["source"]),
-            schema=str(data["schema"]),
-            table=str(data["table"]),
-            partition_column=str(data["partition_column"]),
-            grain=Grain(str(data["grain"])),
-            start=dt.datetime.fromisoformat(str(data["start"])),
-            end=dt.datetime.fromisoformat(str(end)) if end else None,
-            timezone=str(data["timezone"]),
-            primary_key=tuple(str(c) for c in _as_list(data["primary_key"])),
-            columns=tuple(
-                ColumnSpec.from_metadata(c)  # pyright: ignore[reportArgumentType]
-                for c in _as_list(data["columns"])
-            ),
-            transform=str(transform) if transform else None,
-            group=str(group) if group else None,
-            null_partition_rows=NullPartitionRows(str(data["null_partition_rows"])),
-            max_partitions_per_run=int(str(per_run)) if per_run is not None else None,
-            partition_name=str(data["partition_name"]) if data.get("partition_name") else None,
-            primary_key_check=PrimaryKeyCheck(str(data.get("primary_key_check") or "warn")),
-            asset_name=str(data["asset_name"]) if data.get("asset_name") else None,
-            preview_rows=int(str(data.get("preview_rows", 5))),
-            preview_mask=tuple(str(c) for c in _as_list(data.get("preview_mask") or [])),
-            incremental=_incremental(data.get("incremental")),
-            reconcile=_reconcile(data.get("reconcile")),
-            freshness_deadline_cron=(
-                str(data["freshness_deadline_cron"])
-                if data.get("freshness_deadline_cron")
-                else None
-            ),
-        )
-
-
-def _incremental(data: object) -> IncrementalSpec | None:
-    if not isinstance(data, dict):
-        return None
-    values: dict[str, object] = data  # pyright: ignore[reportUnknownVariableType]
-    return IncrementalSpec(
-        change_column=str(values["change_column"]),
-        settle_lag=dt.timedelta(seconds=float(str(values["settle_lag_seconds"]))),
-        interval_seconds=int(str(values["interval_seconds"])),
-    )
-
-
-def _reconcile(data: object) -> ReconcileSpec | None:
-    if not isinstance(data, dict):
-        return None
-    values: dict[str, object] = data  # pyright: ignore[reportUnknownVariableType]
-    return ReconcileSpec(
-        cron=str(values["cron"]),
-        partitions=int(str(values["partitions"])),
-        compare=ReconcileCompare(str(values["compare"])),
-    )
-
-
-def _as_list(value: object) -> list[object]:
-    if not isinstance(value, list | tuple):
-        raise TypeError(f"expected a list, got {type(value).__name__}")
-    return list(value)  # pyright: ignore[reportUnknownArgumentType]
+def _without_duplicates(names: tuple[str, ...]) -> tuple[str, ...]:
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"lists {', '.join(duplicates)} more than once")
+    return names

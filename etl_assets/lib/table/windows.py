@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -135,3 +136,15 @@ class PartitionWindow:
     def describe(self) -> str:
         """The window as `[start, end)` in ISO 8601 with offsets."""
         return f"[{self.start.isoformat()}, {self.end.isoformat()})"
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> dt.timedelta:
+    """`30s`, `10m`, `2h` or `1d` as a timedelta."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a duration like '30s', '10m', '2h' or '1d'")
+    return dt.timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2]])

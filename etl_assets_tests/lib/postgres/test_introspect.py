@@ -1,5 +1,6 @@
 import yaml
 
+from etl_assets.lib.postgres.catalog import CatalogColumn, CatalogType
 from etl_assets.lib.postgres.introspect import (
     ColumnReport,
     TableReport,
@@ -9,7 +10,6 @@ from etl_assets.lib.postgres.introspect import (
     yaml_scalar,
 )
 from etl_assets.lib.postgres.sql import Relation
-from etl_assets.lib.postgres.types import CatalogColumn, CatalogType
 from etl_assets.lib.table.windows import Grain
 
 

@@ -6,24 +6,14 @@ from collections.abc import Iterator
 import polars as pl
 import pyarrow as pa
 import pytest
-from psycopg.conninfo import make_conninfo
 
-from etl_assets.lib.errors import ContractError, ExtractError, UnrepresentableValueError
+from etl_assets.lib.errors import ContractError, ExtractError
 from etl_assets.lib.postgres import sql as q
-from etl_assets.lib.postgres.read import (
-    ConnectionSettings,
-    Snapshot,
-    TableExtract,
-    WindowSplitter,
-    lazy_frame,
-    refuse_unrepresentable,
-)
-from etl_assets.lib.postgres.types import HAZARD_ALIAS, plan_table
+from etl_assets.lib.postgres.read import TableExtract, WindowSplitter, lazy_frame
+from etl_assets.lib.postgres.session import ConnectionSettings
 from etl_assets.lib.table.checks import SCHEMA_CHECK, CheckOutcome
-from etl_assets.lib.table.contract import ColumnSpec
 from etl_assets.lib.table.spec import NullPartitionRows
 from etl_assets.lib.table.windows import PartitionWindow
-from etl_assets_tests.lib.postgres.test_types import LIVE, RELATION, TYPES
 from etl_assets_tests.support import run_sql, spec
 
 UTC = dt.UTC
@@ -31,21 +21,6 @@ DAY1 = PartitionWindow(
     "2026-10-01", dt.datetime(2026, 10, 1, tzinfo=UTC), dt.datetime(2026, 10, 2, tzinfo=UTC)
 )
 DAY2 = PartitionWindow("2026-10-02", DAY1.end, dt.datetime(2026, 10, 3, tzinfo=UTC))
-
-
-@pytest.fixture
-def events_db(source_db: str) -> str:
-    run_sql(
-        source_db,
-        """
-        CREATE TABLE events (id bigint PRIMARY KEY, created_at timestamptz, amount numeric(8, 2),
-                             label text);
-        INSERT INTO events
-        SELECT g, timestamptz '2026-10-01 00:00+00' + (g - 1) * interval '1 hour', g * 1.5, 'e' || g
-        FROM generate_series(1, 48) g;
-        """,
-    )
-    return source_db
 
 
 def extract_of(
@@ -75,24 +50,6 @@ def test_each_window_is_counted_and_read_in_one_snapshot(events_db: str) -> None
         read.stats.check_complete("public.events")
     assert frames[0]["id"].to_list() == list(range(1, 25))
     assert frames[0].schema["amount"] == pl.Decimal(8, 2)
-
-
-def test_the_session_is_named_read_only_and_time_limited(events_db: str) -> None:
-    settings = ConnectionSettings(conninfo=events_db, statement_timeout_ms=1234)
-    with Snapshot(settings, "raw/test/events/2026-10-01") as snapshot:
-        row = snapshot.query(
-            "SELECT current_setting('application_name'), current_setting('statement_timeout'),"
-            " current_setting('transaction_read_only'), current_setting('transaction_isolation')"
-        )[0]
-        assert row == ("raw/test/events/2026-10-01", "1234ms", "on", "repeatable read")
-        with pytest.raises(Exception, match="read-only transaction"):
-            snapshot.query("CREATE TABLE should_not_exist (a int)")
-
-
-def test_a_statement_over_the_time_limit_is_cancelled_with_a_clear_error(events_db: str) -> None:
-    settings = ConnectionSettings(conninfo=events_db, statement_timeout_ms=100)
-    with Snapshot(settings, "t") as snapshot, pytest.raises(Exception, match="statement timeout"):
-        snapshot.query("SELECT pg_sleep(2)")
 
 
 def test_rows_with_a_null_partition_column_fail_or_are_reported(events_db: str) -> None:
@@ -171,17 +128,6 @@ def test_pushed_down_predicates_and_projections_are_applied() -> None:
     assert result["b"].to_list() == ["y", "z"]
 
 
-def test_connection_failures_never_show_the_password(events_db: str) -> None:
-    dsn = make_conninfo(events_db, user="nobody_here", host="127.0.0.1")
-    settings = ConnectionSettings(conninfo=dsn, password="s3cr3t-Pa55word")
-    with pytest.raises(ExtractError) as raised, Snapshot(settings, "t"):
-        pass
-    assert "s3cr3t-Pa55word" not in str(raised.value)
-    assert "nobody_here@127.0.0.1" in str(raised.value)
-    assert settings.redact("password=s3cr3t-Pa55word x") == "password=*** x"
-    assert "s3cr3t" not in repr(settings)
-
-
 DAY3 = PartitionWindow("2026-10-03", DAY2.end, dt.datetime(2026, 10, 4, tzinfo=UTC))
 
 
@@ -224,28 +170,3 @@ def test_a_failed_stream_ends_every_later_window() -> None:
         list(splitter.window(2))
     with pytest.raises(ExtractError, match="read out of order"):
         list(splitter.window(1))
-
-
-def test_a_refusal_names_the_hazard_the_row_holds_and_only_it() -> None:
-    declared = (ColumnSpec("id"), ColumnSpec("placed_at"), ColumnSpec("note"))
-    plan = plan_table(
-        RELATION, LIVE, TYPES, declared, "placed_at", primary_key=["id"]
-    )  # placed_at: infinity (hazard 0), or after 294247-01-10 04:00:54.775807 (hazard 1)
-    table = spec(schema="sales", table="orders", partition_column="placed_at", columns=declared)
-    batch = pa.record_batch(
-        [
-            pa.array([7, 8], pa.int64()),
-            pa.array([0, 0], pa.timestamp("us", "UTC")),
-            pa.array(["a", "b"]),
-            pa.array([None, 1], pa.int32()),
-        ],
-        names=["id", "placed_at", "note", HAZARD_ALIAS],
-    )
-    with pytest.raises(UnrepresentableValueError) as raised:
-        refuse_unrepresentable(batch, plan, table)
-    assert str(raised.value).startswith(
-        "sales.orders.placed_at (timestamp with time zone): the row with primary key (id=8)"
-        " holds a time after 294247-01-10 04:00:54.775807+00, which no Parquet type holds"
-        " exactly. Declare the column with `as: text`"
-    )
-    refuse_unrepresentable(batch.slice(0, 1), plan, table)  # no flag: nothing to refuse

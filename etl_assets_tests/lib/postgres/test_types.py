@@ -4,20 +4,18 @@ import pyarrow as pa
 import pytest
 
 from etl_assets.lib.errors import ContractError, UnsupportedColumnError
+from etl_assets.lib.postgres.catalog import CatalogColumn, CatalogType, CompositeField
 from etl_assets.lib.postgres.sql import BoundKind, Relation, render
 from etl_assets.lib.postgres.types import (
     HAZARD_ALIAS,
     INTERVAL_TYPE,
-    CatalogColumn,
-    CatalogType,
-    CompositeField,
     Planner,
     ReadKind,
     hazard_flag,
     numeric_precision_scale,
     plan_table,
 )
-from etl_assets.lib.table.contract import ColumnSpec, Representation
+from etl_assets.lib.table.spec import ColumnSpec, Representation
 
 RELATION = Relation("sales", "orders")
 NUMERIC_12_2 = (12 << 16 | 2) + 4

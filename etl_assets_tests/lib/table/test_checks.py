@@ -5,7 +5,7 @@ import polars as pl
 import pyarrow as pa
 
 from etl_assets.lib.table.checks import PRIMARY_KEY_CHECK, RowChecks, Severity, column_check_name
-from etl_assets.lib.table.contract import ColumnChecks, ColumnSpec
+from etl_assets.lib.table.spec import ColumnChecks, ColumnSpec
 
 COLUMNS = [
     ColumnSpec("id"),

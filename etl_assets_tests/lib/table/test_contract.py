@@ -1,13 +1,7 @@
 import pytest
 
-from etl_assets.lib.table.contract import (
-    ColumnChecks,
-    ColumnSpec,
-    LiveColumn,
-    Representation,
-    canonical_type,
-    contract_differences,
-)
+from etl_assets.lib.table.contract import LiveColumn, canonical_type, contract_differences
+from etl_assets.lib.table.spec import ColumnChecks, ColumnSpec, Representation
 
 
 @pytest.mark.parametrize(
@@ -63,7 +57,7 @@ def test_every_kind_of_drift_is_named() -> None:
     ]
 
 
-def test_a_column_declaration_survives_its_metadata_form() -> None:
+def test_a_column_declared_in_yaml_is_the_column_declared_in_python() -> None:
     column = ColumnSpec(
         "amount",
         "money",
@@ -71,5 +65,14 @@ def test_a_column_declaration_survives_its_metadata_form() -> None:
         representation=Representation.TEXT,
         checks=ColumnChecks(not_null=True, accepted_values=("a", "b"), min=0, max=9, blocking=True),
     )
-    assert ColumnSpec.from_metadata(column.to_metadata()) == column
-    assert ColumnSpec.from_metadata("bare") == ColumnSpec("bare")
+    declared = {
+        "name": "amount",
+        "type": "money",
+        "nullable": True,
+        "as": "text",
+        "checks": {"not_null": True, "accepted_values": ["a", "b"], "min": 0, "max": 9,
+                   "blocking": True},
+    }  # fmt: skip
+    assert ColumnSpec.model_validate(declared) == column
+    assert column.checks.rules == ["not_null", "accepted_values", "min", "max"]
+    assert ColumnSpec.model_validate({"name": "bare"}) == ColumnSpec("bare")
