@@ -1,7 +1,8 @@
 # Everything a fresh clone needs, from nothing but python3 and the package registries.
 #   make demo    embedded Postgres + local S3, real Dagster runs, lake checked against the source
 #   make dev     the same stack plus the Dagster webserver and daemon (http://127.0.0.1:3000)
-#   make test    install, lint, format check, type check, tests
+#   make test    install, lint (architecture included), format check, type check, tests
+#   make test-unit  the millisecond lib/ tests only (no Postgres, no S3)
 #   make bench   benchmarks (prints a table, writes bench/results/)
 
 SHELL := /bin/bash
@@ -16,7 +17,7 @@ PYTHON := .venv/bin/python
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := python3
 
-.PHONY: help install browser lint format typecheck test test-fast test-slow demo dev bench check-defs clean
+.PHONY: help install browser lint format typecheck test test-unit test-fast test-slow demo dev bench check-defs clean
 
 help:
 	@grep -E '^#   make' Makefile | sed 's/^#   //'
@@ -44,6 +45,7 @@ browser:
 lint: install
 	.venv/bin/ruff check etl_assets etl_assets_tests bench
 	.venv/bin/ruff format --check etl_assets etl_assets_tests bench
+	.venv/bin/lint-imports
 
 format: install
 	.venv/bin/ruff check --fix etl_assets etl_assets_tests bench
@@ -55,7 +57,11 @@ typecheck: install
 # Loading definitions needs no instance; a throwaway DAGSTER_HOME keeps the repo's dagster.yaml
 # (which wants the instance database's URL) out of it.
 check-defs: install
-	home=$$(mktemp -d) && touch $$home/dagster.yaml && DAGSTER_HOME=$$home .venv/bin/dg check defs && rm -rf "$$home"
+	home=$$(mktemp -d) && printf "telemetry:\n  enabled: false\n" > $$home/dagster.yaml && DAGSTER_HOME=$$home .venv/bin/dg check defs && rm -rf "$$home"
+
+# The millisecond tests: lib/ without a live Postgres or S3 endpoint.
+test-unit: install
+	$(PYTHON) -m pytest etl_assets_tests/lib -m "not services" -q
 
 # The default suite: everything but the end-to-end suites marked slow.
 test-fast: install

@@ -305,7 +305,7 @@ def backfill_run_per_partition(job: dict[str, Any]) -> dict[str, Any]:
 
 def pandas_chunks(job: dict[str, Any]) -> dict[str, Any]:
     """(d) The naive baseline: pandas `read_sql` in chunks, each chunk `to_parquet` on S3."""
-    import pandas as pd  # noqa: PLC0415 # pyright: ignore[reportMissingImports, reportMissingTypeStubs]
+    import pandas as pd  # noqa: PLC0415  # pyright: ignore[reportMissingImports]
     import pyarrow.fs as pafs  # noqa: PLC0415
     import sqlalchemy  # noqa: PLC0415
     from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415

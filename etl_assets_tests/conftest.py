@@ -25,6 +25,16 @@ from etl_assets.devstack.s3 import LocalS3, S3Endpoint, create_bucket
 from etl_assets_tests.support import Pipeline
 
 EXTERNAL_PG_ENV = "ETL_ASSETS_TEST_PG_DSN"
+SERVICE_FIXTURES = frozenset({"pg_server", "source_db", "s3_endpoint", "bucket", "instance"})
+"""Fixtures that start or need a live Postgres or S3 endpoint."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses a live service `services`: `-m "not services"` leaves the
+    millisecond ones (`make test-unit`)."""
+    for item in items:
+        if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.services)
 
 
 @pytest.fixture(scope="session")

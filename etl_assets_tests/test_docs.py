@@ -137,7 +137,7 @@ def yaml_block(page: Path, heading: str) -> dict[str, Any]:
     assert block is not None, f"{page_id(page)}: no YAML under {heading!r}"
     document = yaml.safe_load(block.group(1))
     assert isinstance(document, dict)
-    return document  # pyright: ignore[reportUnknownVariableType]
+    return document
 
 
 def resolve(document: dict[str, Any]) -> Any:

@@ -22,8 +22,8 @@ from etl_assets.lib.postgres.changes import ChangedBucket, fingerprint_windows, 
 from etl_assets.lib.postgres.session import ConnectionSettings
 from etl_assets.lib.table.spec import TableSpec
 from etl_assets.lib.table.windows import PartitionWindow
-from etl_assets.resources.lake import FINGERPRINT_METADATA_KEY
 from etl_assets.resources.postgres import PostgresSource
+from etl_assets.resources.reporting import FINGERPRINT_METADATA_KEY
 
 REASON_TAG = "etl_assets/reason"
 # Tags Dagster itself puts on runs: the sensor that requested a run, and the run's partition.

@@ -167,7 +167,7 @@ ResolvedTables = Annotated[
     DeclaredTables,
     dg.Resolver(
         resolve_tables,
-        model_field_type=list[_schema_of_entries(TableSpec)],  # pyright: ignore[reportInvalidTypeForm]
+        model_field_type=list[_schema_of_entries(TableSpec)],
         description="The tables to copy, each with its partitioning and columns.",
     ),
 ]

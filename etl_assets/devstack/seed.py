@@ -136,7 +136,7 @@ def seed_demo(conninfo: str, reader_password: str) -> None:
         views=sql.Literal(VIEWS_PER_DAY * DEMO_DAYS),
     )
     with psycopg.connect(conninfo, autocommit=True) as connection:
-        connection.execute(sql.SQL(SCHEMA_SQL))  # pyright: ignore[reportArgumentType]
+        connection.execute(sql.SQL(SCHEMA_SQL))
         connection.execute(data)
         connection.execute("ANALYZE")
         create_reader_role(connection, reader_password, schemas=("sales", "web"))

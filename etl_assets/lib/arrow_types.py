@@ -138,7 +138,7 @@ def conform_table(table: pa.Table, schema: pa.Schema) -> pa.Table:
 def frame_from_arrow(data: pa.RecordBatch | pa.Table) -> pl.DataFrame:
     """A Polars DataFrame over Arrow data (zero-copy where Polars can)."""
     # Polars' annotation of from_arrow names pyarrow generics without parameters.
-    frame = pl.from_arrow(data)  # pyright: ignore[reportUnknownMemberType]
+    frame = pl.from_arrow(data)
     assert isinstance(frame, pl.DataFrame)
     return frame
 

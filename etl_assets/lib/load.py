@@ -43,6 +43,7 @@ from etl_assets.lib.lake.publish import PublishedPartition
 from etl_assets.lib.postgres.read import OpenExtract, PartitionRead, ReadStats, TableExtract
 from etl_assets.lib.postgres.types import TablePlan
 from etl_assets.lib.table.checks import CheckOutcome
+from etl_assets.lib.transient import transient_cause
 
 Write = Callable[[IO[bytes]], WrittenFile]
 Verify = Callable[[WrittenFile], None]
@@ -373,3 +374,45 @@ class ProgressLine:
         if isinstance(uploaded, int):
             parts.append(f"{uploaded / MIB:,.1f} MiB uploaded")
         self._say(f"{self._label}: {', '.join(parts)}")
+
+
+def describe_load_failure(
+    asset: str,
+    *,
+    keys: Sequence[str],
+    published: Sequence[str],
+    refused: Sequence[RefusedWindow],
+    failure: Exception | None,
+    unread: Sequence[str] = (),
+) -> str:
+    """What a load that failed did and did not publish, why, and the way out."""
+    span = keys[0] if len(keys) == 1 else f"{keys[0]}...{keys[-1]}"
+    if not published:
+        outcome = "nothing was published"
+    else:
+        outcome = f"published {len(published)} of {len(keys)} partitions ({_listed(published)})"
+    lines = [
+        f"{asset} [{span}]: {outcome}; the previous version of every unpublished partition, "
+        "if any, is unchanged."
+    ]
+    for window in refused:
+        lines.append(f"Not published: {window.key}: {type(window.error).__name__}: {window.error}")
+    if failure is not None:
+        where = f" ({_listed(unread)} not read)" if unread and published else ""
+        lines.append(f"The load stopped{where}: {type(failure).__name__}: {failure}")
+        if isinstance(failure, PublishOutcomeUnknownError):
+            lines.append(
+                "Whether that partition is now published could not be told; materialize it "
+                "again to settle it (a rerun replaces the object and records it)."
+            )
+        elif transient_cause(failure) is not None:
+            lines.append(
+                "The cause is transient: materialize the unpublished partitions again once it "
+                "has passed."
+            )
+    return "\n".join(lines)
+
+
+def _listed(keys: Sequence[str], limit: int = 10) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown if len(keys) <= limit else f"{shown} and {len(keys) - limit} more"

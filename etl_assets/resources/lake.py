@@ -31,20 +31,17 @@ import botocore.config
 import botocore.exceptions
 import dagster as dg
 import polars as pl
-import pyarrow as pa
 from pydantic import Field, PrivateAttr
 
 from etl_assets.lib.arrow_types import PlannedSchema
 from etl_assets.lib.errors import (
     LakeConfigurationError,
     LakeUnavailableError,
-    PublishOutcomeUnknownError,
     SchemaDriftError,
 )
 from etl_assets.lib.lake.layout import LakeLayout, object_link
 from etl_assets.lib.lake.objects import MIB, Encryption, S3Client, ServerSideEncryption
 from etl_assets.lib.lake.parquet import ParquetSettings
-from etl_assets.lib.lake.preview import markdown_preview
 from etl_assets.lib.lake.publish import ObjectTarget, PublishedPartition, UploadSettings
 from etl_assets.lib.load import (
     FrameContent,
@@ -52,19 +49,24 @@ from etl_assets.lib.load import (
     PublishedWindow,
     RefusedWindow,
     WindowOutcome,
+    describe_load_failure,
     load_windows,
     publish_content,
 )
-from etl_assets.lib.postgres.read import ReadStats, TableExtract
-from etl_assets.lib.postgres.types import ColumnPlan, TablePlan
+from etl_assets.lib.postgres.read import TableExtract
 from etl_assets.lib.table.checks import SCHEMA_CHECK, CheckOutcome
-from etl_assets.lib.table.spec import TableSpec
 from etl_assets.lib.table.windows import grain_for_cron
 from etl_assets.lib.transient import transient_cause
+from etl_assets.resources.reporting import (
+    check_evaluation,
+    evaluations,
+    materialize_result,
+    partition_metadata,
+    partitions_table,
+    published_metadata,
+)
 
 DEFAULT_PARTITION_NAME = "partition"
-FINGERPRINT_METADATA_KEY = "source_fingerprint"
-"""Materialization metadata: the window's fingerprint in the snapshot it was read from."""
 HIVE_PARTITION_METADATA_KEY = "etl_assets/hive_partition"
 """Asset metadata naming the hive partition directories; else derived from the partitions."""
 RUN_METADATA = "etl-assets-run"
@@ -79,7 +81,7 @@ LakeEvent = (
 )
 
 
-class S3Lake(dg.ConfigurableResource):  # pyright: ignore[reportMissingTypeArgument]
+class S3Lake(dg.ConfigurableResource):
     """An S3 bucket (or an S3-compatible endpoint such as MinIO) holding the Parquet lake.
 
     Credentials always come from the standard AWS chain (environment, profile, instance or
@@ -269,10 +271,13 @@ class S3Lake(dg.ConfigurableResource):  # pyright: ignore[reportMissingTypeArgum
         start = started[0] if started else None
         published = [o for o in outcomes if isinstance(o, PublishedWindow)]
         refused = [o for o in outcomes if isinstance(o, RefusedWindow)]
-        metadata = {o.key: self._partition_metadata(o, start, target, spec) for o in published}
+        metadata = {
+            o.key: partition_metadata(o, start, self.object_link(target.key(o.key)), spec)
+            for o in published
+        }
         selected = {k.name for k in context.selected_asset_check_keys if k.asset_key == asset_key}
         if failure is None and not refused:
-            yield from _materialize_result(
+            yield from materialize_result(
                 context,
                 asset_key,
                 published=published,
@@ -286,7 +291,7 @@ class S3Lake(dg.ConfigurableResource):  # pyright: ignore[reportMissingTypeArgum
             yield dg.AssetMaterialization(
                 asset_key=asset_key, partition=window.key, metadata=metadata[window.key]
             )
-        yield from _evaluations(asset_key, outcomes, selected)
+        yield from evaluations(asset_key, outcomes, selected)
         if isinstance(failure, SchemaDriftError) and SCHEMA_CHECK in selected:
             drifted = CheckOutcome(
                 SCHEMA_CHECK, passed=False, blocking=True, description=str(failure)
@@ -339,7 +344,7 @@ class S3Lake(dg.ConfigurableResource):  # pyright: ignore[reportMissingTypeArgum
         target = self.target(key.path, hive_name, context.run.run_id)
         for partition, frame in frames.items():
             published = self.publish_frame(context, key, target, partition, frame.lazy())
-            values = _published_metadata(published, self.object_link(published.object.key))
+            values = published_metadata(published, self.object_link(published.object.key))
             context.add_asset_metadata(values, asset_key=key, partition_key=partition)
         yield dg.MaterializeResult(asset_key=key)
 
@@ -362,30 +367,6 @@ class S3Lake(dg.ConfigurableResource):  # pyright: ignore[reportMissingTypeArgum
             hive_name=target.hive_name if partition is not None else None,
             say=context.log.info,
         )
-
-    def _partition_metadata(
-        self,
-        window: PublishedWindow,
-        start: LoadStart | None,
-        target: ObjectTarget,
-        spec: TableSpec,
-    ) -> dict[str, Any]:
-        plan = start.plan if start else None
-        published = window.published
-        metadata = {
-            **_published_metadata(published, self.object_link(target.key(window.key)), plan),
-            **(_read_metadata(window.read, plan) if plan else {}),
-            "null_partition_rows": start.null_partition_rows if start else 0,
-        }
-        if spec.preview_rows:
-            metadata["preview"] = dg.MetadataValue.md(
-                markdown_preview(
-                    published.file.first_rows,
-                    published.file.schema.names,
-                    masked=spec.preview_mask,
-                )
-            )
-        return metadata
 
     def _retry_if_transient(
         self, context: dg.AssetExecutionContext, error: Exception, summary: str
@@ -429,10 +410,10 @@ class LakeIOManager(dg.ConfigurableIOManager):
             frames: dict[str | None, pl.LazyFrame] = {key: obj.lazy()}
         elif isinstance(obj, Mapping):
             frames = {}
-            for key, frame in obj.items():  # pyright: ignore[reportUnknownVariableType]
+            for key, frame in obj.items():
                 if not isinstance(frame, pl.LazyFrame | pl.DataFrame):
                     raise dg.Failure(f"partition {key!r}: expected a polars frame")
-                frames[str(key)] = frame.lazy()  # pyright: ignore[reportUnknownArgumentType]
+                frames[str(key)] = frame.lazy()
             missing = set(context.asset_partition_keys) - set(frames)
             if missing:
                 raise dg.Failure(f"no frame returned for partition(s) {sorted(missing)}")
@@ -454,13 +435,13 @@ class LakeIOManager(dg.ConfigurableIOManager):
         if len(published) == 1:
             [(_, only)] = published.items()
             context.add_output_metadata(
-                _published_metadata(only, self.lake.object_link(only.object.key))
+                published_metadata(only, self.lake.object_link(only.object.key))
             )
         else:
             # An IO manager records the same metadata on every partition of a range: a table
             # of them. (`S3Lake.publish_frames` records each partition's own.)
             context.add_output_metadata(
-                {"partitions_published": dg.MetadataValue.md(_partitions_table(published))}
+                {"partitions_published": dg.MetadataValue.md(partitions_table(published))}
             )
 
     def load_input(self, context: dg.InputContext) -> pl.LazyFrame | pl.DataFrame:
@@ -493,131 +474,6 @@ class LakeIOManager(dg.ConfigurableIOManager):
         return frame
 
 
-def describe_load_failure(
-    asset: str,
-    *,
-    keys: Sequence[str],
-    published: Sequence[str],
-    refused: Sequence[RefusedWindow],
-    failure: Exception | None,
-    unread: Sequence[str] = (),
-) -> str:
-    """What a load that failed did and did not publish, why, and the way out."""
-    span = keys[0] if len(keys) == 1 else f"{keys[0]}...{keys[-1]}"
-    if not published:
-        outcome = "nothing was published"
-    else:
-        outcome = f"published {len(published)} of {len(keys)} partitions ({_listed(published)})"
-    lines = [
-        f"{asset} [{span}]: {outcome}; the previous version of every unpublished partition, "
-        "if any, is unchanged."
-    ]
-    for window in refused:
-        lines.append(f"Not published: {window.key}: {type(window.error).__name__}: {window.error}")
-    if failure is not None:
-        where = f" ({_listed(unread)} not read)" if unread and published else ""
-        lines.append(f"The load stopped{where}: {type(failure).__name__}: {failure}")
-        if isinstance(failure, PublishOutcomeUnknownError):
-            lines.append(
-                "Whether that partition is now published could not be told; materialize it "
-                "again to settle it (a rerun replaces the object and records it)."
-            )
-        elif transient_cause(failure) is not None:
-            lines.append(
-                "The cause is transient: materialize the unpublished partitions again once it "
-                "has passed."
-            )
-    return "\n".join(lines)
-
-
-def _listed(keys: Sequence[str], limit: int = 10) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown if len(keys) <= limit else f"{shown} and {len(keys) - limit} more"
-
-
-def _materialize_result(
-    context: dg.AssetExecutionContext,
-    asset_key: dg.AssetKey,
-    *,
-    published: Sequence[PublishedWindow],
-    metadata: Mapping[str, Mapping[str, Any]],
-    selected_checks: set[str],
-    fingerprint_is_version: bool,
-) -> Iterator[dg.MaterializeResult | dg.AssetCheckEvaluation | dg.Output[None]]:
-    """The events of a load that published every window it was asked for.
-
-    One partition: its `MaterializeResult` carries its check results, which Dagster ties to
-    the materialization. Several: each partition's metadata is added to its own
-    materialization, and each check of each partition is recorded as an evaluation of that
-    partition (a check result of a step belongs to one partition at most); the check outputs
-    are then marked done.
-    """
-    for key, values in metadata.items():
-        context.add_asset_metadata(dict(values), asset_key=asset_key, partition_key=key)
-    if len(published) == 1:
-        [window] = published
-        # The source's fingerprint is the partition's data version: reloading unchanged rows
-        # leaves downstream partitions fresh. A fingerprint blind to updates (key hash, no
-        # change column) would hide changed rows.
-        version = window.read.fingerprint.version if fingerprint_is_version else None
-        yield dg.MaterializeResult(
-            asset_key=asset_key,
-            data_version=dg.DataVersion(version) if version else None,
-            check_results=[
-                dg.AssetCheckResult(
-                    asset_key=asset_key,
-                    check_name=check.name,
-                    passed=check.passed,
-                    metadata=check.metadata,
-                    severity=dg.AssetCheckSeverity(check.severity.value),
-                    description=check.description,
-                )
-                for check in window.checks
-                if check.name in selected_checks
-            ],
-        )
-        return
-    yield dg.MaterializeResult(asset_key=asset_key)
-    yield from _evaluations(asset_key, published, selected_checks)
-    for spec in context.assets_def.check_specs:
-        if spec.asset_key == asset_key and spec.name in selected_checks:
-            yield dg.Output(None, output_name=spec.get_python_identifier())
-
-
-def _evaluations(
-    asset_key: dg.AssetKey, outcomes: Sequence[WindowOutcome], selected_checks: set[str]
-) -> Iterator[dg.AssetCheckEvaluation]:
-    for outcome in outcomes:
-        for check in outcome.checks:
-            if check.name in selected_checks:
-                yield check_evaluation(asset_key, outcome.key, check)
-
-
-def check_evaluation(
-    asset_key: dg.AssetKey, partition: str, outcome: CheckOutcome
-) -> dg.AssetCheckEvaluation:
-    """The Dagster evaluation of one check of one partition."""
-    return dg.AssetCheckEvaluation(
-        asset_key=asset_key,
-        check_name=outcome.name,
-        passed=outcome.passed,
-        metadata=outcome.metadata,
-        severity=dg.AssetCheckSeverity(outcome.severity.value),
-        description=outcome.description,
-        blocking=outcome.blocking,
-        partition=partition,
-    )
-
-
-def _partitions_table(published: Mapping[str | None, PublishedPartition]) -> str:
-    lines = ["| partition | rows | bytes | uri |", "| --- | --- | --- | --- |"]
-    lines += [
-        f"| {key} | {p.file.rows} | {p.object.size} | {p.object.uri} |"
-        for key, p in published.items()
-    ]
-    return "\n".join(lines)
-
-
 def partition_name(
     partitions_def: dg.PartitionsDefinition[Any] | None, metadata: Mapping[str, Any]
 ) -> str:
@@ -633,76 +489,3 @@ def partition_name(
         if grain is not None:
             return grain.hive_name
     return DEFAULT_PARTITION_NAME
-
-
-def table_schema(schema: pa.Schema, plan: TablePlan | None = None) -> dg.TableSchema:
-    """The column schema shown in the UI: Arrow type, and the Postgres type it came from."""
-    columns: list[dg.TableColumn] = []
-    for field in schema:
-        description = None
-        if plan is not None:
-            try:
-                description = _column_origin(plan.column(field.name))
-            except KeyError:
-                description = "computed by the transform"
-        columns.append(
-            dg.TableColumn(
-                name=field.name,
-                type=str(field.type),
-                description=description,
-                constraints=dg.TableColumnConstraints(nullable=field.nullable),
-            )
-        )
-    return dg.TableSchema(columns=columns)
-
-
-def _column_origin(column: ColumnPlan) -> str:
-    text = f"postgres {column.declared_type}"
-    if column.representation is not None:
-        text += f", as {column.representation.value}"
-    if column.enum_labels:
-        text += f"; labels: {', '.join(column.enum_labels)}"
-    return text
-
-
-def _published_metadata(
-    published: PublishedPartition, link: str, plan: TablePlan | None = None
-) -> dict[str, Any]:
-    """What every published partition records; `link` is where a person can look at it."""
-    seconds = published.seconds
-    return {
-        "dagster/row_count": published.file.rows,
-        "dagster/uri": published.object.uri,
-        "size_bytes": published.object.size,
-        "row_groups": published.file.row_groups,
-        "dagster/column_schema": table_schema(published.file.schema, plan),
-        "duration_seconds": round(seconds, 3),
-        "rows_per_second": round(published.file.rows / seconds, 1) if seconds else 0.0,
-        "lake_object": dg.MetadataValue.url(link),
-        "lake_object_etag": published.object.etag,
-        **(
-            {"lake_object_version": published.object.version_id}
-            if published.object.version_id
-            else {}
-        ),
-        **(
-            {"publish_settled": published.object.settled}
-            if published.object.settled is not None
-            else {}
-        ),
-    }
-
-
-def _read_metadata(stats: ReadStats, plan: TablePlan) -> dict[str, Any]:
-    metadata: dict[str, Any] = {
-        "window_start": dg.MetadataValue.timestamp(stats.window.start),
-        "window_end": dg.MetadataValue.timestamp(stats.window.end),
-        "window": stats.window.describe(),
-        "source_snapshot_rows": stats.snapshot_rows,
-        "source_rows_read": stats.rows_read,
-        "source_batches": stats.batches,
-        FINGERPRINT_METADATA_KEY: stats.fingerprint.text,
-    }
-    if plan.undeclared_columns:
-        metadata["source_undeclared_columns"] = ", ".join(plan.undeclared_columns)
-    return metadata

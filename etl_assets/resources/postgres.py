@@ -11,7 +11,7 @@ from etl_assets.lib.postgres.session import ConnectionSettings
 from etl_assets.lib.table.windows import PartitionWindow
 
 
-class PostgresSource(dg.ConfigurableResource):  # pyright: ignore[reportMissingTypeArgument]
+class PostgresSource(dg.ConfigurableResource):
     """A Postgres database that tables are read from (read-only: it never writes).
 
     Settings not given here come from libpq's environment and files, as for `psql`:

@@ -155,7 +155,7 @@ def _as_sequence(value: object) -> Sequence[object]:
     if value is None:
         return ()
     if isinstance(value, list | tuple):
-        return value  # pyright: ignore[reportUnknownVariableType]
+        return value
     raise TypeError(f"expected a list, got {type(value).__name__}")
 
 

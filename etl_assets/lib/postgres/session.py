@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
-import adbc_driver_manager  # pyright: ignore[reportMissingTypeStubs]
+import adbc_driver_manager
 import adbc_driver_postgresql  # pyright: ignore[reportMissingTypeStubs]
 import pyarrow as pa
 from psycopg.conninfo import conninfo_to_dict, make_conninfo

@@ -107,7 +107,7 @@ class RowChecks:
         )
         if nothing_to_see and not self._tallies and not self._hash_keys:
             return
-        frame = pl.from_arrow(batch.select(self.columns))  # pyright: ignore[reportUnknownMemberType]
+        frame = pl.from_arrow(batch.select(self.columns))
         assert isinstance(frame, pl.DataFrame)
         self.observe(frame)
 

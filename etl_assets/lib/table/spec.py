@@ -354,7 +354,7 @@ class TableSpec(BaseModel):
     @classmethod
     def _bare_names(cls, value: object) -> object:
         if isinstance(value, list | tuple):
-            items: list[object] = list(value)  # pyright: ignore[reportUnknownArgumentType]
+            items: list[object] = list(value)
             return [ColumnSpec(item) if isinstance(item, str) else item for item in items]
         return value
 

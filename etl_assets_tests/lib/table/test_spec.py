@@ -93,7 +93,7 @@ def test_the_declaration_is_frozen_and_its_defaults_are_the_documented_ones() ->
     assert spec.fingerprint_columns == ("id",)
     assert not spec.fingerprint_sees_updates
     with pytest.raises(ValidationError, match="frozen"):
-        spec.table = "other"  # pyright: ignore[reportAttributeAccessIssue]
+        spec.table = "other"
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,210 @@
+"""What a load tells Dagster: per-partition metadata, check evaluations, the run's results.
+
+Everything here turns what `etl_assets.lib.load` reports (a published window, a refused one,
+the checks of each) into public Dagster events and metadata values: the asset's body yields
+them (see `etl_assets/resources/lake.py`). Metadata is what a person reads on a partition's
+page; nothing in it is read back by the code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import dagster as dg
+import pyarrow as pa
+
+from etl_assets.lib.lake.preview import markdown_preview
+from etl_assets.lib.lake.publish import PublishedPartition
+from etl_assets.lib.load import (
+    LoadStart,
+    PublishedWindow,
+    WindowOutcome,
+)
+from etl_assets.lib.postgres.read import ReadStats
+from etl_assets.lib.postgres.types import ColumnPlan, TablePlan
+from etl_assets.lib.table.checks import CheckOutcome
+from etl_assets.lib.table.spec import TableSpec
+
+
+def materialize_result(
+    context: dg.AssetExecutionContext,
+    asset_key: dg.AssetKey,
+    *,
+    published: Sequence[PublishedWindow],
+    metadata: Mapping[str, Mapping[str, Any]],
+    selected_checks: set[str],
+    fingerprint_is_version: bool,
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckEvaluation | dg.Output[None]]:
+    """The events of a load that published every window it was asked for.
+
+    One partition: its `MaterializeResult` carries its check results, which Dagster ties to
+    the materialization. Several: each partition's metadata is added to its own
+    materialization, and each check of each partition is recorded as an evaluation of that
+    partition (a check result of a step belongs to one partition at most); the check outputs
+    are then marked done.
+    """
+    for key, values in metadata.items():
+        context.add_asset_metadata(dict(values), asset_key=asset_key, partition_key=key)
+    if len(published) == 1:
+        [window] = published
+        # The source's fingerprint is the partition's data version: reloading unchanged rows
+        # leaves downstream partitions fresh. A fingerprint blind to updates (key hash, no
+        # change column) would hide changed rows.
+        version = window.read.fingerprint.version if fingerprint_is_version else None
+        yield dg.MaterializeResult(
+            asset_key=asset_key,
+            data_version=dg.DataVersion(version) if version else None,
+            check_results=[
+                dg.AssetCheckResult(
+                    asset_key=asset_key,
+                    check_name=check.name,
+                    passed=check.passed,
+                    metadata=check.metadata,
+                    severity=dg.AssetCheckSeverity(check.severity.value),
+                    description=check.description,
+                )
+                for check in window.checks
+                if check.name in selected_checks
+            ],
+        )
+        return
+    yield dg.MaterializeResult(asset_key=asset_key)
+    yield from evaluations(asset_key, published, selected_checks)
+    for spec in context.assets_def.check_specs:
+        if spec.asset_key == asset_key and spec.name in selected_checks:
+            yield dg.Output(None, output_name=spec.get_python_identifier())
+
+
+def evaluations(
+    asset_key: dg.AssetKey, outcomes: Sequence[WindowOutcome], selected_checks: set[str]
+) -> Iterator[dg.AssetCheckEvaluation]:
+    """One evaluation per selected check of each window, on that window's partition."""
+    for outcome in outcomes:
+        for check in outcome.checks:
+            if check.name in selected_checks:
+                yield check_evaluation(asset_key, outcome.key, check)
+
+
+def check_evaluation(
+    asset_key: dg.AssetKey, partition: str, outcome: CheckOutcome
+) -> dg.AssetCheckEvaluation:
+    """The Dagster evaluation of one check of one partition."""
+    return dg.AssetCheckEvaluation(
+        asset_key=asset_key,
+        check_name=outcome.name,
+        passed=outcome.passed,
+        metadata=outcome.metadata,
+        severity=dg.AssetCheckSeverity(outcome.severity.value),
+        description=outcome.description,
+        blocking=outcome.blocking,
+        partition=partition,
+    )
+
+
+def partitions_table(published: Mapping[str | None, PublishedPartition]) -> str:
+    """The partitions an IO manager published in one output, as a markdown table."""
+    lines = ["| partition | rows | bytes | uri |", "| --- | --- | --- | --- |"]
+    lines += [
+        f"| {key} | {p.file.rows} | {p.object.size} | {p.object.uri} |"
+        for key, p in published.items()
+    ]
+    return "\n".join(lines)
+
+
+def table_schema(schema: pa.Schema, plan: TablePlan | None = None) -> dg.TableSchema:
+    """The column schema shown in the UI: Arrow type, and the Postgres type it came from."""
+    columns: list[dg.TableColumn] = []
+    for field in schema:
+        description = None
+        if plan is not None:
+            try:
+                description = _column_origin(plan.column(field.name))
+            except KeyError:
+                description = "computed by the transform"
+        columns.append(
+            dg.TableColumn(
+                name=field.name,
+                type=str(field.type),
+                description=description,
+                constraints=dg.TableColumnConstraints(nullable=field.nullable),
+            )
+        )
+    return dg.TableSchema(columns=columns)
+
+
+def _column_origin(column: ColumnPlan) -> str:
+    text = f"postgres {column.declared_type}"
+    if column.representation is not None:
+        text += f", as {column.representation.value}"
+    if column.enum_labels:
+        text += f"; labels: {', '.join(column.enum_labels)}"
+    return text
+
+
+def published_metadata(
+    published: PublishedPartition, link: str, plan: TablePlan | None = None
+) -> dict[str, Any]:
+    """What every published partition records; `link` is where a person can look at it."""
+    seconds = published.seconds
+    return {
+        "dagster/row_count": published.file.rows,
+        "dagster/uri": published.object.uri,
+        "size_bytes": published.object.size,
+        "row_groups": published.file.row_groups,
+        "dagster/column_schema": table_schema(published.file.schema, plan),
+        "duration_seconds": round(seconds, 3),
+        "rows_per_second": round(published.file.rows / seconds, 1) if seconds else 0.0,
+        "lake_object": dg.MetadataValue.url(link),
+        "lake_object_etag": published.object.etag,
+        **(
+            {"lake_object_version": published.object.version_id}
+            if published.object.version_id
+            else {}
+        ),
+        **(
+            {"publish_settled": published.object.settled}
+            if published.object.settled is not None
+            else {}
+        ),
+    }
+
+
+def read_metadata(stats: ReadStats, plan: TablePlan) -> dict[str, Any]:
+    """What the read of one window saw: the window, the snapshot's count, the fingerprint."""
+    metadata: dict[str, Any] = {
+        "window_start": dg.MetadataValue.timestamp(stats.window.start),
+        "window_end": dg.MetadataValue.timestamp(stats.window.end),
+        "window": stats.window.describe(),
+        "source_snapshot_rows": stats.snapshot_rows,
+        "source_rows_read": stats.rows_read,
+        "source_batches": stats.batches,
+        FINGERPRINT_METADATA_KEY: stats.fingerprint.text,
+    }
+    if plan.undeclared_columns:
+        metadata["source_undeclared_columns"] = ", ".join(plan.undeclared_columns)
+    return metadata
+
+
+FINGERPRINT_METADATA_KEY = "source_fingerprint"
+"""Materialization metadata: the window's fingerprint in the snapshot it was read from."""
+
+
+def partition_metadata(
+    window: PublishedWindow, start: LoadStart | None, link: str, spec: TableSpec
+) -> dict[str, Any]:
+    """Everything a published window's materialization records; `link` shows its object."""
+    plan = start.plan if start else None
+    published = window.published
+    metadata = {
+        **published_metadata(published, link, plan),
+        **(read_metadata(window.read, plan) if plan else {}),
+        "null_partition_rows": start.null_partition_rows if start else 0,
+    }
+    if spec.preview_rows:
+        metadata["preview"] = dg.MetadataValue.md(
+            markdown_preview(
+                published.file.first_rows, published.file.schema.names, masked=spec.preview_mask
+            )
+        )
+    return metadata
