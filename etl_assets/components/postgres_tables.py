@@ -27,7 +27,6 @@ from pydantic_core import core_schema
 
 from etl_assets.components.incremental import build_change_sensor, build_reconcile_schedule
 from etl_assets.components.table_assets import (
-    build_freshness_checks,
     build_table_assets,
     pool_name,
     postgres_io_manager_key,
@@ -200,7 +199,6 @@ class PostgresTablesComponent(dg.Component, dg.Resolvable, dg.Model):
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         """The source specs, raw assets, the source resource and the IO manager reading it."""
         assets: list[dg.AssetsDefinition | dg.AssetSpec] = []
-        freshness_checks: list[dg.AssetChecksDefinition] = []
         sensors: list[dg.SensorDefinition] = []
         schedules: list[dg.ScheduleDefinition] = []
         source_key = postgres_source_key(self.source.name)
@@ -216,19 +214,9 @@ class PostgresTablesComponent(dg.Component, dg.Resolvable, dg.Model):
                 schedules.append(
                     build_reconcile_schedule(spec, built.raw.key, built.partitions_def, source_key)
                 )
-            freshness_checks += build_freshness_checks(spec, built.raw)
-        if freshness_checks:
-            sensors.append(
-                dg.build_sensor_for_freshness_checks(
-                    freshness_checks=freshness_checks,
-                    name=f"{self.source.name}_freshness_checks",
-                    default_status=dg.DefaultSensorStatus.STOPPED,
-                )
-            )
         source = self._source()
         return dg.Definitions(
             assets=assets,
-            asset_checks=freshness_checks,
             sensors=sensors,
             schedules=schedules,
             resources={

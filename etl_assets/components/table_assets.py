@@ -3,14 +3,15 @@
 (No `from __future__ import annotations` here: Dagster reads the asset body's annotations.)
 """
 
+import datetime as dt
 import hashlib
 import re
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import dagster as dg
 
+from etl_assets.lib.errors import DeclarationError
 from etl_assets.lib.lake.layout import PART_FILE_NAME
 from etl_assets.lib.postgres.read import SourceWindows
 from etl_assets.lib.table.checks import (
@@ -178,6 +179,7 @@ def build_table_assets(source: str, spec: TableSpec, transform: Transform | None
 
     raw_spec = dg.AssetSpec(
         key=raw_key,
+        freshness_policy=freshness_policy(spec),
         deps=[source_key],
         partitions_def=partitions_def,
         group_name=spec.group,
@@ -221,23 +223,42 @@ def build_table_assets(source: str, spec: TableSpec, transform: Transform | None
     return TableAssets(source=source_spec, raw=raw_table, partitions_def=partitions_def)
 
 
-def build_freshness_checks(
-    spec: TableSpec, raw: dg.AssetsDefinition
-) -> Sequence[dg.AssetChecksDefinition]:
-    """The table's freshness check, if it declares a deadline.
+FRESHNESS_MARGIN = dt.timedelta(hours=1)
+"""How late past a window, its settle lag, a sensor tick and a load the default rule allows."""
 
-    The newest closed window must be materialized by `freshness_deadline_cron`, read in the
-    table's own timezone.
+
+def freshness_policy(spec: TableSpec) -> dg.FreshnessPolicy | None:
+    """The table's freshness rule for Dagster's freshness status.
+
+    Declared (`freshness`), or for a table kept current by a change sensor: stale once the
+    latest load is older than the longest window, the settle lag and `FRESHNESS_MARGIN` (the
+    newest window closes and is loaded within that), warned a quarter of the margin sooner.
     """
-    if not spec.freshness_deadline_cron:
-        return []
-    with warnings.catch_warnings():
-        # Dagster 1.13 prefers asset-level FreshnessPolicy objects, which judge the asset's last
-        # materialization of any partition; this check asks for the newest closed partition.
-        warnings.filterwarnings("ignore", message="Function `build_time_partition_freshness")
-        return dg.build_time_partition_freshness_checks(
-            assets=[raw], deadline_cron=spec.freshness_deadline_cron, timezone=spec.timezone
+    declared = spec.freshness
+    if declared is None:
+        if spec.incremental is None:
+            return None
+        due = spec.grain.longest_window + spec.incremental.settle_lag
+        return dg.FreshnessPolicy.time_window(
+            fail_window=due + FRESHNESS_MARGIN, warn_window=due + FRESHNESS_MARGIN / 4
         )
+    if declared.fail_after is not None:
+        return dg.FreshnessPolicy.time_window(
+            fail_window=declared.fail_after, warn_window=declared.warn_after
+        )
+    assert declared.deadline_cron is not None
+    try:
+        return dg.FreshnessPolicy.cron(
+            deadline_cron=declared.deadline_cron,
+            lower_bound_delta=spec.grain.shortest_window,
+            timezone=spec.timezone,
+        )
+    except Exception as error:  # Dagster's own check of the cron against the period
+        raise DeclarationError(
+            f"table {spec.qualified_name}: field `freshness.deadline_cron`: "
+            f"{declared.deadline_cron!r} ticks more often than a {spec.grain.value} window: "
+            "a load each window cannot be due by every tick; use a coarser cron or `fail_after`"
+        ) from error
 
 
 def check_specs(

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import threading
 import time
-import warnings
 from pathlib import Path
 from typing import IO
 
@@ -138,11 +137,6 @@ def main(argv: list[str] | None = None) -> int:
         "--no-demo-runs", action="store_true", help="dev: start with an empty lake and instance"
     )
     args = parser.parse_args(argv)
-    # Dagster's own freshness-check builder passes a beta parameter; the warning says nothing the
-    # person running the demo can act on (README "Development" lists it).
-    warnings.filterwarnings(
-        "ignore", message="Parameter `execution_type` of function `AssetsDefinition.__init__`"
-    )
     if args.command == "demo":
         return demo(args.state_dir)
     return dev(args.state_dir, args.port, demo_runs=not args.no_demo_runs)

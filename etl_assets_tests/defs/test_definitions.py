@@ -61,6 +61,7 @@ def asset_graph() -> dict[str, object]:
                 f"{key.name}{' (blocking)' if checks.get_check_spec(key).blocking else ''}"
                 for key in checks.get_check_keys_for_assets({spec.key})
             ),
+            "freshness": repr(spec.freshness_policy) if spec.freshness_policy else None,
         }
     return graph
 

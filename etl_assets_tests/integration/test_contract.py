@@ -15,7 +15,6 @@ from psycopg.conninfo import make_conninfo
 
 from etl_assets.components.table_assets import (
     LAKE_IO_MANAGER_KEY,
-    build_freshness_checks,
     build_table_assets,
 )
 from etl_assets.lib.table.spec import ColumnChecks, ColumnSpec, PrimaryKeyCheck, TableSpec
@@ -280,38 +279,3 @@ def test_the_schema_check_compares_the_written_file_with_the_plan(orders: Pipeli
     assert evaluation.metadata["written_vs_planned"].value == (
         "total: planned decimal128(12, 2), written double; status: not written"
     )
-
-
-def test_the_freshness_check_wants_the_newest_closed_partition_by_its_deadline(
-    pipeline: Pipeline,
-) -> None:
-    run_sql(pipeline.conninfo, DDL)
-    # Midnight in New York: the newest closed day there is due as soon as it closes.
-    table = revised(
-        spec(table="orders", columns=CONTRACT, timezone="America/New_York"),
-        freshness_deadline_cron="0 0 * * *",
-    )
-    built = build_table_assets(SOURCE, table, None)
-    [freshness] = build_freshness_checks(table, built.raw)
-
-    def evaluate() -> dg.AssetCheckEvaluation:
-        result = dg.materialize(
-            [built.source, built.raw, freshness],
-            instance=pipeline.instance,
-            resources=pipeline.resources(table),
-            selection=dg.AssetSelection.checks(*freshness.check_keys),
-        )
-        [evaluation] = result.get_asset_check_evaluations()
-        return evaluation
-
-    stale = evaluate()
-    assert stale.check_name == "freshness_check"
-    assert not stale.passed
-    assert stale.metadata["dagster/freshness_params"].value == {
-        "timezone": "America/New_York",
-        "deadline_cron": "0 0 * * *",
-    }
-    newest = built.partitions_def.get_last_partition_key()
-    assert newest is not None
-    assert pipeline.materialize(table, partition=newest).success
-    assert evaluate().passed

@@ -213,6 +213,53 @@ class ReconcileSpec(BaseModel):
         return checked_cron(value)
 
 
+class FreshnessSpec(BaseModel):
+    """When the table counts as stale in Dagster's freshness status (a FreshnessPolicy).
+
+    Either a deadline (`deadline_cron`: a load in each window-long period before each
+    deadline) or an age (`fail_after`, with `warn_after` before it). Dagster judges the asset's
+    latest materialization of any partition.
+    """
+
+    model_config = _FROZEN
+
+    deadline_cron: str | None = Field(
+        default=None,
+        description=(
+            "Cron (in the table's `timezone`) by which a load must have happened in the "
+            "window-long period before it, e.g. '0 3 * * *' for a daily table."
+        ),
+    )
+    fail_after: dt.timedelta | None = Field(
+        default=None,
+        description="Stale when the latest load is older than this (30m, 26h, 8d).",
+    )
+    warn_after: dt.timedelta | None = Field(
+        default=None,
+        description="Warn when the latest load is older than this (less than fail_after).",
+    )
+
+    @field_validator("deadline_cron")
+    @classmethod
+    def _valid_cron(cls, value: str | None) -> str | None:
+        return checked_cron(value) if value is not None else None
+
+    @field_validator("fail_after", "warn_after", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        return parse_duration(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> Self:
+        if (self.deadline_cron is None) == (self.fail_after is None):
+            raise ValueError("declare either `deadline_cron` or `fail_after`")
+        if self.warn_after is not None and (
+            self.fail_after is None or self.warn_after >= self.fail_after
+        ):
+            raise ValueError("`warn_after` needs a longer `fail_after`")
+        return self
+
+
 class TableSpec(BaseModel):
     """One source table copied to the lake, one partition per time window."""
 
@@ -311,11 +358,12 @@ class TableSpec(BaseModel):
             "reports a failure, blocking also keeps the partition from being published."
         ),
     )
-    freshness_deadline_cron: str | None = Field(
+    freshness: FreshnessSpec | None = Field(
         default=None,
         description=(
-            "Cron (in `timezone`) by which the newest closed partition must be materialized, "
-            "e.g. '0 3 * * *': a freshness check fails after that deadline until it is."
+            "When the table counts as stale. Omitted: a table with `incremental` is stale once "
+            "its latest load is older than a window, its settle lag and an hour; any other "
+            "table has no freshness rule."
         ),
     )
     preview_rows: int = Field(
@@ -368,11 +416,6 @@ class TableSpec(BaseModel):
     def _no_duplicate_columns(cls, value: tuple[ColumnSpec, ...]) -> tuple[ColumnSpec, ...]:
         _without_duplicates(tuple(c.name for c in value))
         return value
-
-    @field_validator("freshness_deadline_cron")
-    @classmethod
-    def _valid_cron(cls, value: str | None) -> str | None:
-        return checked_cron(value) if value is not None else None
 
     @field_validator("transform")
     @classmethod

@@ -37,6 +37,16 @@ class Grain(StrEnum):
         """Postgres' `date_trunc` unit whose values are this grain's window starts."""
         return _TRUNC_UNITS[self]
 
+    @property
+    def shortest_window(self) -> dt.timedelta:
+        """The shortest a window of this grain can be (a 23-hour day counts as a day here)."""
+        return _SHORTEST[self]
+
+    @property
+    def longest_window(self) -> dt.timedelta:
+        """The longest a window of this grain can be (a 25-hour day on a daylight-saving change)."""
+        return _LONGEST[self]
+
 
 _KEY_FORMATS = {
     Grain.HOURLY: "%Y-%m-%dT%H",
@@ -55,6 +65,18 @@ _TRUNC_UNITS = {
     Grain.DAILY: "day",
     Grain.WEEKLY: "week",
     Grain.MONTHLY: "month",
+}
+_SHORTEST = {
+    Grain.HOURLY: dt.timedelta(hours=1),
+    Grain.DAILY: dt.timedelta(days=1),
+    Grain.WEEKLY: dt.timedelta(days=7),
+    Grain.MONTHLY: dt.timedelta(days=28),
+}
+_LONGEST = {
+    Grain.HOURLY: dt.timedelta(hours=1),
+    Grain.DAILY: dt.timedelta(hours=25),
+    Grain.WEEKLY: dt.timedelta(days=7, hours=1),
+    Grain.MONTHLY: dt.timedelta(days=31, hours=1),
 }
 _HIVE_NAMES = {
     Grain.HOURLY: "hour",
