@@ -46,7 +46,10 @@ def test_the_asset_page_shows_the_declared_columns_and_where_partitions_go() -> 
 
 def test_a_table_kept_current_by_a_sensor_is_stale_a_window_and_its_settle_lag_late() -> None:
     sensed = revised(
-        spec(), incremental=IncrementalSpec(change_column="created_at", settle_lag="10m")
+        spec(),
+        incremental=IncrementalSpec(
+            change_column="created_at", settle_lag=dt.timedelta(minutes=10)
+        ),
     )
     policy = freshness_policy(sensed)
     due = dt.timedelta(hours=25, minutes=10)  # the longest day, and the settle lag
@@ -60,7 +63,9 @@ def test_a_table_kept_current_by_a_sensor_is_stale_a_window_and_its_settle_lag_l
 
 
 def test_a_declared_rule_becomes_the_assets_freshness_policy() -> None:
-    by_age = revised(spec(), freshness=FreshnessSpec(fail_after="26h", warn_after="25h"))
+    by_age = revised(
+        spec(), freshness=FreshnessSpec.model_validate({"fail_after": "26h", "warn_after": "25h"})
+    )
     assert freshness_policy(by_age) == dg.FreshnessPolicy.time_window(
         fail_window=dt.timedelta(hours=26), warn_window=dt.timedelta(hours=25)
     )

@@ -1,3 +1,5 @@
+import datetime as dt
+
 import botocore.exceptions
 import pytest
 
@@ -7,8 +9,16 @@ from etl_assets.lib.errors import (
     PublishOutcomeUnknownError,
     UnrepresentableValueError,
 )
-from etl_assets.lib.load import ends_the_load, refuse_on_blocking_failures
+from etl_assets.lib.incremental import Fingerprint
+from etl_assets.lib.load import (
+    RefusedWindow,
+    describe_load_failure,
+    ends_the_load,
+    refuse_on_blocking_failures,
+)
+from etl_assets.lib.postgres.read import ReadStats, WindowCount
 from etl_assets.lib.table.checks import CheckOutcome
+from etl_assets.lib.table.windows import PartitionWindow
 from etl_assets_tests.support import s3_error
 
 
@@ -49,3 +59,42 @@ def test_failed_blocking_checks_refuse_the_partition_with_their_evidence() -> No
         "public.t [2026-10-01]: blocking check(s) failed: values_amount: amount: 1 row(s) break "
         "min (violating_keys_sample: (id=7))"
     )
+
+
+def test_a_failed_load_says_what_was_and_was_not_published_and_why() -> None:
+    window = PartitionWindow(
+        "2026-10-02",
+        dt.datetime(2026, 10, 2, tzinfo=dt.UTC),
+        dt.datetime(2026, 10, 3, tzinfo=dt.UTC),
+    )
+    refused = RefusedWindow(
+        ReadStats(window, WindowCount(1, Fingerprint(1, None, "1"))),
+        (),
+        UnrepresentableValueError("t.c (date): the row with primary key (id=7) holds infinity"),
+    )
+    summary = describe_load_failure(
+        "raw/s/t",
+        keys=["2026-10-01", "2026-10-02", "2026-10-03", "2026-10-04"],
+        published=["2026-10-01"],
+        refused=[refused],
+        failure=s3_error("InternalError", 500),
+        unread=["2026-10-03", "2026-10-04"],
+    )
+    assert summary.splitlines() == [
+        "raw/s/t [2026-10-01...2026-10-04]: published 1 of 4 partitions (2026-10-01); the previous "
+        "version of every unpublished partition, if any, is unchanged.",
+        "Not published: 2026-10-02: UnrepresentableValueError: t.c (date): the row with primary "
+        "key (id=7) holds infinity",
+        "The load stopped (2026-10-03, 2026-10-04 not read): ClientError: An error occurred "
+        "(InternalError) when calling the UploadPart operation: InternalError",
+        "The cause is transient: materialize the unpublished partitions again once it has passed.",
+    ]
+    unknown = describe_load_failure(
+        "raw/s/t",
+        keys=["2026-10-01"],
+        published=[],
+        refused=[],
+        failure=PublishOutcomeUnknownError("x"),
+    )
+    assert unknown.startswith("raw/s/t [2026-10-01]: nothing was published;")
+    assert "materialize it again to settle it" in unknown
