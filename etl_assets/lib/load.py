@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO, Protocol
+from typing import IO
 
 import botocore.exceptions
 import polars as pl
@@ -36,35 +36,22 @@ from etl_assets.lib.lake.parquet import (
     DictionaryChoice,
     ParquetSettings,
     WrittenFile,
+    frame_schema,
     write_batches,
     write_frame,
 )
-from etl_assets.lib.lake.publish import PublishedPartition
+from etl_assets.lib.lake.target import (
+    Convert,
+    LakeTarget,
+    PublishedPartition,
+    Verify,
+)
 from etl_assets.lib.postgres.read import OpenExtract, PartitionRead, ReadStats, TableExtract
 from etl_assets.lib.postgres.types import TablePlan
 from etl_assets.lib.table.checks import CheckOutcome
 from etl_assets.lib.transient import transient_cause
 
-Write = Callable[[IO[bytes]], WrittenFile]
-Verify = Callable[[WrittenFile], None]
 Say = Callable[[str], None]
-
-
-class LakeTarget(Protocol):
-    """Where the partitions of one asset are published, one partition at a time."""
-
-    def location(self, partition: str | None) -> str:
-        """Where a partition's data is published, for messages (`s3://...`)."""
-        ...
-
-    def publish(
-        self, partition: str | None, write: Write, verify: Verify | None
-    ) -> PublishedPartition:
-        """Write a partition with `write(sink)`, verify it, then publish it atomically.
-
-        Raising anywhere before the publish leaves the partition as it was.
-        """
-        ...
 
 
 @dataclass(frozen=True)
@@ -188,6 +175,7 @@ def _load_window(
             keep_rows=spec.preview_rows,
             say=say,
             batches_read=lambda: read.stats.batches,
+            properties=window_properties(read.stats),
         )
     except Exception as error:
         if opened.stream_failure is not None or ends_the_load(error):
@@ -195,6 +183,19 @@ def _load_window(
         warn(f"{label}: not published, going on with the next window: {error}")
         return RefusedWindow(read.stats, tuple(evaluated), error)
     return PublishedWindow(read.stats, tuple(evaluated), published)
+
+
+PROPERTY_PREFIX = "etl-assets."
+"""Prefix of the properties a publish records where its target keeps them (Iceberg snapshots)."""
+
+
+def window_properties(stats: ReadStats) -> dict[str, str]:
+    """What a window's publish says about itself: its partition, window and source fingerprint."""
+    return {
+        f"{PROPERTY_PREFIX}partition": stats.window.key,
+        f"{PROPERTY_PREFIX}window": stats.window.describe(),
+        f"{PROPERTY_PREFIX}source-fingerprint": stats.fingerprint.text,
+    }
 
 
 def ends_the_load(error: BaseException) -> bool:
@@ -232,8 +233,12 @@ def publish_content(
     verify: Verify | None = None,
     keep_rows: int = 0,
     batches_read: Callable[[], int] | None = None,
+    properties: Mapping[str, str] | None = None,
 ) -> PublishedPartition:
-    """Write one partition's content as Parquet at the target and publish it."""
+    """Write one partition's content as Parquet at the target and publish it.
+
+    `properties` describe the publish for targets that record them (see `LakeTarget.publish`).
+    """
     if hive_name is not None and hive_name in content.column_names():
         raise PartitionWriteError(
             f"{label}: the output has a column `{hive_name}`, the name of the lake's "
@@ -241,13 +246,10 @@ def publish_content(
             f"partitioning would see two `{hive_name}` columns. Rename the column, or set "
             "a different `partition_name`"
         )
-    published = target.publish(
-        partition,
-        lambda sink: content.write(
-            sink, settings, ProgressLine(say, label, sink, batches_read), keep_rows
-        ),
-        verify,
+    file = ContentFile(
+        content, settings, keep_rows, lambda sink: ProgressLine(say, label, sink, batches_read)
     )
+    published = target.publish(partition, file, verify, properties or {})
     seconds = published.seconds
     rate = published.file.rows / seconds if seconds else 0.0
     say(
@@ -283,16 +285,30 @@ class FrameContent:
         """The columns the file will have."""
         return self.frame.collect_schema().names()
 
+    def schema(self) -> pa.Schema:
+        """The Arrow schema of the rows (the plan's types where the transform kept a column)."""
+        return frame_schema(self.frame, self.planned)
+
     def write(
         self,
         sink: IO[bytes],
         settings: ParquetSettings,
         progress: Callable[[int, int], None],
         keep_rows: int,
+        *,
+        file_schema: pa.Schema | None = None,
+        convert: Convert | None = None,
     ) -> WrittenFile:
         """Run the plan on Polars' streaming engine into `sink`."""
         return write_frame(
-            self.frame, self.planned, sink, settings, on_row_group=progress, keep_rows=keep_rows
+            self.frame,
+            self.planned,
+            sink,
+            settings,
+            on_row_group=progress,
+            keep_rows=keep_rows,
+            file_schema=file_schema,
+            convert=convert,
         )
 
 
@@ -301,12 +317,16 @@ class BatchContent:
     """A window without a transform: the driver's batches go to the file without Polars."""
 
     batches: Callable[[], Iterator[pa.RecordBatch]]
-    schema: pa.Schema
+    lake_schema: pa.Schema
     dictionary: DictionaryChoice
 
     def column_names(self) -> list[str]:
         """The columns the file will have."""
-        return self.schema.names
+        return self.lake_schema.names
+
+    def schema(self) -> pa.Schema:
+        """The plan's lake schema."""
+        return self.lake_schema
 
     def write(
         self,
@@ -314,16 +334,52 @@ class BatchContent:
         settings: ParquetSettings,
         progress: Callable[[int, int], None],
         keep_rows: int,
+        *,
+        file_schema: pa.Schema | None = None,
+        convert: Convert | None = None,
     ) -> WrittenFile:
         """Write the batches into `sink`."""
+        batches = self.batches()
         return write_batches(
-            self.batches(),
-            self.schema,
+            (convert(b) for b in batches) if convert is not None else batches,
+            file_schema or self.lake_schema,
             sink,
             settings,
             on_row_group=progress,
             dictionary=self.dictionary,
             keep_rows=keep_rows,
+        )
+
+
+@dataclass(frozen=True)
+class ContentFile:
+    """One partition's content with how to write it: what a target is handed (`PartitionFile`)."""
+
+    content: FrameContent | BatchContent
+    settings: ParquetSettings
+    keep_rows: int
+    progress: Callable[[IO[bytes]], Callable[[int, int], None]]
+    """Makes the progress callback for the sink the file is written to."""
+
+    def schema(self) -> pa.Schema:
+        """The lake schema of the rows."""
+        return self.content.schema()
+
+    def write(
+        self,
+        sink: IO[bytes],
+        *,
+        file_schema: pa.Schema | None = None,
+        convert: Convert | None = None,
+    ) -> WrittenFile:
+        """Write the content to `sink` (converted to `file_schema` when a target asks)."""
+        return self.content.write(
+            sink,
+            self.settings,
+            self.progress(sink),
+            self.keep_rows,
+            file_schema=file_schema,
+            convert=convert,
         )
 
 

@@ -42,7 +42,8 @@ from etl_assets.lib.errors import (
 from etl_assets.lib.lake.layout import LakeLayout, object_link
 from etl_assets.lib.lake.objects import MIB, Encryption, S3Client, ServerSideEncryption
 from etl_assets.lib.lake.parquet import ParquetSettings
-from etl_assets.lib.lake.publish import ObjectTarget, PublishedPartition, UploadSettings
+from etl_assets.lib.lake.publish import ObjectTarget, UploadSettings
+from etl_assets.lib.lake.target import PublishedPartition
 from etl_assets.lib.load import (
     FrameContent,
     LoadStart,

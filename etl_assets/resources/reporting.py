@@ -15,7 +15,7 @@ import dagster as dg
 import pyarrow as pa
 
 from etl_assets.lib.lake.preview import markdown_preview
-from etl_assets.lib.lake.publish import PublishedPartition
+from etl_assets.lib.lake.target import PublishedPartition
 from etl_assets.lib.load import (
     LoadStart,
     PublishedWindow,

@@ -10,7 +10,7 @@ import pyarrow as pa
 from etl_assets.lib.incremental import Fingerprint
 from etl_assets.lib.lake.objects import PublishedObject
 from etl_assets.lib.lake.parquet import WrittenFile
-from etl_assets.lib.lake.publish import PublishedPartition
+from etl_assets.lib.lake.target import PublishedPartition
 from etl_assets.lib.load import PublishedWindow, RefusedWindow
 from etl_assets.lib.postgres.read import ReadStats, WindowCount
 from etl_assets.lib.table.checks import CheckOutcome

@@ -63,22 +63,36 @@ def write_frame(
     *,
     on_row_group: Callable[[int, int], None] | None = None,
     keep_rows: int = 0,
+    file_schema: pa.Schema | None = None,
+    convert: Callable[[pa.RecordBatch], pa.RecordBatch] | None = None,
 ) -> WrittenFile:
     """Execute `frame` on Polars' streaming engine and write its rows to `sink` as Parquet.
 
-    Columns that pass through from `planned` keep their planned Arrow types. See
-    `write_batches` for the rest.
+    Columns that pass through from `planned` keep their planned Arrow types (`frame_schema`
+    gives the schema without running the plan). Each batch is then passed through `convert`
+    into `file_schema`, if given. See `write_batches` for the rest.
     """
-    schema = output_schema(frame.collect_schema(), planned)
+    schema = frame_schema(frame, planned)
 
     def batches() -> Iterator[pa.RecordBatch]:
         for chunk in frame.collect_batches(engine="streaming"):
             if chunk.height:
-                yield from conform_table(chunk.to_arrow(), schema).to_batches()
+                for batch in conform_table(chunk.to_arrow(), schema).to_batches():
+                    yield convert(batch) if convert is not None else batch
 
     return write_batches(
-        batches(), schema, sink, settings, on_row_group=on_row_group, keep_rows=keep_rows
+        batches(),
+        file_schema or schema,
+        sink,
+        settings,
+        on_row_group=on_row_group,
+        keep_rows=keep_rows,
     )
+
+
+def frame_schema(frame: pl.LazyFrame, planned: PlannedSchema) -> pa.Schema:
+    """The Arrow schema `write_frame` writes `frame` in (before any conversion)."""
+    return output_schema(frame.collect_schema(), planned)
 
 
 class DictionaryChoice:

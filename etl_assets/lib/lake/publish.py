@@ -1,4 +1,9 @@
-"""Writing one partition: stream to a pending upload, verify, then publish atomically."""
+"""The plain layout's target: each partition one Parquet object, published atomically.
+
+`publish_file` streams a file into an invisible upload, verifies it and only then completes the
+upload (`etl_assets.lib.lake.objects`); `ObjectTarget` does that at each partition's hive-style
+key. Iceberg tables reuse `publish_file` for their data files (`etl_assets.lib.lake.iceberg`).
+"""
 
 from __future__ import annotations
 
@@ -13,8 +18,9 @@ from etl_assets.lib.errors import (
     UploadLeftBehindError,
 )
 from etl_assets.lib.lake.layout import LakeLayout
-from etl_assets.lib.lake.objects import Encryption, PendingUpload, PublishedObject, S3Client
+from etl_assets.lib.lake.objects import Encryption, PendingUpload, S3Client
 from etl_assets.lib.lake.parquet import WrittenFile
+from etl_assets.lib.lake.target import PartitionFile, PublishedPartition, Verify
 
 MIB = 1024 * 1024
 
@@ -25,15 +31,6 @@ class UploadSettings:
 
     encryption: Encryption
     part_size: int = 8 * MIB
-
-
-@dataclass(frozen=True)
-class PublishedPartition:
-    """A partition that is now visible in the lake, and what it holds."""
-
-    object: PublishedObject
-    file: WrittenFile
-    seconds: float
 
 
 def publish_file(
@@ -116,10 +113,15 @@ class ObjectTarget:
     def publish(
         self,
         partition: str | None,
-        write: Callable[[IO[bytes]], WrittenFile],
-        verify: Callable[[WrittenFile], None] | None,
+        file: PartitionFile,
+        verify: Verify | None,
+        properties: Mapping[str, str],
     ) -> PublishedPartition:
-        """Write, verify and publish one partition's object (see `publish_file`)."""
+        """Write, verify and publish one partition's object (see `publish_file`).
+
+        The object's user metadata carries the run (`object_metadata`) and the partition;
+        `properties` are not recorded: the materialization holds them.
+        """
         metadata = dict(self.object_metadata)
         if partition is not None:
             metadata[PARTITION_METADATA] = partition
@@ -127,7 +129,7 @@ class ObjectTarget:
             self.client,
             self.layout.bucket,
             self.key(partition),
-            write,
+            file.write,
             upload=self.upload,
             verify=verify,
             metadata=metadata,
