@@ -1,6 +1,7 @@
 import dagster as dg
 
 from etl_assets.components.table_assets import lake_resources
+from etl_assets.lib.lake.glue import GlueRegistration
 from etl_assets.lib.lake.objects import ServerSideEncryption
 from etl_assets.resources.lake import S3Lake
 from etl_assets.resources.settings import optional_env
@@ -17,6 +18,10 @@ def resources() -> dg.Definitions:
         prefix=optional_env("ETL_LAKE_PREFIX") or "",
         sse=optional_env("ETL_LAKE_SSE") or ServerSideEncryption.S3.value,
         kms_key_id=optional_env("ETL_LAKE_KMS_KEY_ID"),
+        glue_registration=optional_env("ETL_LAKE_GLUE_REGISTRATION") or GlueRegistration.OFF.value,
+        glue_region=optional_env("ETL_LAKE_GLUE_REGION"),
+        glue_endpoint_url=optional_env("ETL_LAKE_GLUE_ENDPOINT_URL"),
+        glue_database_prefix=optional_env("ETL_LAKE_GLUE_DATABASE_PREFIX") or "",
     )
     # Each run executes its steps in the run's own process: a launched run starts one Python
     # process instead of two (the multiprocess default spawns one more per step, ~2-4 s each).

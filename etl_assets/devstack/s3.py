@@ -1,10 +1,10 @@
-"""A local S3 endpoint: moto's server mode on 127.0.0.1, speaking real S3 HTTP."""
+"""A local S3 endpoint: moto's server mode on 127.0.0.1, speaking real S3 (and Glue) HTTP."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import boto3
 from moto.server import ThreadedMotoServer
@@ -34,10 +34,10 @@ class S3Endpoint:
             "AWS_ALLOW_HTTP": "true",
         }
 
-    def client(self) -> Any:
-        """A boto3 S3 client for this endpoint."""
+    def client(self, service: Literal["s3", "glue"] = "s3") -> Any:
+        """A boto3 client for this endpoint: S3, or the Glue catalog moto serves beside it."""
         return boto3.client(
-            "s3",
+            service,
             endpoint_url=self.url,
             region_name=self.region,
             aws_access_key_id=self.access_key,

@@ -16,7 +16,8 @@
     │   ├── VerificationError                 a written file is not what was streamed into it
     │   ├── NotPublishedError                 publishing failed; the key does not hold the file
     │   ├── PublishOutcomeUnknownError        publishing failed; S3 could not say what it holds
-    │   └── UploadLeftBehindError             a failed upload could not be aborted either
+    │   ├── UploadLeftBehindError             a failed upload could not be aborted either
+    │   └── GlueRegistrationError             a published partition is not registered in Glue
     └── BlockingCheckError                    a blocking check refused a partition
 
 Every message names what failed (table, column, row key, partition, bucket) and the way out.
@@ -93,6 +94,10 @@ class PublishOutcomeUnknownError(LakeError):
 
 class UploadLeftBehindError(LakeError):
     """Writing failed, and so did aborting the invisible upload: it stays until cleaned up."""
+
+
+class GlueRegistrationError(LakeError):
+    """Glue refused or could not be reached: the published partition is not registered."""
 
 
 class BlockingCheckError(EtlAssetsError):

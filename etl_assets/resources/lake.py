@@ -39,6 +39,7 @@ from etl_assets.lib.errors import (
     LakeUnavailableError,
     SchemaDriftError,
 )
+from etl_assets.lib.lake.glue import DateProjection, GlueRegistration, GlueTable
 from etl_assets.lib.lake.layout import LakeLayout, object_link
 from etl_assets.lib.lake.objects import MIB, Encryption, S3Client, ServerSideEncryption
 from etl_assets.lib.lake.parquet import ParquetSettings
@@ -129,8 +130,28 @@ class S3Lake(dg.ConfigurableResource):
     retry_delay_seconds: float = Field(
         default=10.0, ge=0, description="Wait before the first such retry; doubles each time."
     )
+    glue_registration: str = Field(
+        default=GlueRegistration.OFF.value,
+        description=(
+            "Register every asset as a table in the AWS Glue Data Catalog, so Athena reads it: "
+            "off, partitions (each partition registered as it is published) or projection "
+            "(Athena partition projection on the table, no call per partition)."
+        ),
+    )
+    glue_region: str | None = Field(
+        default=None,
+        description="Region of the Glue catalog; defaults to `region`, then the AWS chain.",
+    )
+    glue_endpoint_url: str | None = Field(
+        default=None,
+        description="Glue endpoint; defaults to AWS_ENDPOINT_URL_GLUE, AWS_ENDPOINT_URL, then AWS.",
+    )
+    glue_database_prefix: str = Field(
+        default="", description="Prepended to every Glue database name (one per source)."
+    )
 
     _client: Any = PrivateAttr(default=None)
+    _glue_client: Any = PrivateAttr(default=None)
 
     def layout(self) -> LakeLayout:
         """The key scheme of this lake."""
@@ -149,6 +170,40 @@ class S3Lake(dg.ConfigurableResource):
                 ),
             )
         return self._client
+
+    def glue_table(
+        self,
+        asset_key: dg.AssetKey,
+        hive_name: str,
+        partitions_def: dg.PartitionsDefinition[Any] | None,
+    ) -> GlueTable | None:
+        """The Glue table an asset's publishes register in; None when registration is off.
+
+        Raises (before anything is published) on a mode that does not exist or an asset key
+        that names no Glue table. See `etl_assets.lib.lake.glue`.
+        """
+        mode = GlueRegistration.parse(self.glue_registration)
+        if mode is GlueRegistration.OFF:
+            return None
+        if self._glue_client is None:
+            self._glue_client = boto3.client(
+                "glue",
+                region_name=self.glue_region or self.region,
+                endpoint_url=self.glue_endpoint_url,
+                config=botocore.config.Config(
+                    retries={"mode": "standard", "total_max_attempts": self.max_attempts}
+                ),
+            )
+        return GlueTable(
+            client=self._glue_client,
+            layout=self.layout(),
+            asset_path=tuple(asset_key.path),
+            partition_name=hive_name if partitions_def is not None else None,
+            projection=date_projection(partitions_def)
+            if mode is GlueRegistration.PROJECTION
+            else None,
+            database_prefix=self.glue_database_prefix,
+        )
 
     def upload_settings(self) -> UploadSettings:
         """How objects are uploaded and encrypted."""
@@ -255,6 +310,8 @@ class S3Lake(dg.ConfigurableResource):
         outcomes: list[WindowOutcome] = []
         failure: Exception | None = None
         try:
+            partitions_def = context.assets_def.specs_by_key[asset_key].partitions_def
+            glue = self.glue_table(asset_key, spec.hive_partition_name, partitions_def)
             self.check_bucket()
             for outcome in load_windows(
                 extract,
@@ -267,6 +324,8 @@ class S3Lake(dg.ConfigurableResource):
                 on_start=started.append,
             ):
                 outcomes.append(outcome)
+                if glue is not None and isinstance(outcome, PublishedWindow):
+                    context.log.info(glue.register(outcome.key, outcome.published.file.schema))
         except Exception as error:
             failure = error
         start = started[0] if started else None
@@ -343,8 +402,9 @@ class S3Lake(dg.ConfigurableResource):
             context.assets_def.specs_by_key[key].metadata,
         )
         target = self.target(key.path, hive_name, context.run.run_id)
+        glue = self.glue_table(key, hive_name, context.assets_def.specs_by_key[key].partitions_def)
         for partition, frame in frames.items():
-            published = self.publish_frame(context, key, target, partition, frame.lazy())
+            published = self.publish_frame(context, key, target, partition, frame.lazy(), glue=glue)
             values = published_metadata(published, self.object_link(published.object.key))
             context.add_asset_metadata(values, asset_key=key, partition_key=partition)
         yield dg.MaterializeResult(asset_key=key)
@@ -356,10 +416,15 @@ class S3Lake(dg.ConfigurableResource):
         target: ObjectTarget,
         partition: str | None,
         frame: pl.LazyFrame,
+        *,
+        glue: GlueTable | None = None,
     ) -> PublishedPartition:
-        """Publish one partition's frame (None: the unpartitioned asset) at the target."""
+        """Publish one partition's frame (None: the unpartitioned asset) at the target.
+
+        With a Glue table, the partition is then registered in it.
+        """
         label = asset_key.to_user_string() + (f" [{partition}]" if partition else "")
-        return publish_content(
+        published = publish_content(
             target,
             partition,
             FrameContent(frame, PlannedSchema.none()),
@@ -368,6 +433,9 @@ class S3Lake(dg.ConfigurableResource):
             hive_name=target.hive_name if partition is not None else None,
             say=context.log.info,
         )
+        if glue is not None:
+            context.log.info(glue.register(partition, published.file.schema))
+        return published
 
     def _retry_if_transient(
         self, context: dg.AssetExecutionContext, error: Exception, summary: str
@@ -429,8 +497,12 @@ class LakeIOManager(dg.ConfigurableIOManager):
             else DEFAULT_PARTITION_NAME
         )
         target = self.lake.target(context.asset_key.path, hive_name, context.run_id)
+        partitions_def = context.asset_partitions_def if context.has_asset_partitions else None
+        glue = self.lake.glue_table(context.asset_key, hive_name, partitions_def)
         published = {
-            partition: self.lake.publish_frame(context, context.asset_key, target, partition, frame)
+            partition: self.lake.publish_frame(
+                context, context.asset_key, target, partition, frame, glue=glue
+            )
             for partition, frame in frames.items()
         }
         if len(published) == 1:
@@ -473,6 +545,19 @@ class LakeIOManager(dg.ConfigurableIOManager):
         if context.dagster_type.typing_type is pl.DataFrame:
             return frame.collect()
         return frame
+
+
+def date_projection(
+    partitions_def: dg.PartitionsDefinition[Any] | None,
+) -> DateProjection | None:
+    """Athena's date projection of time partitions of a standard grain; None for others."""
+    if not isinstance(partitions_def, dg.TimeWindowPartitionsDefinition):
+        return None
+    grain = grain_for_cron(partitions_def.cron_schedule)
+    if grain is None:
+        return None
+    first_key = partitions_def.start.strftime(partitions_def.fmt)
+    return DateProjection.for_grain(grain, partitions_def.fmt, first_key)
 
 
 def partition_name(

@@ -57,6 +57,44 @@ def test_the_lake_takes_its_prefix_and_sse_kms_key_from_the_environment(
     )
 
 
+GLUE_VARIABLES = (
+    "ETL_LAKE_GLUE_REGISTRATION",
+    "ETL_LAKE_GLUE_REGION",
+    "ETL_LAKE_GLUE_ENDPOINT_URL",
+    "ETL_LAKE_GLUE_DATABASE_PREFIX",
+)
+
+
+def test_glue_registration_is_off_unless_the_environment_turns_it_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ETL_LAKE_BUCKET", "company-lake")
+    for name in GLUE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    lake = lake_from_environment().lake
+    assert (lake.glue_registration, lake.glue_region, lake.glue_endpoint_url) == ("off", None, None)
+    assert lake.glue_database_prefix == ""
+    values = ("projection", "eu-central-1", "https://glue.eu-central-1.amazonaws.com", "prod_")
+    for name, value in zip(GLUE_VARIABLES, values, strict=True):
+        monkeypatch.setenv(name, value)
+    lake = lake_from_environment().lake
+    settings = (
+        lake.glue_registration,
+        lake.glue_region,
+        lake.glue_endpoint_url,
+        lake.glue_database_prefix,
+    )
+    assert settings == values
+    table = lake.glue_table(
+        dg.AssetKey(["raw", "shop", "sales", "orders"]),
+        "day",
+        dg.DailyPartitionsDefinition("2026-10-01"),
+    )
+    assert table is not None
+    assert table.qualified_name == "prod_shop.raw_sales_orders"
+    assert table.projection is not None
+
+
 def variables_read_by_the_project() -> set[str]:
     """Every variable named in the code, the table YAML and dagster.yaml."""
     names: set[str] = set()

@@ -1,14 +1,31 @@
-"""The S3 lake resource and IO manager: settings, hive names, and reading partitions back."""
+"""The S3 lake resource and IO manager: settings, hive names, and reading partitions back.
 
-from __future__ import annotations
+No `from __future__ import annotations` here: Dagster reads the `context` annotation of an asset
+defined in a test at run time.
+"""
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
 
 import dagster as dg
 import polars as pl
 import pytest
 
-from etl_assets.components.table_assets import LAKE_IO_MANAGER_KEY, build_table_assets
+from etl_assets.components.table_assets import (
+    LAKE_IO_MANAGER_KEY,
+    TableAssets,
+    build_table_assets,
+)
+from etl_assets.lib.lake.glue import DateProjection
 from etl_assets.lib.lake.objects import ServerSideEncryption
-from etl_assets.resources.lake import HIVE_PARTITION_METADATA_KEY, S3Lake, partition_name
+from etl_assets.lib.table.spec import TableSpec
+from etl_assets.resources.lake import (
+    HIVE_PARTITION_METADATA_KEY,
+    S3Lake,
+    date_projection,
+    partition_name,
+)
 from etl_assets_tests.support import SOURCE, Pipeline, failure_text, run_sql, spec
 
 
@@ -40,19 +57,29 @@ def test_hive_partition_names_come_from_metadata_or_the_grain() -> None:
     assert partition_name(dg.StaticPartitionsDefinition(["a"]), {}) == "partition"
 
 
-def test_downstream_assets_read_exactly_the_partitions_they_depend_on(pipeline: Pipeline) -> None:
+def hourly_events(pipeline: Pipeline, days: int) -> tuple[TableSpec, TableAssets]:
+    """A row an hour in `events`, published for `days` days from 2026-10-01; its assets."""
     run_sql(
         pipeline.conninfo,
-        """
-        CREATE TABLE events (id int PRIMARY KEY, created_at timestamptz NOT NULL);
-        INSERT INTO events SELECT g, timestamptz '2026-10-01 00:00+00' + g * interval '1 hour'
-        FROM generate_series(0, 95) g;
-        """,
+        "CREATE TABLE events (id int PRIMARY KEY, created_at timestamptz NOT NULL)",
+    )
+    run_sql(
+        pipeline.conninfo,
+        "INSERT INTO events SELECT g, timestamptz '2026-10-01 00:00+00' + g * interval '1 hour'"
+        " FROM generate_series(0, %s) g",
+        (days * 24 - 1,),
     )
     table = spec(columns=("id", "created_at"))
-    assert pipeline.materialize(table, partition_range=("2026-10-01", "2026-10-03")).success
-    built = build_table_assets(SOURCE, table, None)
-    seen: dict[str, object] = {}
+    last = f"2026-10-{days:02d}"
+    assert pipeline.materialize(table, partition_range=("2026-10-01", last)).success
+    return table, build_table_assets(SOURCE, table, None)
+
+
+def counts_asset(built: TableAssets, seen: dict[str, object]) -> dg.AssetsDefinition:
+    """`curated/counts`, through the lake IO manager: the rows of each partition of `events`.
+
+    `seen` learns what the asset was given: the input's type and its ids.
+    """
 
     @dg.asset(
         key=["curated", "counts"],
@@ -64,6 +91,14 @@ def test_downstream_assets_read_exactly_the_partitions_they_depend_on(pipeline: 
         seen["type"] = type(events)
         seen["ids"] = events.select("id").collect()["id"].to_list()
         return events.select(pl.len().alias("rows"))
+
+    return counts
+
+
+def test_downstream_assets_read_exactly_the_partitions_they_depend_on(pipeline: Pipeline) -> None:
+    table, built = hourly_events(pipeline, days=3)
+    seen: dict[str, object] = {}
+    counts = counts_asset(built, seen)
 
     def materialize_counts(partition: str) -> dg.ExecuteInProcessResult:
         return dg.materialize(
@@ -86,3 +121,88 @@ def test_downstream_assets_read_exactly_the_partitions_they_depend_on(pipeline: 
     assert not missing.success
     assert "has no published data at s3://" in failure_text(missing)
     assert "materialize those partitions first" in failure_text(missing)
+
+
+def test_athena_projects_time_partitions_of_a_standard_grain_only() -> None:
+    daily = date_projection(dg.DailyPartitionsDefinition("2026-10-01"))
+    assert daily == DateProjection("yyyy-MM-dd", "DAYS", "2026-10-01")
+    hourly = date_projection(dg.HourlyPartitionsDefinition("2026-10-01-05:00"))
+    assert hourly == DateProjection("yyyy-MM-dd-HH:mm", "HOURS", "2026-10-01-05:00")
+    weekly = date_projection(
+        dg.TimeWindowPartitionsDefinition(
+            start="2026-09-28", fmt="%Y-%m-%d", cron_schedule="0 0 * * 1"
+        )
+    )
+    assert weekly == DateProjection("yyyy-MM-dd", "WEEKS", "2026-09-28")
+    at_six = dg.TimeWindowPartitionsDefinition(
+        start="2026-10-01", fmt="%Y-%m-%d", cron_schedule="0 6 * * *"
+    )
+    assert date_projection(at_six) is None
+    assert date_projection(dg.StaticPartitionsDefinition(["eu", "us"])) is None
+    assert date_projection(None) is None
+
+
+def test_glue_registration_is_off_by_default_and_checked_before_publishing() -> None:
+    key = dg.AssetKey(["raw", "shop", "sales", "orders"])
+    daily = dg.DailyPartitionsDefinition("2026-10-01")
+    assert S3Lake(bucket="b").glue_table(key, "day", daily) is None
+    with pytest.raises(ValueError, match="glue_registration must be one of off, partitions"):
+        S3Lake(bucket="b", glue_registration="yes").glue_table(key, "day", daily)
+    lake = S3Lake(bucket="b", region="eu-west-1", glue_registration="projection")
+    with pytest.raises(ValueError, match="'orders': a Glue table needs an asset key of two"):
+        lake.glue_table(dg.AssetKey("orders"), "day", daily)
+    table = lake.glue_table(key, "day", daily)
+    assert table is not None
+    assert (table.qualified_name, table.partition_name) == ("shop.raw_sales_orders", "day")
+    assert table.projection == DateProjection("yyyy-MM-dd", "DAYS", "2026-10-01")
+    client: Any = table.client
+    assert client.meta.region_name == "eu-west-1"
+    unpartitioned = S3Lake(bucket="b", glue_registration="partitions", glue_region="us-west-2")
+    table = unpartitioned.glue_table(dg.AssetKey(["curated", "x"]), "partition", None)
+    assert table is not None
+    assert table.partition_name is None
+    client = table.client
+    assert client.meta.region_name == "us-west-2"
+
+
+def test_curated_partitions_are_registered_when_published(pipeline: Pipeline) -> None:
+    table, built = hourly_events(pipeline, days=2)
+    counts = counts_asset(built, {})
+
+    @dg.asset(
+        key=["curated", SOURCE, "ids"],
+        ins={"events": dg.AssetIn(built.raw.key)},
+        partitions_def=built.raw.partitions_def,
+    )
+    def ids(
+        context: dg.AssetExecutionContext, events: pl.LazyFrame, lake: S3Lake
+    ) -> Iterator[dg.MaterializeResult]:
+        yield from lake.publish_frames(context, {context.partition_key: events.select("id")})
+
+    prefix = f"t{uuid.uuid4().hex[:10]}_"
+    settings = {
+        "glue_registration": "partitions",
+        "glue_endpoint_url": pipeline.endpoint.url,
+        "glue_database_prefix": prefix,
+    }
+    result = dg.materialize(
+        [built.source, built.raw, counts, ids],
+        partition_key="2026-10-02",
+        instance=pipeline.instance,
+        resources=pipeline.resources(table, lake=settings),
+        selection=[counts.key, ids.key],
+    )
+    assert result.success
+    glue = pipeline.endpoint.client("glue")
+    for database, name, columns in [
+        (f"{prefix}curated", "counts", [{"Name": "rows", "Type": "bigint"}]),
+        (f"{prefix}{SOURCE}", "curated_ids", [{"Name": "id", "Type": "int"}]),
+    ]:
+        registered = glue.get_table(DatabaseName=database, Name=name)["Table"]
+        assert registered["StorageDescriptor"]["Columns"] == columns
+        [partition] = glue.get_partitions(DatabaseName=database, TableName=name)["Partitions"]
+        asset = "curated/counts" if name == "counts" else f"curated/{SOURCE}/ids"
+        assert (partition["Values"], partition["StorageDescriptor"]["Location"]) == (
+            ["2026-10-02"],
+            f"s3://{pipeline.bucket}/lake/{asset}/day=2026-10-02/",
+        )
