@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import json
 import time
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlparse
 
 import botocore.exceptions
 import dagster as dg
+import duckdb
 import polars as pl
 import psycopg
 from pydantic import BaseModel
@@ -43,6 +47,26 @@ def s3_error(code: str, status: int) -> botocore.exceptions.ClientError:
         "ResponseMetadata": {"HTTPStatusCode": status},
     }
     return botocore.exceptions.ClientError(response, "UploadPart")
+
+
+def duckdb_extension(name: str) -> Path:
+    """A DuckDB extension as its `duckdb-extension-<name>` wheel ships it (nothing downloaded)."""
+    package = importlib.import_module(f"duckdb_extension_{name}")
+    root = Path(str(package.__file__)).parent / "extensions"
+    return root / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
+
+
+def duckdb_on_s3(endpoint: S3Endpoint, *extensions: str) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection that reads `s3://` from `endpoint`, with httpfs and `extensions`."""
+    connection = duckdb.connect()
+    for name in ("httpfs", *extensions):
+        connection.load_extension(str(duckdb_extension(name)))
+    connection.execute(
+        "CREATE SECRET (TYPE s3, KEY_ID ?, SECRET ?, REGION ?, ENDPOINT ?,"
+        " URL_STYLE 'path', USE_SSL false)",
+        [endpoint.access_key, endpoint.secret_key, endpoint.region, urlparse(endpoint.url).netloc],
+    )
+    return connection
 
 
 def run_sql(conninfo: str, statement: str, params: Sequence[Any] | None = None) -> None:

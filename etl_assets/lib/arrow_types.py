@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 import numpy as np
 import polars as pl
@@ -51,38 +51,62 @@ def _conform_intervals(array: AnyArray, target: pa.DataType) -> AnyArray:
     """
     if target == INTERVAL_TYPE and pa.types.is_binary(array.type):
         return interval_struct(array)
-    if isinstance(array, pa.ListArray) and isinstance(target, pa.ListType):
+    rebuilt = rebuild_container(array, target, conform_array)
+    if rebuilt is None:
+        raise TypeError(f"cannot convert {array.type} to {target}")
+    return rebuilt
+
+
+def rebuild_container(
+    array: AnyArray, target: pa.DataType, convert: Callable[[AnyArray, pa.DataType], AnyArray]
+) -> AnyArray | None:
+    """A list (or large list) or struct `array` as `target`, its children put through `convert`.
+
+    The container keeps its own validity; None when `array` and `target` are not both lists or
+    both structs.
+    """
+    if isinstance(array, pa.ListArray | pa.LargeListArray) and isinstance(target, pa.ListType):
         # A sliced list's offsets start past 0: rebase them onto the values they cover.
-        offsets = array.offsets
-        first, last = offsets[0].as_py(), offsets[-1].as_py()
-        values = conform_array(array.values.slice(first, last - first), target.value_type)
+        offsets: AnyArray = array.offsets
+        first: int = offsets[0].as_py()
+        last: int = offsets[-1].as_py()
+        covered: AnyArray = array.values
+        values = convert(covered.slice(first, last - first), target.value_type)
+        rebased = pc.cast(pc.subtract(offsets, first), pa.int32(), safe=True)
         return pa.ListArray.from_arrays(
-            pc.subtract(offsets, first), values, type=target, mask=array.is_null()
+            cast("pa.Int32Array", rebased), values, type=target, mask=array.is_null()
         )
     if isinstance(array, pa.StructArray) and isinstance(target, pa.StructType):
-        children = [
-            conform_array(child, target.field(i).type) for i, child in enumerate(array.flatten())
-        ]
+        children = [convert(child, target.field(i).type) for i, child in enumerate(array.flatten())]
         return pa.StructArray.from_arrays(
             children,
             fields=[target.field(i) for i in range(target.num_fields)],
             mask=array.is_null(),
         )
-    raise TypeError(f"cannot convert {array.type} to {target}")
+    return None
 
 
 def _holds_intervals(source: pa.DataType, target: pa.DataType) -> bool:
     """Whether `target` has an interval where `source` has its binary form."""
     if target == INTERVAL_TYPE:
         return pa.types.is_binary(source)
+    children = child_types(source, target)
+    return children is not None and any(_holds_intervals(s, t) for s, t in children)
+
+
+def child_types(
+    source: pa.DataType, target: pa.DataType
+) -> list[tuple[pa.DataType, pa.DataType]] | None:
+    """The pairs of child types of two lists, or of two structs with as many fields; else None."""
     if isinstance(source, pa.ListType) and isinstance(target, pa.ListType):
-        return _holds_intervals(source.value_type, target.value_type)
-    if isinstance(source, pa.StructType) and isinstance(target, pa.StructType):
-        return source.num_fields == target.num_fields and any(
-            _holds_intervals(source.field(i).type, target.field(i).type)
-            for i in range(source.num_fields)
-        )
-    return False
+        return [(source.value_type, target.value_type)]
+    if (
+        isinstance(source, pa.StructType)
+        and isinstance(target, pa.StructType)
+        and source.num_fields == target.num_fields
+    ):
+        return [(source.field(i).type, target.field(i).type) for i in range(source.num_fields)]
+    return None
 
 
 def conform_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:

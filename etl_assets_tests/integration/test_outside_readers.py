@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from urllib.parse import urlparse
 
 import duckdb
-import duckdb_extension_httpfs  # pyright: ignore[reportMissingTypeStubs]
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
@@ -26,15 +24,9 @@ from etl_assets_tests.integration.test_types import (
     insert_edges,
     torture_spec,
 )
-from etl_assets_tests.support import Pipeline, query, run_sql, spec
+from etl_assets_tests.support import Pipeline, duckdb_on_s3, query, run_sql, spec
 
 DAYS = ("2026-10-01", "2026-10-02", "2026-10-03")
-
-
-def httpfs_extension() -> Path:
-    """The httpfs build shipped by the duckdb-extension-httpfs wheel (no download)."""
-    root = Path(duckdb_extension_httpfs.__file__).parent / "extensions"
-    return root / f"v{duckdb.__version__}" / "httpfs.duckdb_extension"
 
 
 def published_events(pipeline: Pipeline) -> str:
@@ -66,14 +58,7 @@ def source_counts(pipeline: Pipeline) -> list[tuple[dt.date, int]]:
 
 def test_duckdb_reads_the_lake_with_hive_partitioning(pipeline: Pipeline) -> None:
     dataset = published_events(pipeline)
-    endpoint = urlparse(pipeline.endpoint.url)
-    connection = duckdb.connect()
-    connection.execute(f"LOAD '{httpfs_extension()}'")
-    connection.execute(
-        "CREATE SECRET (TYPE s3, KEY_ID ?, SECRET ?, REGION 'us-east-1', ENDPOINT ?,"
-        " URL_STYLE 'path', USE_SSL false)",
-        [pipeline.endpoint.access_key, pipeline.endpoint.secret_key, endpoint.netloc],
-    )
+    connection = duckdb_on_s3(pipeline.endpoint)
     rows = connection.execute(
         f"SELECT day, count(*), sum(amount) FROM read_parquet('{dataset}/*/*.parquet',"
         " hive_partitioning = true) GROUP BY day ORDER BY day"
@@ -134,7 +119,8 @@ TYPE_TABLE_WORDS = {
 def type_table_row(first_cell: str) -> str:
     doc = (Path(__file__).resolve().parents[2] / "docs" / "types.md").read_text()
     section = doc[doc.index("| Postgres |") :]
-    [row] = [line for line in section.splitlines() if line.startswith(f"| {first_cell}")]
+    table = section[: section.index("\n\n")]  # the Parquet table, not the Iceberg one after it
+    [row] = [line for line in table.splitlines() if line.startswith(f"| {first_cell}")]
     return row
 
 

@@ -152,11 +152,14 @@ def torture_spec(
 
 
 def create(pipeline: Pipeline, ddl: str) -> None:
+    create_in(pipeline.conninfo, ddl)
+
+
+def create_in(conninfo: str, ddl: str) -> None:
+    """The torture schema, and `ddl` with its names filled in, in the database `conninfo`."""
+    run_sql(conninfo, sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(SCHEMA)).as_string())
     run_sql(
-        pipeline.conninfo, sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(SCHEMA)).as_string()
-    )
-    run_sql(
-        pipeline.conninfo,
+        conninfo,
         ddl.format(
             schema=sql.Identifier(SCHEMA).as_string(),
             table=sql.Identifier(SCHEMA, TABLE).as_string(),
@@ -446,10 +449,11 @@ def test_arrays_of_every_exact_type_and_intervals_in_composites_round_trip(
 
 
 def create_rows(pipeline: Pipeline) -> None:
-    run_sql(
-        pipeline.conninfo,
-        TORTURE_ROWS.format(table=sql.Identifier(SCHEMA, TABLE).as_string()),
-    )
+    insert_torture_rows(pipeline.conninfo)
+
+
+def insert_torture_rows(conninfo: str) -> None:
+    run_sql(conninfo, TORTURE_ROWS.format(table=sql.Identifier(SCHEMA, TABLE).as_string()))
 
 
 HAZARD_DDL = """
