@@ -8,6 +8,7 @@ for every method), the rows moved, and the Parquet bytes written.
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import json
 import sys
 import time
@@ -148,6 +149,43 @@ def environment(job: dict[str, Any]) -> None:
 
 def ours(job: dict[str, Any]) -> dict[str, Any]:
     """(b) Our extraction: the Postgres IO manager's read, then the lake's load, outside Dagster."""
+    return _load(job, f"ours/{job['run']}")
+
+
+def ours_windows(job: dict[str, Any]) -> dict[str, Any]:
+    """Thirty daily windows in one load, as plain Parquet objects; each window's publish time."""
+    daily = {**job, "window": {**job["window"], "grain": "daily"}}
+    return _load(daily, f"windows/{job['run']}", (DAYS[0], DAYS[-1]))
+
+
+def ours_iceberg_windows(job: dict[str, Any]) -> dict[str, Any]:
+    """The same thirty windows committed to an Iceberg table; each window's publish and commit.
+
+    The SQL catalog lives on the same Postgres server, a fresh catalog database each time.
+    """
+    import psycopg  # noqa: PLC0415
+
+    from etl_assets.lib.table.spec import LakeFormat  # noqa: PLC0415
+    from etl_assets.resources.catalog import IcebergCatalog  # noqa: PLC0415
+
+    database = f"iceberg_{job['run'].replace('-', '_')}"
+    with psycopg.connect(job["conninfo"], autocommit=True) as connection:
+        name = sql.Identifier(database)
+        connection.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
+        connection.execute(sql.SQL("CREATE DATABASE {}").format(name))
+    catalog = IcebergCatalog(uri=job["catalog_server"] + database)
+    daily = {**job, "window": {**job["window"], "grain": "daily"}}
+    return _load(daily, f"iceberg/{job['run']}", (DAYS[0], DAYS[-1]), LakeFormat.ICEBERG, catalog)
+
+
+def _load(
+    job: dict[str, Any],
+    prefix: str,
+    partitions: tuple[str, str] | None = None,
+    lake_format: Any = None,
+    catalog: Any = None,
+) -> dict[str, Any]:
+    """Read the job's window (or a range of partitions) and load it, timing each window."""
     import dagster as dg  # noqa: PLC0415
 
     from etl_assets.components.table_assets import (  # noqa: PLC0415
@@ -155,26 +193,40 @@ def ours(job: dict[str, Any]) -> dict[str, Any]:
         source_asset_key,
     )
     from etl_assets.lib.load import RefusedWindow, load_windows  # noqa: PLC0415
+    from etl_assets.lib.table.spec import LakeFormat  # noqa: PLC0415
     from etl_assets.resources.postgres import PostgresSource, PostgresWindowIOManager  # noqa: PLC0415
 
     environment(job)
     spec = table_spec(job)
     built = build_table_assets(BENCH_SOURCE, spec, None)
-    key = job["window"]["key"]
-    prefix = f"ours/{job['run']}"
     reader = PostgresWindowIOManager(source=PostgresSource(dsn=job["conninfo"]))
     writer = lake(job, prefix)
+    if catalog is not None:
+        writer = writer.model_copy(update={"iceberg": catalog})
+    windows: list[dict[str, float]] = []
 
     def work() -> int:
-        windows = reader.load_input(
+        context = (
             dg.build_input_context(
                 asset_key=source_asset_key(BENCH_SOURCE, spec),
-                partition_key=key,
+                asset_partition_key_range=dg.PartitionKeyRange(*partitions),
+                asset_partitions_def=built.partitions_def,
+            )
+            if partitions
+            else dg.build_input_context(
+                asset_key=source_asset_key(BENCH_SOURCE, spec),
+                partition_key=job["window"]["key"],
                 asset_partitions_def=built.partitions_def,
             )
         )
-        extract = windows.table(spec, reader=built.raw.key.to_user_string())
-        target = writer.target(built.raw.key.path, spec.hive_partition_name, job["run"])
+        extract = reader.load_input(context).table(spec, reader=built.raw.key.to_user_string())
+        target = writer.target(
+            built.raw.key.path,
+            spec.hive_partition_name,
+            job["run"],
+            lake_format or LakeFormat.PARQUET,
+        )
+        rows = 0
         for outcome in load_windows(
             extract,
             target,
@@ -185,9 +237,18 @@ def ours(job: dict[str, Any]) -> dict[str, Any]:
         ):
             if isinstance(outcome, RefusedWindow):
                 raise outcome.error
-        return job["window"]["rows"]
+            published = outcome.published
+            rows += published.file.rows
+            windows.append(
+                {
+                    "publish": published.seconds - published.commit_seconds,
+                    "commit": published.commit_seconds,
+                }
+            )
+        assert partitions is not None or rows == job["window"]["rows"]
+        return rows
 
-    return _timed(work, job, prefix)
+    return {**_timed(work, job, prefix), "windows": windows}
 
 
 def _materialize(job: dict[str, Any], prefix: str, partitions: list[list[str]]) -> dict[str, Any]:
@@ -305,7 +366,8 @@ def backfill_run_per_partition(job: dict[str, Any]) -> dict[str, Any]:
 
 def pandas_chunks(job: dict[str, Any]) -> dict[str, Any]:
     """(d) The naive baseline: pandas `read_sql` in chunks, each chunk `to_parquet` on S3."""
-    import pandas as pd  # noqa: PLC0415  # pyright: ignore[reportMissingImports]
+    # The peers are imported by name: the `bench` group installs them, the others do not.
+    pd: Any = importlib.import_module("pandas")
     import pyarrow.fs as pafs  # noqa: PLC0415
     import sqlalchemy  # noqa: PLC0415
     from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415
@@ -419,8 +481,8 @@ def _dlt(job: dict[str, Any], backend: Literal["connectorx", "pyarrow"]) -> dict
             "DLT_DATA_DIR": tempfile.mkdtemp(prefix="dlt-data-"),
         }
     )
-    import dlt  # noqa: PLC0415 # pyright: ignore[reportMissingImports]
-    from dlt.sources.sql_database import sql_table  # noqa: PLC0415 # pyright: ignore[reportMissingImports]
+    dlt: Any = importlib.import_module("dlt")
+    sql_table: Any = importlib.import_module("dlt.sources.sql_database").sql_table
     from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415
 
     parts = conninfo_to_dict(job["conninfo"])
@@ -470,6 +532,8 @@ def dlt_pyarrow(job: dict[str, Any]) -> dict[str, Any]:
 METHODS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "copy_drain": copy_drain,
     "ours": ours,
+    "ours_windows": ours_windows,
+    "ours_iceberg_windows": ours_iceberg_windows,
     "dagster": dagster_run,
     "dagster_cli": dagster_cli,
     "pandas": pandas_chunks,

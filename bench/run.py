@@ -41,6 +41,8 @@ WINDOW_METHODS = [
     "pandas",
 ]  # fmt: skip
 BACKFILL_METHODS = ["ours", "backfill_single_run", "backfill_run_per_partition"]
+WINDOWS_METHODS = ["ours_windows", "ours_iceberg_windows"]
+"""Thirty daily windows in one load: the plain layout's publish, and Iceberg's commit."""
 DAY = {
     "key": "2026-09-15",
     "grain": "daily",
@@ -63,6 +65,8 @@ class Sample:
     rows: int
     parquet_bytes: int
     peak_rss_mb: float
+    windows: list[dict[str, float]] = field(default_factory=list[dict[str, float]])
+    """Per window of a multi-window load: `publish` (write, verify, upload) and `commit`."""
 
 
 @dataclass
@@ -99,6 +103,7 @@ def measure(job: dict[str, Any]) -> Sample:
         result["rows"],
         result["parquet_bytes"],
         max(usage.ru_maxrss / 1024, result.get("child_rss_mb", 0.0)),
+        result.get("windows", []),
     )
 
 
@@ -146,14 +151,21 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores{memory}, Python {platform.python_version()}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark, print the table and write it to bench/results/<date>.md."""
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="make bench", description=__doc__)
     parser.add_argument("--sizes", default="1,5", help="table sizes in millions of rows")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--methods", default=",".join(WINDOW_METHODS))
     parser.add_argument("--no-backfill", action="store_true")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--no-windows", action="store_true", help="skip the per-window publish and commit costs"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark, print the table and write it to bench/results/<date>.md."""
+    args = _parser().parse_args(argv)
     sizes = [int(float(s) * 1_000_000) for s in args.sizes.split(",")]
     methods = args.methods.split(",")
     WORK.mkdir(exist_ok=True)
@@ -175,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
             scenarios.append((rows, "30 days", MONTH, methods))
             if not args.no_backfill:
                 scenarios.append((rows, "30-day backfill", MONTH, BACKFILL_METHODS))
+            if not args.no_windows:
+                scenarios.append((rows, "30 daily windows", MONTH, WINDOWS_METHODS))
         window_rows = _window_rows(conninfo, tables)
         for rep in range(args.reps):
             for rows, label, window, scenario_methods in scenarios:
@@ -189,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
                         "window": {**window, "rows": window_rows[(tables[rows], window["key"])]},
                         "s3": {"url": s3_url, "bucket": BUCKET, "key": KEY, "secret": SECRET},
                         "run": f"{rows}-{window['key']}-{rep}",
+                        # SQLAlchemy's URL of the server, to which a catalog database is added.
+                        "catalog_server": postgres.address.url("", driver="postgresql+psycopg2"),
                     }
                     try:
                         sample = measure(job)
@@ -252,15 +268,53 @@ def format_report(
         seconds = cell.median("seconds")
         rows = cell.samples[0].rows
         parquet_mb = cell.median("parquet_bytes") / 1e6
-        limit = cells.get((size, "30 days" if label == "30-day backfill" else label, "copy_drain"))
+        whole_window = label in ("30-day backfill", "30 daily windows")
+        limit = cells.get((size, "30 days" if whole_window else label, "copy_drain"))
         ratio = seconds / limit.median("seconds") if limit and limit.samples else float("nan")
         lines.append(
             f"| {size} | {label} | {method} | {seconds:.2f} | {rows / seconds:,.0f} | "
             f"{(parquet_mb / seconds) if parquet_mb else 0:.1f} | {ratio:.2f} | "
             f"{cell.median('peak_rss_mb'):.0f} | {parquet_mb:.1f} |"
         )
-    lines += ["", *format_targets(cells)]
+    lines += ["", *format_window_costs(cells), *format_targets(cells)]
     return "\n".join(lines) + "\n"
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """The value at `fraction` of the sorted values (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
+
+
+def format_window_costs(cells: dict[tuple[str, str, str], Cell]) -> list[str]:
+    """Each window's publish and commit cost in the multi-window loads, over every round."""
+    rows: list[str] = []
+    for (size, label, method), cell in cells.items():
+        windows = [w for sample in cell.samples for w in sample.windows]
+        if not windows:
+            continue
+        publish = [w["publish"] * 1000 for w in windows]
+        commit = [w["commit"] * 1000 for w in windows]
+        rows.append(
+            f"| {size} | {label} | {method} | {len(windows)} | "
+            f"{statistics.median(publish):.0f} | {percentile(publish, 0.95):.0f} | "
+            f"{statistics.median(commit):.0f} | {percentile(commit, 0.95):.0f} |"
+        )
+    if not rows:
+        return []
+    return [
+        "## Cost per window",
+        "",
+        "Publish: writing, verifying and uploading the window's file; commit: the catalog "
+        "commit that makes it visible (Iceberg; the plain layout has none: its object is "
+        "visible once uploaded). Milliseconds over every window of every round.",
+        "",
+        "| table | load | method | windows | publish median ms | publish p95 ms "
+        "| commit median ms | commit p95 ms |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+        *rows,
+        "",
+    ]
 
 
 def format_targets(cells: dict[tuple[str, str, str], Cell]) -> list[str]:

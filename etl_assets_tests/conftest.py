@@ -25,7 +25,9 @@ from etl_assets.devstack.s3 import LocalS3, S3Endpoint, create_bucket
 from etl_assets_tests.support import Pipeline
 
 EXTERNAL_PG_ENV = "ETL_ASSETS_TEST_PG_DSN"
-SERVICE_FIXTURES = frozenset({"pg_server", "source_db", "s3_endpoint", "bucket", "instance"})
+SERVICE_FIXTURES = frozenset(
+    {"pg_server", "source_db", "s3_endpoint", "bucket", "instance", "catalog_uri"}
+)
 """Fixtures that start or need a live Postgres or S3 endpoint."""
 
 
@@ -57,6 +59,14 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Generator[ServerAddre
 def source_db(pg_server: ServerAddress) -> str:
     """A fresh, empty database on the server; returns its superuser conninfo."""
     return create_database(pg_server, f"src_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def catalog_uri(pg_server: ServerAddress) -> str:
+    """A fresh database on the server for an Iceberg SQL catalog; its SQLAlchemy URL."""
+    name = f"iceberg_{uuid.uuid4().hex[:12]}"
+    create_database(pg_server, name)
+    return pg_server.url(name, driver="postgresql+psycopg2")
 
 
 @pytest.fixture(scope="session")

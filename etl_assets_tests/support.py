@@ -116,7 +116,7 @@ M = TypeVar("M", bound=BaseModel)
 
 def revised(model: M, **changes: Any) -> M:
     """`model` with some fields changed, validated again like the YAML it stands for."""
-    return type(model).model_validate({**model.model_dump(), **changes})
+    return type(model).model_validate({**model.model_dump(by_alias=True), **changes})
 
 
 @dataclass(frozen=True)
@@ -249,6 +249,17 @@ def materialized_partitions(pipeline: Pipeline, table: TableSpec, run_id: str) -
         for r in records
         if r.run_id == run_id and r.asset_materialization is not None
     )
+
+
+def polars_options(pipeline: Pipeline) -> dict[str, str]:
+    """Polars' storage options for the pipeline's S3 endpoint."""
+    return {
+        "aws_endpoint_url": pipeline.endpoint.url,
+        "aws_allow_http": "true",
+        "aws_region": pipeline.endpoint.region,
+        "aws_access_key_id": pipeline.endpoint.access_key,
+        "aws_secret_access_key": pipeline.endpoint.secret_key,
+    }
 
 
 def failure_text(result: dg.ExecuteInProcessResult) -> str:

@@ -16,6 +16,7 @@ line, where other users of the machine could read it.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from psycopg import sql
 
 from etl_assets.components.postgres_tables import declared_pools
 from etl_assets.lib.lake.cleanup import abort_stale_uploads
+from etl_assets.lib.lake.iceberg import catalog_tables, maintain
 from etl_assets.lib.postgres.introspect import (
     TABLES_QUERY,
     TableReport,
@@ -42,6 +44,7 @@ from etl_assets.lib.postgres.introspect import (
 from etl_assets.lib.postgres.session import ConnectionSettings, Snapshot
 from etl_assets.lib.postgres.sql import Relation, render
 from etl_assets.lib.table.windows import Grain, parse_duration
+from etl_assets.resources.catalog import IcebergCatalog
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -91,6 +94,29 @@ def _parser() -> argparse.ArgumentParser:
         help="only uploads started this long ago or more (default 6h, the longest run)",
     )
     abort.add_argument("--dry-run", action="store_true", help="list, do not abort")
+    maintenance = lake_commands.add_parser(
+        "iceberg-maintenance",
+        help="expire old snapshots of the Iceberg tables and remove their orphan data files",
+        description=(
+            "For every table of the Iceberg catalog ($ETL_ICEBERG_CATALOG, "
+            "$ETL_ICEBERG_CATALOG_URI, $ETL_ICEBERG_WAREHOUSE), or those named with --table: "
+            "snapshots older than --retain are expired (time travel reaches back that far), "
+            "then data files no kept snapshot refers to and older than --min-age are deleted "
+            "(files of runs killed before their commit, and of expired snapshots)."
+        ),
+    )
+    maintenance.add_argument(
+        "--table", action="append", default=[], help="namespace.table (repeatable; default: all)"
+    )
+    maintenance.add_argument(
+        "--min-age",
+        default="6h",
+        help="only orphan files written this long ago or more (default 6h, the longest run)",
+    )
+    maintenance.add_argument(
+        "--retain", default="7d", help="keep snapshots younger than this (default 7d)"
+    )
+    maintenance.add_argument("--dry-run", action="store_true", help="list, change nothing")
     return parser
 
 
@@ -99,6 +125,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     args = _parser().parse_args(argv)
     if args.command == "pools":
         return _pools(apply=args.apply, out=out)
+    if args.command == "lake" and args.lake_command == "iceberg-maintenance":
+        return _iceberg_maintenance(args, out)
     if args.command == "lake":
         return _abort_uploads(args, out)
     try:
@@ -182,6 +210,43 @@ def _abort_uploads(args: argparse.Namespace, out: TextIO) -> int:
         started = upload.initiated.isoformat(timespec="seconds")
         out.write(f"{verb} s3://{args.bucket}/{upload.key} (started {started})\n")
     out.write(f"{len(stale)} upload(s) {verb} under s3://{args.bucket}/{args.prefix}\n")
+    return 0
+
+
+def _iceberg_maintenance(args: argparse.Namespace, out: TextIO) -> int:
+    try:
+        catalog = IcebergCatalog(
+            kind=os.environ.get("ETL_ICEBERG_CATALOG", "sql"),
+            uri=os.environ.get("ETL_ICEBERG_CATALOG_URI"),
+            warehouse=os.environ.get("ETL_ICEBERG_WAREHOUSE"),
+            credential=os.environ.get("ETL_ICEBERG_REST_CREDENTIAL"),
+            token=os.environ.get("ETL_ICEBERG_REST_TOKEN"),
+        ).catalog(
+            default_warehouse="",
+            s3_endpoint=os.environ.get("AWS_ENDPOINT_URL"),
+            region=os.environ.get("AWS_REGION"),
+        )
+        tables = [
+            (namespace, name) for namespace, _, name in (t.partition(".") for t in args.table)
+        ] or catalog_tables(catalog)
+        client = boto3.client("s3")
+        now = dt.datetime.now(dt.UTC)
+        for identifier in tables:
+            done = maintain(
+                catalog,
+                identifier,
+                client,
+                now=now,
+                orphan_min_age=parse_duration(args.min_age),
+                snapshot_retention=parse_duration(args.retain),
+                dry_run=args.dry_run,
+            )
+            out.write(done.describe(dry_run=args.dry_run) + "\n")
+            for orphan in done.removed_files:
+                out.write(f"  {orphan.uri} (written {orphan.last_modified.isoformat()})\n")
+    except Exception as error:  # a CLI: every failure is one readable line and exit status 2
+        print(f"etl-assets lake iceberg-maintenance: {error}", file=sys.stderr)  # noqa: T201
+        return 2
     return 0
 
 

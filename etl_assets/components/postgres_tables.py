@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic_core import core_schema
 
 from etl_assets.components.incremental import build_change_sensor, build_reconcile_schedule
+from etl_assets.components.lake_maintenance import build_iceberg_maintenance
 from etl_assets.components.table_assets import (
     build_table_assets,
     pool_name,
@@ -33,7 +34,9 @@ from etl_assets.components.table_assets import (
     postgres_source_key,
     raw_asset_key,
 )
+from etl_assets.lib.lake.iceberg import table_identifier
 from etl_assets.lib.table.spec import (
+    LakeFormat,
     TableSpec,
 )
 from etl_assets.lib.table.transforms import load_transform
@@ -80,6 +83,13 @@ class SourceModel(dg.Resolvable, dg.Model):
     )
     statement_timeout_seconds: int = Field(
         default=3600, gt=0, description="Longest a single read statement may run on the source."
+    )
+    format: LakeFormat = Field(
+        default=LakeFormat.PARQUET,
+        description=(
+            "How the source's tables are kept in the lake, unless a table says otherwise: "
+            "parquet (one object per partition) or iceberg (a table in the Iceberg catalog)."
+        ),
     )
     max_concurrent_extractions: int = Field(
         default=4,
@@ -196,13 +206,23 @@ class PostgresTablesComponent(dg.Component, dg.Resolvable, dg.Model):
             seen.add(name)
         return self
 
+    def table_specs(self) -> list[TableSpec]:
+        """The declared tables, each with the source's lake format unless it declares its own."""
+        return [
+            declared
+            if declared.format is not None
+            else declared.model_copy(update={"format": self.source.format})
+            for declared in self.tables
+        ]
+
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         """The source specs, raw assets, the source resource and the IO manager reading it."""
         assets: list[dg.AssetsDefinition | dg.AssetSpec] = []
         sensors: list[dg.SensorDefinition] = []
         schedules: list[dg.ScheduleDefinition] = []
         source_key = postgres_source_key(self.source.name)
-        for spec in self.tables:
+        specs = self.table_specs()
+        for spec in specs:
             transform = load_transform(spec.transform) if spec.transform else None
             built = build_table_assets(self.source.name, spec, transform)
             assets += [built.source, built.raw]
@@ -214,11 +234,22 @@ class PostgresTablesComponent(dg.Component, dg.Resolvable, dg.Model):
                 schedules.append(
                     build_reconcile_schedule(spec, built.raw.key, built.partitions_def, source_key)
                 )
+        jobs: list[dg.JobDefinition] = []
+        iceberg_tables = [
+            table_identifier(raw_asset_key(self.source.name, spec).path)
+            for spec in specs
+            if spec.lake_format is LakeFormat.ICEBERG
+        ]
+        if iceberg_tables:
+            job, schedule = build_iceberg_maintenance(self.source.name, iceberg_tables)
+            jobs.append(job)
+            schedules.append(schedule)
         source = self._source()
         return dg.Definitions(
             assets=assets,
             sensors=sensors,
             schedules=schedules,
+            jobs=jobs,
             resources={
                 source_key: source,
                 postgres_io_manager_key(self.source.name): PostgresWindowIOManager(source=source),
@@ -256,7 +287,7 @@ def declared_tables(
     return {
         raw_asset_key(component.source.name, spec).to_user_string(): spec
         for component in (declared_sources() if sources is None else sources)
-        for spec in component.tables
+        for spec in component.table_specs()
     }
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from etl_assets.lib.errors import DeclarationError
+from etl_assets.lib.lake.iceberg import table_identifier
 from etl_assets.lib.lake.layout import PART_FILE_NAME
 from etl_assets.lib.postgres.read import SourceWindows
 from etl_assets.lib.table.checks import (
@@ -20,9 +21,15 @@ from etl_assets.lib.table.checks import (
     SCHEMA_CHECK,
     column_check_name,
 )
-from etl_assets.lib.table.spec import PrimaryKeyCheck, TableSpec
+from etl_assets.lib.table.spec import LakeFormat, PrimaryKeyCheck, TableSpec
 from etl_assets.lib.table.transforms import Transform
-from etl_assets.resources.lake import HIVE_PARTITION_METADATA_KEY, LakeEvent, LakeIOManager, S3Lake
+from etl_assets.resources.lake import (
+    HIVE_PARTITION_METADATA_KEY,
+    LAKE_FORMAT_METADATA_KEY,
+    LakeEvent,
+    LakeIOManager,
+    S3Lake,
+)
 
 _SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9_]+$")
 RAW_KEY_PREFIX = "raw"
@@ -169,10 +176,19 @@ def build_table_assets(source: str, spec: TableSpec, transform: Transform | None
         },
     ).with_io_manager_key(postgres_io_manager_key(source))
 
+    if spec.lake_format is LakeFormat.ICEBERG:
+        namespace, table = table_identifier(raw_key.path)
+        where = f"Iceberg table `{namespace}.{table}` partitioned by `{hive_name}`"
+        lake_location = f"iceberg:{namespace}.{table} ({hive_name}=<key>)"
+        replaced = "each partition replaced by one catalog commit"
+    else:
+        where = f"`<lake>/{lake_path}/{hive_name}=<key>/{PART_FILE_NAME}`"
+        lake_location = f"{lake_path}/{hive_name}=<key>/{PART_FILE_NAME}"
+        replaced = "one object per partition, replaced atomically"
     description = (
         f"Copy of Postgres `{spec.qualified_name}` (source `{source}`): the rows whose "
-        f"{window_rule}.\n\nLake: `<lake>/{lake_path}/{hive_name}=<key>/{PART_FILE_NAME}`, one "
-        f"object per partition, replaced atomically.\n\nColumns: {', '.join(spec.column_names)}."
+        f"{window_rule}.\n\nLake: {where}, {replaced}.\n\n"
+        f"Columns: {', '.join(spec.column_names)}."
     )
     if transform is not None:
         description += f"\n\nTransform: `{spec.transform}`."
@@ -183,15 +199,16 @@ def build_table_assets(source: str, spec: TableSpec, transform: Transform | None
         deps=[source_key],
         partitions_def=partitions_def,
         group_name=spec.group,
-        kinds={"postgres", "polars", "parquet", "s3"},
+        kinds={"postgres", "polars", spec.lake_format.value, "s3"},
         description=description,
         metadata={
             "dagster/column_schema": declared_columns(spec),
             "etl_assets/source_table": spec.qualified_name,
             "etl_assets/partition_column": spec.partition_column,
             "etl_assets/window": window_rule,
-            "etl_assets/lake_path": f"{lake_path}/{hive_name}=<key>/{PART_FILE_NAME}",
+            "etl_assets/lake_path": lake_location,
             HIVE_PARTITION_METADATA_KEY: hive_name,
+            LAKE_FORMAT_METADATA_KEY: spec.lake_format.value,
             "etl_assets/primary_key": ", ".join(spec.primary_key),
         },
     ).with_io_manager_key(LAKE_IO_MANAGER_KEY)

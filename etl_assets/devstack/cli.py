@@ -35,7 +35,7 @@ def demo(state_dir: Path) -> int:
         set_pool_limits(declared_pools(), stack.process_environment())
         _say("launching runs (dg launch) ...")
         launch_runs(stack)
-        _say("reading the lake back with pyarrow.dataset (hive partitioning) ...")
+        _say("reading the lake back (pyarrow.dataset; Iceberg tables through their catalog) ...")
         rows = summarize(stack, declared_tables())
         _say("")
         _say(format_summary(rows))

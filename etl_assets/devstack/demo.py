@@ -176,6 +176,7 @@ def summarize(stack: DevStack, tables: Mapping[str, TableSpec]) -> list[SummaryR
     """One row per materialized partition, each checked against the source."""
     rows: list[SummaryRow] = []
     checks = check_evaluations(stack)
+    catalog = stack.iceberg_catalog()
     for asset, partition, metadata in materializations(stack):
         if asset in tables:
             comparison = compare_table_partition(
@@ -185,12 +186,15 @@ def summarize(stack: DevStack, tables: Mapping[str, TableSpec]) -> list[SummaryR
                 asset=asset,
                 table=tables[asset],
                 key=partition,
+                catalog=catalog,
             )
         elif asset == CURATED:
             comparison = verify_curated(stack, partition)
         else:
             continue
         uri = str(metadata.get("dagster/uri", ""))
+        if "iceberg_table" in metadata:
+            uri = f"iceberg {metadata['iceberg_table']} snapshot {metadata['iceberg_snapshot_id']}"
         rows.append(
             SummaryRow(
                 asset=asset,

@@ -14,6 +14,8 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from pyiceberg.catalog import Catalog, load_catalog
+
 from etl_assets.devstack.postgres import EmbeddedPostgres
 from etl_assets.devstack.s3 import LocalS3, S3Endpoint, create_bucket
 from etl_assets.devstack.seed import READER_ROLE, seed_demo
@@ -21,6 +23,8 @@ from etl_assets.devstack.seed import READER_ROLE, seed_demo
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SOURCE_DATABASE = "shop"
 INSTANCE_DATABASE = "dagster"
+CATALOG_DATABASE = "iceberg"
+"""The Iceberg SQL catalog's database (tables declared `format: iceberg`)."""
 LAKE_BUCKET = "etl-lake"
 LAKE_PREFIX = "lake"
 
@@ -38,6 +42,21 @@ class DevStack:
     def source_conninfo(self) -> str:
         """Superuser connection to the demo source database."""
         return self.postgres.address.conninfo(SOURCE_DATABASE)
+
+    def iceberg_catalog(self) -> Catalog:
+        """The stack's Iceberg SQL catalog, as an outside reader opens it."""
+        return load_catalog(
+            "etl_assets",
+            type="sql",
+            uri=self.environment["ETL_ICEBERG_CATALOG_URI"],
+            warehouse=f"s3://{LAKE_BUCKET}/{LAKE_PREFIX}/iceberg",
+            **{
+                "s3.endpoint": self.s3.url,
+                "s3.region": self.s3.region,
+                "s3.access-key-id": self.s3.access_key,
+                "s3.secret-access-key": self.s3.secret_key,
+            },
+        )
 
     def process_environment(self) -> dict[str, str]:
         """`os.environ` with the stack's variables on top, for child processes."""
@@ -62,6 +81,7 @@ def stack_environment(
         # SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3, which dagster-postgres' run
         # storage cannot use (NOTIFY with a bind parameter); psycopg2 is what it is built on.
         "ETL_ASSETS_DAGSTER_PG_URL": address.url(INSTANCE_DATABASE, driver="postgresql+psycopg2"),
+        "ETL_ICEBERG_CATALOG_URI": address.url(CATALOG_DATABASE, driver="postgresql+psycopg2"),
         **s3.environment(),
     }
 
@@ -90,6 +110,7 @@ def dev_stack(base_dir: Path, *, seed: bool = True) -> Generator[DevStack]:
         s3 = cleanup.enter_context(LocalS3())
         postgres.create_database(SOURCE_DATABASE)
         postgres.create_database(INSTANCE_DATABASE)
+        postgres.create_database(CATALOG_DATABASE)
         reader_password = secrets.token_urlsafe(18)
         if seed:
             seed_demo(postgres.address.conninfo(SOURCE_DATABASE), reader_password)

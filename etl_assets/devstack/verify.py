@@ -1,7 +1,8 @@
 """Reading the lake back as an outside reader would, and comparing it with the source.
 
 Independent of the code under test on purpose: the source is read with psycopg (not ADBC) and
-the lake with `pyarrow.dataset` and hive partitioning (not the IO manager).
+the lake with `pyarrow.dataset` and hive partitioning, or, for an Iceberg table, with
+pyiceberg's own scan of the table as its catalog has it (not the IO manager).
 """
 
 from __future__ import annotations
@@ -20,10 +21,14 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 from psycopg import sql
+from pyiceberg.catalog import Catalog
+from pyiceberg.expressions import EqualTo, Reference
+from pyiceberg.expressions.literals import literal
 
 from etl_assets.components.table_assets import table_partitions
 from etl_assets.devstack.s3 import S3Endpoint
-from etl_assets.lib.table.spec import TableSpec
+from etl_assets.lib.lake.iceberg import table_identifier
+from etl_assets.lib.table.spec import LakeFormat, TableSpec
 
 
 def lake_filesystem(endpoint: S3Endpoint) -> pafs.S3FileSystem:
@@ -50,6 +55,27 @@ def read_lake_partition(
     )
     table = dataset.to_table(filter=ds.field(partition_name) == key)
     return table.drop_columns([partition_name])
+
+
+def read_iceberg_partition(
+    catalog: Catalog, identifier: tuple[str, str], column: str, key: str
+) -> pa.Table:
+    """One partition of an Iceberg table as the catalog has it now, without the partition column.
+
+    Iceberg keeps JSON as text; a column whose field doc (its Postgres type) is json or jsonb
+    is read back as Arrow JSON, as the plain layout's files have it.
+    """
+    table = catalog.load_table(identifier)
+    rows = table.scan(row_filter=EqualTo(term=Reference(column), value=literal(key))).to_arrow()
+    rows = rows.drop_columns([column])
+    for field in table.schema().fields:
+        if field.doc in _JSON_TYPES and pa.types.is_string(rows.schema.field(field.name).type):
+            index = rows.schema.get_field_index(field.name)
+            rows = rows.set_column(index, field.name, rows[index].cast(pa.json_()))
+    return rows
+
+
+_JSON_TYPES = ("json", "jsonb")
 
 
 def read_source_window(
@@ -198,11 +224,13 @@ def compare_table_partition(
     asset: str,
     table: TableSpec,
     key: str,
+    catalog: Catalog | None = None,
 ) -> Comparison:
     """One published partition of the raw asset `asset` against its source window.
 
     Each is read independently. `lake_prefix` is `bucket/prefix`; the dataset is the asset's
-    key path (`raw/<source>/<schema>/<table>`) under it.
+    key path (`raw/<source>/<schema>/<table>`) under it, or, for a table declared
+    `format: iceberg`, the asset's table in `catalog`.
     """
     window = table_partitions(table).time_window_for_partition_key(key)
     source = read_source_window(
@@ -215,6 +243,12 @@ def compare_table_partition(
         end=window.end,
         order_by=table.primary_key,
     )
-    dataset = f"{lake_prefix}/{asset}"
-    lake = read_lake_partition(endpoint, dataset, table.hive_partition_name, key)
+    if table.lake_format is LakeFormat.ICEBERG:
+        if catalog is None:
+            raise ValueError(f"{asset} is an Iceberg table: its catalog is needed to read it")
+        identifier = table_identifier(asset.split("/"))
+        lake = read_iceberg_partition(catalog, identifier, table.hive_partition_name, key)
+    else:
+        dataset = f"{lake_prefix}/{asset}"
+        lake = read_lake_partition(endpoint, dataset, table.hive_partition_name, key)
     return compare_rows(source, lake_rows(lake, table.primary_key))

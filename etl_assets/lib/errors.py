@@ -17,6 +17,7 @@
     │   ├── NotPublishedError                 publishing failed; the key does not hold the file
     │   ├── PublishOutcomeUnknownError        publishing failed; S3 could not say what it holds
     │   ├── UploadLeftBehindError             a failed upload could not be aborted either
+    │   ├── TableSchemaError                  a lake table cannot take the declared columns
     │   └── GlueRegistrationError             a published partition is not registered in Glue
     └── BlockingCheckError                    a blocking check refused a partition
 
@@ -94,6 +95,10 @@ class PublishOutcomeUnknownError(LakeError):
 
 class UploadLeftBehindError(LakeError):
     """Writing failed, and so did aborting the invisible upload: it stays until cleaned up."""
+
+
+class TableSchemaError(LakeError):
+    """A lake table's schema cannot take the declared columns without rewriting its data."""
 
 
 class GlueRegistrationError(LakeError):

@@ -29,6 +29,7 @@ from etl_assets.lib.errors import (
     NotPublishedError,
     PartitionWriteError,
     PublishOutcomeUnknownError,
+    TableSchemaError,
     UploadLeftBehindError,
 )
 from etl_assets.lib.lake.objects import MIB
@@ -208,6 +209,7 @@ def ends_the_load(error: BaseException) -> bool:
         NotPublishedError,
         PublishOutcomeUnknownError,
         UploadLeftBehindError,
+        TableSchemaError,
         botocore.exceptions.BotoCoreError,
         botocore.exceptions.ClientError,
     )
@@ -252,10 +254,13 @@ def publish_content(
     published = target.publish(partition, file, verify, properties or {})
     seconds = published.seconds
     rate = published.file.rows / seconds if seconds else 0.0
-    say(
-        f"{label}: published {published.file.rows} rows, {published.object.size} bytes "
-        f"to {published.object.uri} in {seconds:.2f}s ({rate:,.0f} rows/s)"
+    where = (
+        f"{published.object.size} bytes to {published.object.uri}"
+        if published.object is not None
+        else f"no data file to {target.location(partition)}"
     )
+    rows = published.file.rows
+    say(f"{label}: published {rows} rows, {where} in {seconds:.2f}s ({rate:,.0f} rows/s)")
     return published
 
 

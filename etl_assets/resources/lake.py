@@ -23,6 +23,7 @@ How one partition reaches Dagster, for orientation:
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -32,6 +33,7 @@ import botocore.exceptions
 import dagster as dg
 import polars as pl
 from pydantic import Field, PrivateAttr
+from pyiceberg.catalog import Catalog
 
 from etl_assets.lib.arrow_types import PlannedSchema
 from etl_assets.lib.errors import (
@@ -40,11 +42,24 @@ from etl_assets.lib.errors import (
     SchemaDriftError,
 )
 from etl_assets.lib.lake.glue import DateProjection, GlueRegistration, GlueTable
+from etl_assets.lib.lake.iceberg import (
+    IcebergTarget,
+    Maintenance,
+    maintain,
+    qualified,
+    table_identifier,
+)
 from etl_assets.lib.lake.layout import LakeLayout, object_link
-from etl_assets.lib.lake.objects import MIB, Encryption, S3Client, ServerSideEncryption
+from etl_assets.lib.lake.objects import (
+    MIB,
+    Encryption,
+    PublishedObject,
+    S3Client,
+    ServerSideEncryption,
+)
 from etl_assets.lib.lake.parquet import ParquetSettings
 from etl_assets.lib.lake.publish import ObjectTarget, UploadSettings
-from etl_assets.lib.lake.target import PublishedPartition
+from etl_assets.lib.lake.target import LakeTarget, PublishedPartition
 from etl_assets.lib.load import (
     FrameContent,
     LoadStart,
@@ -57,8 +72,10 @@ from etl_assets.lib.load import (
 )
 from etl_assets.lib.postgres.read import TableExtract
 from etl_assets.lib.table.checks import SCHEMA_CHECK, CheckOutcome
+from etl_assets.lib.table.spec import LakeFormat
 from etl_assets.lib.table.windows import grain_for_cron
 from etl_assets.lib.transient import transient_cause
+from etl_assets.resources.catalog import IcebergCatalog
 from etl_assets.resources.reporting import (
     check_evaluation,
     evaluations,
@@ -71,6 +88,8 @@ from etl_assets.resources.reporting import (
 DEFAULT_PARTITION_NAME = "partition"
 HIVE_PARTITION_METADATA_KEY = "etl_assets/hive_partition"
 """Asset metadata naming the hive partition directories; else derived from the partitions."""
+LAKE_FORMAT_METADATA_KEY = "etl_assets/lake_format"
+"""Asset metadata saying how the asset is kept in the lake (`parquet` when absent)."""
 RUN_METADATA = "etl-assets-run"
 """User-metadata key of every published object: the Dagster run that wrote it."""
 LAKE_CONFIGURATION_CODES = frozenset(
@@ -150,6 +169,11 @@ class S3Lake(dg.ConfigurableResource):
         default="", description="Prepended to every Glue database name (one per source)."
     )
 
+    iceberg: IcebergCatalog | None = Field(
+        default=None,
+        description="The Iceberg catalog of the tables declared `format: iceberg`.",
+    )
+
     _client: Any = PrivateAttr(default=None)
     _glue_client: Any = PrivateAttr(default=None)
 
@@ -176,14 +200,16 @@ class S3Lake(dg.ConfigurableResource):
         asset_key: dg.AssetKey,
         hive_name: str,
         partitions_def: dg.PartitionsDefinition[Any] | None,
+        lake_format: LakeFormat = LakeFormat.PARQUET,
     ) -> GlueTable | None:
         """The Glue table an asset's publishes register in; None when registration is off.
 
-        Raises (before anything is published) on a mode that does not exist or an asset key
-        that names no Glue table. See `etl_assets.lib.lake.glue`.
+        Iceberg tables are registered in their own catalog (a Glue catalog among them), so
+        they never have one here. Raises (before anything is published) on a mode that does
+        not exist or an asset key that names no Glue table. See `etl_assets.lib.lake.glue`.
         """
         mode = GlueRegistration.parse(self.glue_registration)
-        if mode is GlueRegistration.OFF:
+        if mode is GlueRegistration.OFF or lake_format is LakeFormat.ICEBERG:
             return None
         if self._glue_client is None:
             self._glue_client = boto3.client(
@@ -233,13 +259,15 @@ class S3Lake(dg.ConfigurableResource):
             options["aws_region"] = self.region
         return options
 
-    def object_link(self, key: str) -> str:
-        """Where a person can look at the object at `key` (the S3 console on AWS)."""
+    def object_link(self, published: PublishedObject | None) -> str | None:
+        """Where a person can look at a published object (the S3 console on AWS)."""
+        if published is None:
+            return None
         # The client's endpoint also reflects AWS_ENDPOINT_URL and the region's default.
         client: Any = self.client()
         return object_link(
-            self.bucket,
-            key,
+            published.bucket,
+            published.key,
             endpoint_url=self.endpoint_url or client.meta.endpoint_url,
             region=self.region or client.meta.region_name,
         )
@@ -280,8 +308,23 @@ class S3Lake(dg.ConfigurableResource):
             raise
         return True
 
-    def target(self, asset_path: Sequence[str], hive_name: str, run_id: str) -> ObjectTarget:
-        """Where an asset's partitions are published, each object marked with `run_id`."""
+    def target(
+        self,
+        asset_path: Sequence[str],
+        hive_name: str,
+        run_id: str,
+        lake_format: LakeFormat = LakeFormat.PARQUET,
+    ) -> LakeTarget:
+        """Where an asset's partitions are published, each marked with `run_id`."""
+        if lake_format is LakeFormat.ICEBERG:
+            return IcebergTarget(
+                catalog=self.iceberg_catalog("/".join(asset_path)),
+                identifier=table_identifier(asset_path),
+                partition_column=hive_name,
+                client=self.client(),
+                upload=self.upload_settings(),
+                run_id=run_id,
+            )
         return ObjectTarget(
             client=self.client(),
             layout=self.layout(),
@@ -290,6 +333,51 @@ class S3Lake(dg.ConfigurableResource):
             upload=self.upload_settings(),
             object_metadata={RUN_METADATA: run_id},
         )
+
+    def iceberg_catalog(self, wanted_by: str) -> Catalog:
+        """The catalog of the lake's Iceberg tables.
+
+        `wanted_by` names who needs it, for the error when none is configured.
+        """
+        if self.iceberg is None:
+            raise LakeConfigurationError(
+                f"{wanted_by} is declared `format: iceberg`, but the lake has no Iceberg "
+                "catalog: set ETL_ICEBERG_CATALOG_URI (and ETL_ICEBERG_CATALOG for glue or "
+                "rest), see docs/configuration.md"
+            )
+        client: Any = self.client()
+        return self.iceberg.catalog(
+            default_warehouse=self.layout().uri(self.layout().dataset_prefix(["iceberg"])),
+            s3_endpoint=self.endpoint_url or client.meta.endpoint_url,
+            region=self.region or client.meta.region_name,
+        )
+
+    def maintain_iceberg(
+        self,
+        identifiers: Sequence[tuple[str, str]],
+        *,
+        orphan_min_age: dt.timedelta,
+        snapshot_retention: dt.timedelta,
+        dry_run: bool = False,
+    ) -> Iterator[Maintenance]:
+        """Expire old snapshots of these Iceberg tables and remove their orphan data files.
+
+        A table never published yet has nothing to maintain and is skipped.
+        """
+        catalog = self.iceberg_catalog(", ".join(qualified(i) for i in identifiers))
+        now = dt.datetime.now(dt.UTC)
+        for identifier in identifiers:
+            if not catalog.table_exists(identifier):
+                continue
+            yield maintain(
+                catalog,
+                identifier,
+                self.client(),
+                now=now,
+                orphan_min_age=orphan_min_age,
+                snapshot_retention=snapshot_retention,
+                dry_run=dry_run,
+            )
 
     def load_extract(
         self,
@@ -305,13 +393,17 @@ class S3Lake(dg.ConfigurableResource):
         """
         spec = extract.spec
         name = asset_key.to_user_string()
-        target = self.target(asset_key.path, spec.hive_partition_name, context.run.run_id)
+        target = self.target(
+            asset_key.path, spec.hive_partition_name, context.run.run_id, spec.lake_format
+        )
         started: list[LoadStart] = []
         outcomes: list[WindowOutcome] = []
         failure: Exception | None = None
         try:
             partitions_def = context.assets_def.specs_by_key[asset_key].partitions_def
-            glue = self.glue_table(asset_key, spec.hive_partition_name, partitions_def)
+            glue = self.glue_table(
+                asset_key, spec.hive_partition_name, partitions_def, spec.lake_format
+            )
             self.check_bucket()
             for outcome in load_windows(
                 extract,
@@ -332,7 +424,7 @@ class S3Lake(dg.ConfigurableResource):
         published = [o for o in outcomes if isinstance(o, PublishedWindow)]
         refused = [o for o in outcomes if isinstance(o, RefusedWindow)]
         metadata = {
-            o.key: partition_metadata(o, start, self.object_link(target.key(o.key)), spec)
+            o.key: partition_metadata(o, start, self.object_link(o.published.object), spec)
             for o in published
         }
         selected = {k.name for k in context.selected_asset_check_keys if k.asset_key == asset_key}
@@ -397,15 +489,15 @@ class S3Lake(dg.ConfigurableResource):
         )
         if missing:
             raise dg.Failure(f"no frame given for partition(s) {sorted(missing)}")
-        hive_name = partition_name(
-            context.assets_def.specs_by_key[key].partitions_def,
-            context.assets_def.specs_by_key[key].metadata,
-        )
-        target = self.target(key.path, hive_name, context.run.run_id)
-        glue = self.glue_table(key, hive_name, context.assets_def.specs_by_key[key].partitions_def)
+        asset = context.assets_def.specs_by_key[key]
+        hive_name = partition_name(asset.partitions_def, asset.metadata)
+        target = self.target(key.path, hive_name, context.run.run_id, lake_format(asset.metadata))
+        glue = self.glue_table(key, hive_name, asset.partitions_def, lake_format(asset.metadata))
         for partition, frame in frames.items():
-            published = self.publish_frame(context, key, target, partition, frame.lazy(), glue=glue)
-            values = published_metadata(published, self.object_link(published.object.key))
+            published = self.publish_frame(
+                context, key, target, partition, frame.lazy(), hive_name=hive_name, glue=glue
+            )
+            values = published_metadata(published, self.object_link(published.object))
             context.add_asset_metadata(values, asset_key=key, partition_key=partition)
         yield dg.MaterializeResult(asset_key=key)
 
@@ -413,10 +505,11 @@ class S3Lake(dg.ConfigurableResource):
         self,
         context: dg.AssetExecutionContext | dg.OutputContext,
         asset_key: dg.AssetKey,
-        target: ObjectTarget,
+        target: LakeTarget,
         partition: str | None,
         frame: pl.LazyFrame,
         *,
+        hive_name: str,
         glue: GlueTable | None = None,
     ) -> PublishedPartition:
         """Publish one partition's frame (None: the unpartitioned asset) at the target.
@@ -430,8 +523,9 @@ class S3Lake(dg.ConfigurableResource):
             FrameContent(frame, PlannedSchema.none()),
             self.parquet_settings(),
             label=label,
-            hive_name=target.hive_name if partition is not None else None,
+            hive_name=hive_name if partition is not None else None,
             say=context.log.info,
+            properties={} if partition is None else {"etl-assets.partition": partition},
         )
         if glue is not None:
             context.log.info(glue.register(partition, published.file.schema))
@@ -496,19 +590,20 @@ class LakeIOManager(dg.ConfigurableIOManager):
             if context.has_asset_partitions
             else DEFAULT_PARTITION_NAME
         )
-        target = self.lake.target(context.asset_key.path, hive_name, context.run_id)
+        kept_as = lake_format(context.definition_metadata)
+        target = self.lake.target(context.asset_key.path, hive_name, context.run_id, kept_as)
         partitions_def = context.asset_partitions_def if context.has_asset_partitions else None
-        glue = self.lake.glue_table(context.asset_key, hive_name, partitions_def)
+        glue = self.lake.glue_table(context.asset_key, hive_name, partitions_def, kept_as)
         published = {
             partition: self.lake.publish_frame(
-                context, context.asset_key, target, partition, frame, glue=glue
+                context, context.asset_key, target, partition, frame, hive_name=hive_name, glue=glue
             )
             for partition, frame in frames.items()
         }
         if len(published) == 1:
             [(_, only)] = published.items()
             context.add_output_metadata(
-                published_metadata(only, self.lake.object_link(only.object.key))
+                published_metadata(only, self.lake.object_link(only.object))
             )
         else:
             # An IO manager records the same metadata on every partition of a range: a table
@@ -519,14 +614,21 @@ class LakeIOManager(dg.ConfigurableIOManager):
 
     def load_input(self, context: dg.InputContext) -> pl.LazyFrame | pl.DataFrame:
         """Scan exactly the upstream partitions this run depends on."""
+        upstream = context.upstream_output
+        metadata = upstream.definition_metadata if upstream is not None else {}
+        if lake_format(metadata) is LakeFormat.ICEBERG:
+            frame = self._scan_iceberg(context, metadata)
+        else:
+            frame = self._scan_objects(context, metadata)
+        if context.dagster_type.typing_type is pl.DataFrame:
+            return frame.collect()
+        return frame
+
+    def _scan_objects(self, context: dg.InputContext, metadata: Mapping[str, Any]) -> pl.LazyFrame:
         path = context.asset_key.path
         layout = self.lake.layout()
         if context.has_asset_partitions:
-            upstream = context.upstream_output
-            name = partition_name(
-                context.asset_partitions_def,
-                upstream.definition_metadata if upstream is not None else {},
-            )
+            name = partition_name(context.asset_partitions_def, metadata)
             keys = [layout.partition_key(path, name, k) for k in context.asset_partition_keys]
         else:
             keys = [layout.unpartitioned_key(path)]
@@ -537,14 +639,38 @@ class LakeIOManager(dg.ConfigurableIOManager):
                 f"{', '.join(layout.uri(k) for k in missing[:5])}; materialize those "
                 "partitions first"
             )
-        frame = pl.scan_parquet(
+        return pl.scan_parquet(
             [layout.uri(k) for k in keys],
             storage_options=self.lake.polars_storage_options(),
             hive_partitioning=False,
         )
-        if context.dagster_type.typing_type is pl.DataFrame:
-            return frame.collect()
-        return frame
+
+    def _scan_iceberg(self, context: dg.InputContext, metadata: Mapping[str, Any]) -> pl.LazyFrame:
+        """The upstream Iceberg table, pruned to the partitions of the run."""
+        name = partition_name(context.asset_partitions_def, metadata)
+        # Reading writes nothing: no run marks anything.
+        target = self.lake.target(context.asset_key.path, name, "", LakeFormat.ICEBERG)
+        assert isinstance(target, IcebergTarget)
+        keys = list(context.asset_partition_keys)
+        present = target.partitions_present(keys)
+        missing = [k for k in keys if k not in present]
+        if missing:
+            raise dg.Failure(
+                f"{context.asset_key.to_user_string()} has no published data for "
+                f"{', '.join(missing[:5])} in {target.name}; materialize those partitions first"
+            )
+        table = target.table()
+        return (
+            pl.scan_iceberg(table, storage_options=self.lake.polars_storage_options())
+            .filter(pl.col(name).is_in(keys))
+            .drop(name)
+        )
+
+
+def lake_format(metadata: Mapping[str, Any]) -> LakeFormat:
+    """How an asset is kept in the lake, from its definition metadata."""
+    declared = metadata.get(LAKE_FORMAT_METADATA_KEY)
+    return LakeFormat(str(getattr(declared, "value", declared))) if declared else LakeFormat.PARQUET
 
 
 def date_projection(

@@ -14,6 +14,7 @@ from typing import Any
 import dagster as dg
 import pyarrow as pa
 
+from etl_assets.lib.lake.objects import PublishedObject
 from etl_assets.lib.lake.preview import markdown_preview
 from etl_assets.lib.lake.target import PublishedPartition
 from etl_assets.lib.load import (
@@ -107,6 +108,8 @@ def partitions_table(published: Mapping[str | None, PublishedPartition]) -> str:
     lines = ["| partition | rows | bytes | uri |", "| --- | --- | --- | --- |"]
     lines += [
         f"| {key} | {p.file.rows} | {p.object.size} | {p.object.uri} |"
+        if p.object is not None
+        else f"| {key} | {p.file.rows} | 0 | (no data file) |"
         for key, p in published.items()
     ]
     return "\n".join(lines)
@@ -143,30 +146,36 @@ def _column_origin(column: ColumnPlan) -> str:
 
 
 def published_metadata(
-    published: PublishedPartition, link: str, plan: TablePlan | None = None
+    published: PublishedPartition, link: str | None, plan: TablePlan | None = None
 ) -> dict[str, Any]:
-    """What every published partition records; `link` is where a person can look at it."""
+    """What every published partition records; `link` is where a person can look at its file."""
     seconds = published.seconds
     return {
         "dagster/row_count": published.file.rows,
-        "dagster/uri": published.object.uri,
-        "size_bytes": published.object.size,
         "row_groups": published.file.row_groups,
         "dagster/column_schema": table_schema(published.file.schema, plan),
         "duration_seconds": round(seconds, 3),
+        **(
+            {"commit_seconds": round(published.commit_seconds, 3)}
+            if published.commit_seconds
+            else {}
+        ),
         "rows_per_second": round(published.file.rows / seconds, 1) if seconds else 0.0,
-        "lake_object": dg.MetadataValue.url(link),
-        "lake_object_etag": published.object.etag,
-        **(
-            {"lake_object_version": published.object.version_id}
-            if published.object.version_id
-            else {}
-        ),
-        **(
-            {"publish_settled": published.object.settled}
-            if published.object.settled is not None
-            else {}
-        ),
+        **(object_metadata(published.object, link) if published.object is not None else {}),
+        # What the target adds: an Iceberg table's name, snapshot and partition.
+        **published.details,
+    }
+
+
+def object_metadata(published: PublishedObject, link: str | None) -> dict[str, Any]:
+    """Where a partition's data file is, and which version of it."""
+    return {
+        "dagster/uri": published.uri,
+        "size_bytes": published.size,
+        **({"lake_object": dg.MetadataValue.url(link)} if link else {}),
+        "lake_object_etag": published.etag,
+        **({"lake_object_version": published.version_id} if published.version_id else {}),
+        **({"publish_settled": published.settled} if published.settled is not None else {}),
     }
 
 
@@ -191,7 +200,7 @@ FINGERPRINT_METADATA_KEY = "source_fingerprint"
 
 
 def partition_metadata(
-    window: PublishedWindow, start: LoadStart | None, link: str, spec: TableSpec
+    window: PublishedWindow, start: LoadStart | None, link: str | None, spec: TableSpec
 ) -> dict[str, Any]:
     """Everything a published window's materialization records; `link` shows its object."""
     plan = start.plan if start else None

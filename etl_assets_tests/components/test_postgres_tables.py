@@ -10,6 +10,7 @@ import dagster as dg
 import pytest
 from dagster.components.testing import DefsFolderSandbox, create_defs_folder_sandbox
 
+from etl_assets.components.lake_maintenance import MAINTENANCE_CRON
 from etl_assets.components.table_assets import lake_resources
 from etl_assets.resources.lake import S3Lake
 
@@ -133,3 +134,52 @@ def test_malformed_yaml_fails_naming_the_file_and_the_line(sandbox: DefsFolderSa
     message = load_error(sandbox, text)
     assert str(Path("defs") / "shop" / "defs.yaml") in message
     assert "line" in message.lower()
+
+
+LAKE_DEFS = """
+import dagster as dg
+
+from etl_assets.components.table_assets import lake_resources
+from etl_assets.resources.lake import S3Lake
+
+
+@dg.definitions
+def lake() -> dg.Definitions:
+    return dg.Definitions(resources=lake_resources(S3Lake(bucket="lake")))
+"""
+
+
+def load_with_lake(sandbox: DefsFolderSandbox, text: str) -> dg.Definitions:
+    """The component's definitions beside the lake's resources, as the project has them."""
+    (sandbox.defs_folder_path / "lake.py").write_text(LAKE_DEFS)
+    return load(sandbox, text)
+
+
+def test_a_source_with_iceberg_tables_has_a_stopped_daily_maintenance_schedule(
+    sandbox: DefsFolderSandbox,
+) -> None:
+    iceberg = GOOD_TABLE.replace("table: orders", "table: payments") + "      format: iceberg\n"
+    defs = load_with_lake(sandbox, defs_yaml(GOOD_TABLE + iceberg))
+    schedule = defs.resolve_schedule_def("shop_iceberg_maintenance_daily")
+    assert schedule.cron_schedule == MAINTENANCE_CRON
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+    job = defs.resolve_job_def("shop_iceberg_maintenance")
+    assert job.description is not None
+    assert "raw_shop.sales__payments" in job.description
+    assert "sales__orders" not in job.description
+
+
+def test_a_source_format_applies_to_each_table_that_declares_none(
+    sandbox: DefsFolderSandbox,
+) -> None:
+    source = "{name: shop, dsn_env: SHOP_DSN, format: iceberg}"
+    defs = load_with_lake(sandbox, defs_yaml(GOOD_TABLE, source=source))
+    job = defs.resolve_job_def("shop_iceberg_maintenance")
+    assert job.description is not None
+    assert "raw_shop.sales__orders" in job.description
+
+
+def test_a_source_without_iceberg_tables_has_no_maintenance(sandbox: DefsFolderSandbox) -> None:
+    defs = load(sandbox, defs_yaml(GOOD_TABLE))
+    assert not list(defs.schedules or [])
+    assert not list(defs.jobs or [])

@@ -82,7 +82,11 @@ def test_the_sensors_and_schedules_require_the_source_resource() -> None:
     # The daemon builds exactly the required resources into the context it evaluates them with.
     definitions = defs()
     changes = [s for s in definitions.sensors or [] if s.name.endswith("__changes")]
-    schedules = [s for s in definitions.schedules or [] if isinstance(s, dg.ScheduleDefinition)]
+    schedules = [
+        s
+        for s in definitions.schedules or []
+        if isinstance(s, dg.ScheduleDefinition) and s.name.endswith("__reconcile")
+    ]
     assert changes
     assert schedules
     for instigator in [*changes, *schedules]:
@@ -106,3 +110,11 @@ def test_the_asset_graph_matches_its_snapshot() -> None:
         f"the asset graph changed; if that is intended, rerun with {UPDATE_ENV}=1 and review "
         f"the diff of {SNAPSHOT.name}"
     )
+
+
+def test_the_iceberg_maintenance_runs_a_job_of_its_own_on_the_lake() -> None:
+    definitions = defs()
+    schedule = definitions.resolve_schedule_def("shop_iceberg_maintenance_daily")
+    assert schedule.job_name == "shop_iceberg_maintenance"
+    job = definitions.resolve_job_def("shop_iceberg_maintenance")
+    assert "lake" in job.required_resource_keys

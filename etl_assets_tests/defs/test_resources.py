@@ -117,3 +117,43 @@ def test_env_example_and_the_docs_list_every_variable_the_project_reads() -> Non
     table = table[: table.index("\n## ")]
     documented = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", table))
     assert example - documented == set(), "the variable table of docs/configuration.md misses some"
+
+
+ICEBERG_VARIABLES = (
+    "ETL_ICEBERG_CATALOG",
+    "ETL_ICEBERG_CATALOG_URI",
+    "ETL_ICEBERG_WAREHOUSE",
+    "ETL_ICEBERG_REST_CREDENTIAL",
+    "ETL_ICEBERG_REST_TOKEN",
+)
+
+
+def test_no_iceberg_catalog_unless_the_environment_names_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ETL_LAKE_BUCKET", "company-lake")
+    for name in ICEBERG_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert lake_from_environment().lake.iceberg is None
+
+
+def test_a_rest_catalog_takes_its_secrets_from_the_environment_unseen_by_the_definitions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ETL_LAKE_BUCKET", "company-lake")
+    monkeypatch.setenv("ETL_ICEBERG_CATALOG", "rest")
+    monkeypatch.setenv("ETL_ICEBERG_CATALOG_URI", "https://catalog.example.com/api/catalog")
+    monkeypatch.setenv("ETL_ICEBERG_WAREHOUSE", "analytics")
+    monkeypatch.setenv("ETL_ICEBERG_REST_CREDENTIAL", "client:very-secret")
+    monkeypatch.delenv("ETL_ICEBERG_REST_TOKEN", raising=False)
+    definitions = resources()
+    # The definitions hold the variables' names, never their values.
+    assert "very-secret" not in repr(definitions.resources)
+    catalog = lake_from_environment().lake.iceberg
+    assert catalog is not None
+    assert (catalog.kind, catalog.uri, catalog.warehouse, catalog.credential) == (
+        "rest",
+        "https://catalog.example.com/api/catalog",
+        "analytics",
+        "client:very-secret",
+    )

@@ -417,20 +417,22 @@ run(sys.argv[1])
 
 
 def start_worker(
-    pipeline: Pipeline, folder: Path, *, seconds_per_batch: float
+    pipeline: Pipeline, folder: Path, *, seconds_per_batch: float, **settings: object
 ) -> subprocess.Popen[bytes]:
-    """A run worker process loading the wide table's partition; its output in folder/worker.log."""
+    """A run worker process loading a partition (the wide table's unless `settings` say
+    otherwise, see `fault_worker.run`); its output in folder/worker.log."""
     folder.mkdir()
-    settings = {
+    everything = {
         "conninfo": pipeline.conninfo,
         "bucket": pipeline.bucket,
         "prefix": LAKE_PREFIX,
         "environment": pipeline.endpoint.environment(),
         "seconds_per_batch": seconds_per_batch,
+        **settings,
     }
     with (folder / "worker.log").open("wb") as output:
         return subprocess.Popen(
-            [sys.executable, "-c", RUN_WORKER, json.dumps(settings)],
+            [sys.executable, "-c", RUN_WORKER, json.dumps(everything)],
             env={**os.environ, "DAGSTER_HOME": str(folder)},
             stdout=output,
             stderr=subprocess.STDOUT,

@@ -95,6 +95,10 @@ class S3Client(Protocol):
         """HeadObject."""
         ...
 
+    def delete_object(self, **kwargs: Any) -> Mapping[str, Any]:
+        """DeleteObject."""
+        ...
+
 
 @dataclass(frozen=True)
 class PublishedObject:

@@ -18,7 +18,7 @@ from etl_assets.lib.errors import (
     UploadLeftBehindError,
 )
 from etl_assets.lib.lake.layout import LakeLayout
-from etl_assets.lib.lake.objects import Encryption, PendingUpload, S3Client
+from etl_assets.lib.lake.objects import Encryption, PendingUpload, PublishedObject, S3Client
 from etl_assets.lib.lake.parquet import WrittenFile
 from etl_assets.lib.lake.target import PartitionFile, PublishedPartition, Verify
 
@@ -42,7 +42,7 @@ def publish_file(
     upload: UploadSettings,
     verify: Callable[[WrittenFile], None] | None = None,
     metadata: Mapping[str, str] | None = None,
-) -> PublishedPartition:
+) -> PublishedFile:
     """Write one Parquet object at `key` with `write(sink)`, visible only once verified.
 
     `verify` runs after the file is finished and before it is published; raising there (or
@@ -77,7 +77,16 @@ def publish_file(
             f"({pending.abort_failure}): `etl-assets lake abort-uploads` or the bucket's "
             "lifecycle rule removes it"
         ) from error
-    return PublishedPartition(object=published, file=written, seconds=time.perf_counter() - started)
+    return PublishedFile(object=published, file=written, seconds=time.perf_counter() - started)
+
+
+@dataclass(frozen=True)
+class PublishedFile:
+    """A Parquet object now visible at its key, and what it holds."""
+
+    object: PublishedObject
+    file: WrittenFile
+    seconds: float
 
 
 PARTITION_METADATA = "etl-assets-partition"
@@ -125,7 +134,7 @@ class ObjectTarget:
         metadata = dict(self.object_metadata)
         if partition is not None:
             metadata[PARTITION_METADATA] = partition
-        return publish_file(
+        published = publish_file(
             self.client,
             self.layout.bucket,
             self.key(partition),
@@ -134,3 +143,4 @@ class ObjectTarget:
             verify=verify,
             metadata=metadata,
         )
+        return PublishedPartition(published.object, published.file, published.seconds)

@@ -52,10 +52,14 @@ class PartitionFile(Protocol):
 class PublishedPartition:
     """A partition that is now visible in the lake, and what it holds."""
 
-    object: PublishedObject
-    """The data file (the plain layout's object, or the Iceberg table's new data file)."""
+    object: PublishedObject | None
+    """The data file (the plain layout's object, or the Iceberg table's new data file); None
+    for an Iceberg partition without rows, which holds no data file."""
     file: WrittenFile
     seconds: float
+    """From the first byte written to the partition being visible, the commit included."""
+    commit_seconds: float = 0.0
+    """Of those, the catalog commit that made it visible (an Iceberg table; 0 for objects)."""
     details: Mapping[str, str | int] = field(default_factory=dict[str, str | int])
     """What the target adds to the partition's metadata (an Iceberg table and snapshot)."""
 

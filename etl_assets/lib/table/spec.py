@@ -47,6 +47,15 @@ class Representation(StrEnum):
     fixed session format."""
 
 
+class LakeFormat(StrEnum):
+    """How a table's partitions are kept in the lake."""
+
+    PARQUET = "parquet"
+    """One Parquet object per partition at a hive-style key (readers list the prefix)."""
+    ICEBERG = "iceberg"
+    """One Iceberg table in the catalog, each partition replaced by one commit."""
+
+
 class NullPartitionRows(StrEnum):
     """What happens to rows whose partition column is NULL (they belong to no window)."""
 
@@ -313,6 +322,14 @@ class TableSpec(BaseModel):
         ),
     )
     group: str | None = Field(default=None, description="Dagster asset group of the assets.")
+    format: LakeFormat | None = Field(
+        default=None,
+        description=(
+            "parquet: one Parquet object per partition at a hive-style key; iceberg: one "
+            "Iceberg table in the catalog, each partition replaced by one commit. Omitted: "
+            "the source's `format`."
+        ),
+    )
     null_partition_rows: NullPartitionRows = Field(
         default=NullPartitionRows.FAIL,
         description=(
@@ -449,6 +466,11 @@ class TableSpec(BaseModel):
     def qualified_name(self) -> str:
         """`schema.table` as written in messages (for SQL, see `lib/postgres/sql.py`)."""
         return f"{self.table_schema}.{self.table}"
+
+    @property
+    def lake_format(self) -> LakeFormat:
+        """The declared format (the component fills in the source's when a table declares none)."""
+        return self.format or LakeFormat.PARQUET
 
     @property
     def hive_partition_name(self) -> str:
