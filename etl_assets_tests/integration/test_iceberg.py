@@ -34,7 +34,7 @@ from etl_assets.components.table_assets import (
     raw_asset_key,
 )
 from etl_assets.lib.lake.iceberg import table_identifier
-from etl_assets.lib.table.spec import LakeFormat
+from etl_assets.lib.table.spec import ColumnSpec, LakeFormat
 from etl_assets.resources.catalog import IcebergCatalog
 from etl_assets.resources.lake import LAKE_FORMAT_METADATA_KEY
 from etl_assets_tests.integration.test_faults import start_worker
@@ -490,4 +490,45 @@ def test_a_window_without_rows_empties_its_partition_and_adds_no_file(
     assert metadata["iceberg_snapshot_id"] == snapshot.snapshot_id
     assert "dagster/uri" not in metadata
     # The emptied window's staged file was not kept (the older snapshot keeps its old file).
+    assert data_files(events) == files
+
+
+def test_a_rerun_of_unchanged_rows_commits_a_file_of_the_same_bytes(
+    events: Pipeline, lake: dict[str, Any]
+) -> None:
+    table = iceberg_table()
+    assert events.materialize(table, partition=DAYS[0], lake=lake).success
+    first = data_files(events)
+    assert events.materialize(table, partition=DAYS[0], lake=lake).success
+    second = {k: v for k, v in data_files(events).items() if k not in first}
+    [(new_key, new_etag)] = second.items()
+    [(old_key, old_etag)] = first.items()
+    assert new_key != old_key  # a file of its own, committed in place of the old one
+    assert new_etag == old_etag
+    client = events.endpoint.client()
+    body = client.get_object(Bucket=events.bucket, Key=new_key)["Body"].read()
+    assert body == client.get_object(Bucket=events.bucket, Key=old_key)["Body"].read()
+
+
+def test_a_type_change_iceberg_cannot_make_is_refused_before_anything_is_written(
+    events: Pipeline, lake: dict[str, Any]
+) -> None:
+    assert events.materialize(iceberg_table(), partition=DAYS[0], lake=lake).success
+    before = loaded(events, lake).current_snapshot()
+    files = data_files(events)
+    run_sql(events.conninfo, "ALTER TABLE events ALTER COLUMN amount TYPE text")
+    retyped = iceberg_table(
+        columns=(
+            "id",
+            "created_at",
+            ColumnSpec("amount", "text"),
+            "label",
+        )
+    )
+    result = events.materialize(retyped, partition=DAYS[1], lake=lake, raise_on_error=False)
+    assert not result.success
+    text = failure_text(result)
+    assert "raw_testsrc.public__events cannot take the declared columns" in text
+    assert "amount: decimal(12, 2) (numeric(12,2)) in the table, string (text) declared" in text
+    assert loaded(events, lake).current_snapshot() == before
     assert data_files(events) == files
