@@ -27,9 +27,9 @@ from etl_assets.resources.lake import (
     HIVE_PARTITION_METADATA_KEY,
     LAKE_FORMAT_METADATA_KEY,
     LakeEvent,
-    LakeIOManager,
     S3Lake,
 )
+from etl_assets.resources.lake_io_manager import LakeIOManager
 
 _SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9_]+$")
 RAW_KEY_PREFIX = "raw"

@@ -11,7 +11,7 @@ import yaml
 
 from etl_assets.components.table_assets import LAKE_IO_MANAGER_KEY
 from etl_assets.defs.resources import resources
-from etl_assets.resources.lake import LakeIOManager
+from etl_assets.resources.lake_io_manager import LakeIOManager
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV_NAME = re.compile(r"^#?\s*([A-Z][A-Z0-9_]+)=", re.MULTILINE)

@@ -1,4 +1,4 @@
-"""The S3 lake resource and IO manager: settings, hive names, and reading partitions back.
+"""The S3 lake resource: settings, hive names, Athena projection and Glue registration.
 
 No `from __future__ import annotations` here: Dagster reads the `context` annotation of an asset
 defined in a test at run time.
@@ -12,21 +12,16 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from etl_assets.components.table_assets import (
-    LAKE_IO_MANAGER_KEY,
-    TableAssets,
-    build_table_assets,
-)
 from etl_assets.lib.lake.glue import DateProjection
 from etl_assets.lib.lake.objects import ServerSideEncryption
-from etl_assets.lib.table.spec import TableSpec
 from etl_assets.resources.lake import (
     HIVE_PARTITION_METADATA_KEY,
     S3Lake,
     date_projection,
     partition_name,
 )
-from etl_assets_tests.support import SOURCE, Pipeline, failure_text, run_sql, spec
+from etl_assets_tests.resources.test_lake_io_manager import counts_asset, hourly_events
+from etl_assets_tests.support import SOURCE, Pipeline
 
 
 def test_encryption_settings_are_checked() -> None:
@@ -55,72 +50,6 @@ def test_hive_partition_names_come_from_metadata_or_the_grain() -> None:
     assert partition_name(daily, {}) == "day"
     assert partition_name(daily, {HIVE_PARTITION_METADATA_KEY: "d"}) == "d"
     assert partition_name(dg.StaticPartitionsDefinition(["a"]), {}) == "partition"
-
-
-def hourly_events(pipeline: Pipeline, days: int) -> tuple[TableSpec, TableAssets]:
-    """A row an hour in `events`, published for `days` days from 2026-10-01; its assets."""
-    run_sql(
-        pipeline.conninfo,
-        "CREATE TABLE events (id int PRIMARY KEY, created_at timestamptz NOT NULL)",
-    )
-    run_sql(
-        pipeline.conninfo,
-        "INSERT INTO events SELECT g, timestamptz '2026-10-01 00:00+00' + g * interval '1 hour'"
-        " FROM generate_series(0, %s) g",
-        (days * 24 - 1,),
-    )
-    table = spec(columns=("id", "created_at"))
-    last = f"2026-10-{days:02d}"
-    assert pipeline.materialize(table, partition_range=("2026-10-01", last)).success
-    return table, build_table_assets(SOURCE, table, None)
-
-
-def counts_asset(built: TableAssets, seen: dict[str, object]) -> dg.AssetsDefinition:
-    """`curated/counts`, through the lake IO manager: the rows of each partition of `events`.
-
-    `seen` learns what the asset was given: the input's type and its ids.
-    """
-
-    @dg.asset(
-        key=["curated", "counts"],
-        ins={"events": dg.AssetIn(built.raw.key)},
-        partitions_def=built.raw.partitions_def,
-        io_manager_key=LAKE_IO_MANAGER_KEY,
-    )
-    def counts(events: pl.LazyFrame) -> pl.LazyFrame:
-        seen["type"] = type(events)
-        seen["ids"] = events.select("id").collect()["id"].to_list()
-        return events.select(pl.len().alias("rows"))
-
-    return counts
-
-
-def test_downstream_assets_read_exactly_the_partitions_they_depend_on(pipeline: Pipeline) -> None:
-    table, built = hourly_events(pipeline, days=3)
-    seen: dict[str, object] = {}
-    counts = counts_asset(built, seen)
-
-    def materialize_counts(partition: str) -> dg.ExecuteInProcessResult:
-        return dg.materialize(
-            [built.source, built.raw, counts],
-            partition_key=partition,
-            instance=pipeline.instance,
-            resources=pipeline.resources(table),
-            selection=[counts.key],
-            raise_on_error=False,
-        )
-
-    assert materialize_counts("2026-10-02").success
-    assert seen["type"] is pl.LazyFrame
-    assert seen["ids"] == list(range(24, 48))
-    key = "lake/curated/counts/day=2026-10-02/part-00000.parquet"
-    body = pipeline.endpoint.client().get_object(Bucket=pipeline.bucket, Key=key)["Body"].read()
-    assert pl.read_parquet(body)["rows"].to_list() == [24]
-
-    missing = materialize_counts("2026-10-05")
-    assert not missing.success
-    assert "has no published data at s3://" in failure_text(missing)
-    assert "materialize those partitions first" in failure_text(missing)
 
 
 def test_athena_projects_time_partitions_of_a_standard_grain_only() -> None:
