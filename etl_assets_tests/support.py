@@ -141,7 +141,11 @@ class Pipeline:
         writer: Mapping[str, Any] | None = None,
         tags: Mapping[str, str] | None = None,
     ) -> dg.ExecuteInProcessResult:
-        """Materialize the table's raw asset for one partition or a range (with extra run tags)."""
+        """Materialize the table's raw asset for one partition or a range (with extra run tags).
+
+        The run names the asset it materializes, as a run launched from the UI, `dg launch`, a
+        sensor or a backfill does.
+        """
         built = build_table_assets(SOURCE, table, transform)
         run_tags = dict(tags or {})
         if partition_range is not None:
@@ -149,14 +153,18 @@ class Pipeline:
                 "dagster/asset_partition_range_start": partition_range[0],
                 "dagster/asset_partition_range_end": partition_range[1],
             }
-        return dg.materialize(
-            [built.source, built.raw],
+        job = dg.define_asset_job("materialize_raw", selection=[built.raw.key])
+        defs = dg.Definitions(
+            assets=[built.source, built.raw],
+            jobs=[job],
+            resources=self.resources(table, lake=lake, source=source, writer=writer),
+        )
+        return defs.resolve_job_def(job.name).execute_in_process(
             partition_key=partition,
             tags=run_tags,
             instance=self.instance,
-            resources=self.resources(table, lake=lake, source=source, writer=writer),
             raise_on_error=raise_on_error,
-            selection=[built.raw.key],
+            asset_selection=[built.raw.key],
         )
 
     def resources(

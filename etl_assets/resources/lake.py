@@ -80,6 +80,7 @@ from etl_assets.resources.reporting import (
     check_evaluation,
     evaluations,
     materialize_result,
+    partition_materialization,
     partition_metadata,
     published_metadata,
 )
@@ -439,8 +440,12 @@ class S3Lake(dg.ConfigurableResource):
             return
         # Something was not published: record exactly what was, then fail.
         for window in published:
-            yield dg.AssetMaterialization(
-                asset_key=asset_key, partition=window.key, metadata=metadata[window.key]
+            yield partition_materialization(
+                asset_key,
+                window,
+                metadata[window.key],
+                fingerprint_is_version=spec.fingerprint_sees_updates,
+                run_id=context.run.run_id,
             )
         yield from evaluations(asset_key, outcomes, selected)
         if isinstance(failure, SchemaDriftError) and SCHEMA_CHECK in selected:

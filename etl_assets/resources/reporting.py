@@ -27,6 +27,58 @@ from etl_assets.lib.postgres.types import ColumnPlan, TablePlan
 from etl_assets.lib.table.checks import CheckOutcome
 from etl_assets.lib.table.spec import TableSpec
 
+DATA_VERSION_TAG = "dagster/data_version"
+"""The tag of an asset event that holds its data version.
+
+Dagster stores a `MaterializeResult`'s `data_version` under this tag, and its staleness and
+`AutomationCondition.data_version_changed()` read it from there; event validation lets a caller
+set it on a `dg.AssetMaterialization` (as the webserver's `report_asset_materialization` does).
+A range run records each partition's own version this way: a `MaterializeResult` holds one
+version for every partition of the run.
+"""
+
+
+def partition_version(window: PublishedWindow, fingerprint_is_version: bool) -> str | None:
+    """The data version of a published partition: its source fingerprint's, when that is one.
+
+    A fingerprint blind to updates (key hash, no change column) would hide changed rows: such a
+    partition gets no version of ours, and Dagster's own changes with every load.
+    """
+    return window.read.fingerprint.version if fingerprint_is_version else None
+
+
+def partition_materialization(
+    asset_key: dg.AssetKey,
+    window: PublishedWindow,
+    metadata: Mapping[str, Any],
+    *,
+    fingerprint_is_version: bool,
+    run_id: str,
+) -> dg.AssetMaterialization:
+    """One published partition's own materialization, its data version in its tags.
+
+    Without a fingerprint that sees updates the version is the run's: every load counts as a
+    change downstream, never as none.
+    """
+    version = partition_version(window, fingerprint_is_version) or f"run-{run_id}"
+    return dg.AssetMaterialization(
+        asset_key=asset_key,
+        partition=window.key,
+        metadata=dict(metadata),
+        tags={DATA_VERSION_TAG: version},
+    )
+
+
+def materializes_other_assets(context: dg.AssetExecutionContext) -> bool:
+    """Whether the run may materialize assets other than this step's.
+
+    One of them may depend on this step's output; without it, Dagster would skip that step.
+    A run launched for assets (the UI, `dg launch`, a sensor's or a backfill's request) names
+    them; one that names none (a whole job, `dg.materialize`) may hold anything.
+    """
+    selection = context.run.asset_selection
+    return not selection or not selection <= context.assets_def.keys
+
 
 def materialize_result(
     context: dg.AssetExecutionContext,
@@ -36,23 +88,29 @@ def materialize_result(
     metadata: Mapping[str, Mapping[str, Any]],
     selected_checks: set[str],
     fingerprint_is_version: bool,
-) -> Iterator[dg.MaterializeResult | dg.AssetCheckEvaluation | dg.Output[None]]:
+) -> Iterator[
+    dg.MaterializeResult | dg.AssetMaterialization | dg.AssetCheckEvaluation | dg.Output[None]
+]:
     """The events of a load that published every window it was asked for.
 
-    One partition: its `MaterializeResult` carries its check results, which Dagster ties to
-    the materialization. Several: each partition's metadata is added to its own
-    materialization, and each check of each partition is recorded as an evaluation of that
-    partition (a check result of a step belongs to one partition at most); the check outputs
-    are then marked done.
+    One partition: its `MaterializeResult` carries its data version and its check results,
+    which Dagster ties to the materialization. Several: each partition is recorded by its own
+    `AssetMaterialization` with its own data version (the asset's output is skippable, so the
+    step yields no output for it), unless the run materializes other assets too, which may
+    depend on this step's output: then one `MaterializeResult`, each partition's metadata added to
+    its own materialization, and Dagster's one data version for all of them (downstream sees
+    every partition of the range as changed). Each check of each partition is recorded as an
+    evaluation of that partition (a check result of a step belongs to one partition at most);
+    the check outputs are then marked done.
     """
-    for key, values in metadata.items():
-        context.add_asset_metadata(dict(values), asset_key=asset_key, partition_key=key)
     if len(published) == 1:
         [window] = published
+        context.add_asset_metadata(
+            dict(metadata[window.key]), asset_key=asset_key, partition_key=window.key
+        )
         # The source's fingerprint is the partition's data version: reloading unchanged rows
-        # leaves downstream partitions fresh. A fingerprint blind to updates (key hash, no
-        # change column) would hide changed rows.
-        version = window.read.fingerprint.version if fingerprint_is_version else None
+        # leaves downstream partitions fresh.
+        version = partition_version(window, fingerprint_is_version)
         yield dg.MaterializeResult(
             asset_key=asset_key,
             data_version=dg.DataVersion(version) if version else None,
@@ -70,7 +128,19 @@ def materialize_result(
             ],
         )
         return
-    yield dg.MaterializeResult(asset_key=asset_key)
+    if materializes_other_assets(context):
+        for key, values in metadata.items():
+            context.add_asset_metadata(dict(values), asset_key=asset_key, partition_key=key)
+        yield dg.MaterializeResult(asset_key=asset_key)
+    else:
+        for window in published:
+            yield partition_materialization(
+                asset_key,
+                window,
+                metadata[window.key],
+                fingerprint_is_version=fingerprint_is_version,
+                run_id=context.run.run_id,
+            )
     yield from evaluations(asset_key, published, selected_checks)
     for spec in context.assets_def.check_specs:
         if spec.asset_key == asset_key and spec.name in selected_checks:

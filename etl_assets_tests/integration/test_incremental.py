@@ -365,3 +365,71 @@ def test_a_fingerprint_blind_to_updates_is_not_the_data_version(source: Source) 
     run_sql(source.pipeline.conninfo, "UPDATE events SET v = 'y' WHERE id = 41")
     assert source.pipeline.materialize(blind, partition=key).success
     assert latest_data_version(source, key) != first
+
+
+def test_a_range_run_records_each_partitions_own_fingerprint_as_its_data_version(
+    source: Source,
+) -> None:
+    windows = [source.hour - hours * HOUR for hours in (7, 6, 5, 4, 3)]
+    for row_id, window in enumerate(windows, start=50):
+        source.insert(row_id, window + dt.timedelta(minutes=5))
+    keys = [source.key(window) for window in windows]
+    assert source.pipeline.materialize(source.table, partition_range=(keys[0], keys[-1])).success
+    versions = {key: latest_data_version(source, key) for key in keys}
+    assert len(set(versions.values())) == 5
+    # A single-partition run of unchanged rows records the fingerprint's version: the same.
+    assert source.pipeline.materialize(source.table, partition=keys[2]).success
+    assert latest_data_version(source, keys[2]) == versions[keys[2]]
+
+    run_sql(
+        source.pipeline.conninfo,
+        "UPDATE events SET v = 'changed', updated_at = now() WHERE id IN (51, 53)",
+    )
+    assert source.pipeline.materialize(source.table, partition_range=(keys[0], keys[-1])).success
+    changed = {key for key in keys if latest_data_version(source, key) != versions[key]}
+    assert changed == {keys[1], keys[3]}
+
+
+def test_a_range_run_of_a_fingerprint_blind_to_updates_changes_every_version(
+    source: Source,
+) -> None:
+    blind = revised(source.table, incremental=None, reconcile=None)
+    windows = [source.hour - hours * HOUR for hours in (3, 2)]
+    for row_id, window in enumerate(windows, start=60):
+        source.insert(row_id, window + dt.timedelta(minutes=5))
+    keys = (source.key(windows[0]), source.key(windows[1]))
+    assert source.pipeline.materialize(blind, partition_range=keys).success
+    first = {key: latest_data_version(source, key) for key in keys}
+    assert source.pipeline.materialize(blind, partition_range=keys).success
+    assert all(latest_data_version(source, key) != first[key] for key in keys)
+
+
+def test_a_range_run_with_a_downstream_asset_in_it_feeds_that_asset(source: Source) -> None:
+    windows = [source.hour - hours * HOUR for hours in (3, 2)]
+    for row_id, window in enumerate(windows, start=70):
+        source.insert(row_id, window + dt.timedelta(minutes=5))
+    keys = [source.key(window) for window in windows]
+
+    @dg.asset(
+        partitions_def=source.built.partitions_def,
+        deps=[source.built.raw.key],
+        backfill_policy=dg.BackfillPolicy.single_run(),
+    )
+    def downstream() -> None:
+        """Depends on the raw asset; skipped if the raw step yielded no output."""
+
+    result = dg.materialize(
+        [source.built.source, source.built.raw, downstream],
+        instance=source.pipeline.instance,
+        resources=source.pipeline.resources(source.table),
+        tags={
+            "dagster/asset_partition_range_start": keys[0],
+            "dagster/asset_partition_range_end": keys[1],
+        },
+        selection=[source.built.raw.key, downstream.key],
+    )
+    assert result.success
+    assert [e.partition for e in result.asset_materializations_for_node("downstream")] == keys
+    # One output for the range: Dagster's one version for both partitions.
+    versions = {latest_data_version(source, key) for key in keys}
+    assert len(versions) == 1

@@ -15,7 +15,13 @@ from etl_assets.lib.load import PublishedWindow, RefusedWindow
 from etl_assets.lib.postgres.read import ReadStats, WindowCount
 from etl_assets.lib.table.checks import CheckOutcome
 from etl_assets.lib.table.windows import PartitionWindow
-from etl_assets.resources.reporting import evaluations, partitions_table, published_metadata
+from etl_assets.resources.reporting import (
+    DATA_VERSION_TAG,
+    evaluations,
+    partition_materialization,
+    partitions_table,
+    published_metadata,
+)
 
 UTC = dt.UTC
 DAY = PartitionWindow(
@@ -79,3 +85,31 @@ def test_an_io_managers_range_output_records_a_table_of_its_partitions() -> None
         "| 2026-10-01 | 3 | 123 | s3://lake/k/part-00000.parquet |",
         "| 2026-10-02 | 0 | 123 | s3://lake/k/part-00000.parquet |",
     ]
+
+
+def test_a_partitions_own_materialization_carries_its_data_version() -> None:
+    key = dg.AssetKey(["raw", "s", "t"])
+    window = PublishedWindow(read(DAY), (), published(3))
+    own = partition_materialization(
+        key, window, {"rows": 3}, fingerprint_is_version=True, run_id="r1"
+    )
+    assert (own.partition, own.tags) == (
+        "2026-10-01",
+        {DATA_VERSION_TAG: Fingerprint(3, None, "7").version},
+    )
+    # A fingerprint blind to updates is no version: the run's stands in, new on every load.
+    blind = partition_materialization(
+        key, window, {"rows": 3}, fingerprint_is_version=False, run_id="r1"
+    )
+    assert blind.tags == {DATA_VERSION_TAG: "run-r1"}
+
+
+def test_dagster_keeps_a_data_version_under_the_tag_we_set() -> None:
+    @dg.asset
+    def versioned() -> dg.MaterializeResult:
+        return dg.MaterializeResult(data_version=dg.DataVersion("v-42"))
+
+    result = dg.materialize([versioned])
+    [event] = result.get_asset_materialization_events()
+    assert event.materialization.tags is not None
+    assert event.materialization.tags[DATA_VERSION_TAG] == "v-42"

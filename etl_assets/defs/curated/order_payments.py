@@ -3,6 +3,7 @@ from collections.abc import Iterator
 import dagster as dg
 import polars as pl
 
+from etl_assets.components.automation import follows_upstream
 from etl_assets.components.table_assets import LAKE_IO_MANAGER_KEY
 from etl_assets.lib.curated import order_payments, split_by_window
 from etl_assets.lib.table.windows import Grain, PartitionWindow
@@ -33,6 +34,8 @@ daily_utc = dg.TimeWindowPartitionsDefinition(
     },
     partitions_def=daily_utc,
     backfill_policy=dg.BackfillPolicy.single_run(),
+    # A day is rebuilt once the orders or payments it reads get a new data version.
+    automation_condition=follows_upstream(),
     io_manager_key=LAKE_IO_MANAGER_KEY,
     group_name="shop_curated",
     kinds={"polars", "parquet", "s3"},
