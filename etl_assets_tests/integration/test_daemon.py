@@ -12,6 +12,7 @@ schedule that runs every minute.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 import re
 import subprocess
@@ -30,15 +31,18 @@ from psycopg import sql
 
 from etl_assets.cli.main import set_pool_limits
 from etl_assets.components import PostgresTablesComponent
+from etl_assets.components.automation import AUTOMATION_SENSOR
 from etl_assets.components.incremental import REASON_TAG
 from etl_assets.components.postgres_tables import declared_pools, declared_tables
 from etl_assets.devstack.cli import start_daemon, start_webserver
+from etl_assets.devstack.demo import verify_curated
 from etl_assets.devstack.postgres import free_port
 from etl_assets.devstack.seed import READER_ROLE
 from etl_assets.devstack.stack import LAKE_BUCKET, LAKE_PREFIX, DevStack, dev_stack
 from etl_assets.devstack.verify import compare_table_partition
 from etl_assets.lib.incremental import ChangeCursor
 from etl_assets.lib.table.spec import TableSpec
+from etl_assets.resources.reporting import DATA_VERSION_TAG
 from etl_assets_tests.support import graphql, healthy_daemons, query, run_sql, wait_for
 
 pytestmark = pytest.mark.slow
@@ -455,7 +459,9 @@ query($selector: %(Kind)sSelector!) {
       %(kind)sState {
         id
         status
-        ticks(limit: 50) { status runIds skipReason error { message causes { message } } }
+        ticks(limit: 50) {
+          status timestamp endTimestamp runIds skipReason error { message causes { message } }
+        }
       }
     }
     ... on PythonError { message }
@@ -485,10 +491,11 @@ class Instigator:
     kind: str
     """`sensor` or `schedule`."""
     name: str
+    location: str = WATCHED_LOCATION
 
     def selector(self) -> dict[str, str]:
         return {
-            "repositoryLocationName": WATCHED_LOCATION,
+            "repositoryLocationName": self.location,
             "repositoryName": "__repository__",
             f"{self.kind}Name": self.name,
         }
@@ -613,3 +620,159 @@ def test_the_change_sensor_and_the_reconcile_schedule_tick_under_the_daemon(
         )
         assert comparison.equal, (key, comparison.describe())
         assert comparison.source_rows == (47 if key == "2026-10-03" else 48)
+
+
+ORDERS = ["raw", "shop", "sales", "orders"]
+PAYMENTS = ["raw", "shop", "sales", "payments"]
+CURATED = dg.AssetKey(["curated", "shop", "order_payments"])
+AUTOMATION = Instigator("sensor", AUTOMATION_SENSOR, location="etl_assets")
+
+
+def curated_runs(instance: dg.DagsterInstance) -> dict[str, dg.DagsterRun]:
+    """Every run of the curated order payments so far, by run id."""
+    return {
+        run.run_id: run
+        for run in instance.get_runs()
+        if run.asset_selection and CURATED in run.asset_selection
+    }
+
+
+def automation_after(running: Running, since: float) -> None:
+    """Wait until the automation sensor has ended two ticks begun after `since` (a timestamp).
+
+    A tick evaluates the events committed before it began: the first such tick requests what
+    they call for, the second shows nothing more was called for.
+    """
+
+    def ended() -> int:
+        ticks = AUTOMATION.ticks(running)
+        return sum(1 for t in ticks if t["timestamp"] > since and t["status"] != "STARTED")
+
+    wait_for(lambda: ended() >= 2, 240, "two automation ticks", poll=2)
+
+
+def follow(running: Running, before: dict[str, dg.DagsterRun], since: float) -> set[str]:
+    """The partitions of the curated runs the automation requested after `since`, once ended.
+
+    Each is its own run, and succeeded.
+    """
+    instance = running.instance()
+    automation_after(running, since)
+    new = [run for run_id, run in curated_runs(instance).items() if run_id not in before]
+    ended = wait_for_runs(instance, [run.run_id for run in new])
+    assert {run.status for run in ended} <= {dg.DagsterRunStatus.SUCCESS}, ended
+    partitions = [run.tags.get("dagster/partition") for run in ended]
+    assert len(partitions) == len(set(partitions)), partitions  # one run per partition
+    return {p for p in partitions if p is not None}
+
+
+def load(running: Running, path: list[str], first: str, last: str) -> float:
+    """One run of `path` over `first...last`, as the UI launches it; when it ended."""
+    tags = {
+        "dagster/asset_partition_range_start": first,
+        "dagster/asset_partition_range_end": last,
+    }
+    [run] = wait_for_runs(running.instance(), [launch_run(running, tags, path)])
+    assert run.status == dg.DagsterRunStatus.SUCCESS
+    stats = running.instance().get_run_stats(run.run_id)
+    assert stats.end_time is not None
+    return stats.end_time
+
+
+def data_versions(
+    instance: dg.DagsterInstance, path: list[str], keys: list[str]
+) -> dict[str, tuple[str, str]]:
+    """(data version, source fingerprint) of the latest materialization of each partition."""
+    found: dict[str, tuple[str, str]] = {}
+    for key in keys:
+        [record] = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(path), asset_partitions=[key]), limit=1
+        ).records
+        materialization = record.asset_materialization
+        assert materialization is not None
+        assert materialization.tags is not None
+        fingerprint = materialization.metadata["source_fingerprint"].value
+        assert isinstance(fingerprint, str)
+        found[key] = (materialization.tags[DATA_VERSION_TAG], fingerprint)
+    return found
+
+
+def test_curated_partitions_follow_the_raw_partitions_they_read_under_the_daemon(
+    running: Running,
+) -> None:
+    """Acceptance of issue 15 on the demo shop, with the automation sensor on by default."""
+    wait_for(lambda: "ASSET" in healthy_daemons(running.port), 180, "the automation daemon")
+    wait_for(
+        lambda: any(t["status"] != "STARTED" for t in AUTOMATION.ticks(running)),
+        180,
+        "the automation sensor's first tick",
+        poll=2,
+    )
+    instance = running.instance()
+    source = running.stack.source_conninfo()
+    days = [f"2026-10-{day:02d}" for day in range(1, 6)]
+
+    # First loads: each curated day follows once its orders and both days of payments are in.
+    before = curated_runs(instance)
+    load(running, ORDERS, days[0], days[-1])
+    loaded = load(running, PAYMENTS, days[0], "2026-10-06")
+    assert follow(running, before, loaded) == set(days)
+
+    # A payment of 2026-10-03 changes; the change sensor reloads that day; the curated days that
+    # read it (2026-10-03, and 2026-10-02 through the mapping) follow, and no other.
+    [(watermark,)] = query(source, "SELECT now()")
+    run_sql(
+        source,
+        "UPDATE sales.payments SET updated_at = now(),"
+        " method = CASE method WHEN 'card' THEN 'paypal' ELSE 'card' END"
+        " WHERE payment_id = (SELECT min(payment_id) FROM sales.payments"
+        " WHERE paid_at >= '2026-10-03+00' AND paid_at < '2026-10-04+00')",
+    )
+    sensor = Instigator("sensor", "raw__shop__sales__payments__changes", location="etl_assets")
+    today = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    cursor = ChangeCursor(watermark=watermark, closed_through=today)
+    sensor.mutate(
+        running, SET_SENSOR_CURSOR, {"selector": sensor.selector(), "cursor": cursor.to_json()}
+    )
+    before = curated_runs(instance)
+    tick = sensor.first_tick(running)
+    assert tick["status"] == "SUCCESS", tick
+    [reload] = wait_for_runs(instance, tick["runIds"])
+    assert (reload.tags["dagster/partition"], reload.status) == (
+        "2026-10-03",
+        dg.DagsterRunStatus.SUCCESS,
+    )
+    reloaded = instance.get_run_stats(reload.run_id).end_time
+    assert reloaded is not None
+    assert follow(running, before, reloaded) == {"2026-10-02", "2026-10-03"}
+    for key in ("2026-10-02", "2026-10-03"):
+        comparison = verify_curated(running.stack, key)
+        assert comparison.equal, (key, comparison.describe())
+
+    # The same day reloaded with its rows unchanged: same data version, no curated run.
+    before = curated_runs(instance)
+    assert follow(running, before, load(running, PAYMENTS, "2026-10-03", "2026-10-03")) == set()
+
+    # Two days of orders change; one run reloads all five: five versions, the fingerprints',
+    # two of them new; only the curated days of those two follow.
+    versions = data_versions(instance, ORDERS, days)
+    run_sql(
+        source,
+        "UPDATE sales.orders SET updated_at = now(), note = 'changed'"
+        " WHERE order_id IN (SELECT min(order_id) FROM sales.orders"
+        " WHERE placed_at >= %s::timestamptz AND placed_at < %s::timestamptz + interval '1 day'"
+        " UNION SELECT min(order_id) FROM sales.orders"
+        " WHERE placed_at >= %s::timestamptz AND placed_at < %s::timestamptz + interval '1 day')",
+        ["2026-10-02", "2026-10-02", "2026-10-04", "2026-10-04"],
+    )
+    before = curated_runs(instance)
+    reloaded_range = load(running, ORDERS, days[0], days[-1])
+    now = data_versions(instance, ORDERS, days)
+    assert len({version for version, _ in now.values()}) == 5
+    for version, fingerprint in now.values():
+        assert version == hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
+    assert {key for key in days if now[key][0] != versions[key][0]} == {"2026-10-02", "2026-10-04"}
+    assert follow(running, before, reloaded_range) == {"2026-10-02", "2026-10-04"}
+    for key in days:
+        comparison = verify_curated(running.stack, key)
+        assert comparison.equal, (key, comparison.describe())
