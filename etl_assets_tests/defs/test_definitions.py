@@ -62,6 +62,10 @@ def asset_graph() -> dict[str, object]:
                 for key in checks.get_check_keys_for_assets({spec.key})
             ),
             "freshness": repr(spec.freshness_policy) if spec.freshness_policy else None,
+            "automation": (
+                spec.automation_condition.get_label() if spec.automation_condition else None
+            ),
+            "skippable": spec.skippable,
         }
     return graph
 
