@@ -18,6 +18,7 @@ import dagster as dg
 import duckdb
 import polars as pl
 import psycopg
+import yaml
 from pydantic import BaseModel
 
 from etl_assets.components.table_assets import (
@@ -290,6 +291,45 @@ def graphql(port: int, query_text: str, variables: Mapping[str, Any] | None = No
         body = json.loads(response.read())
     assert "errors" not in body, body["errors"]
     return body["data"]
+
+
+COMPONENT_LOCATION_DEFINITIONS = """
+from pathlib import Path
+
+import dagster as dg
+
+from etl_assets.defs import resources as project
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions.merge(
+        dg.load_from_defs_folder(path_within_project=Path(__file__).parent), project.resources()
+    )
+"""
+
+
+def component_workspace(directory: Path, location: str, declaration: str) -> Path:
+    """A workspace of one code location, `location`, holding what the `defs.yaml` text
+    `declaration` declares with the project's resources; written under `directory`."""
+    module = f"{location}_location"
+    package = directory / "src" / module
+    (package / "defs" / location).mkdir(parents=True)
+    (directory / "dg.toml").write_text(
+        f'directory_type = "project"\n\n[project]\nroot_module = "{module}"\n'
+        f'code_location_name = "{location}"\n'
+    )
+    (package / "__init__.py").write_text("")
+    (package / "definitions.py").write_text(COMPONENT_LOCATION_DEFINITIONS.lstrip())
+    (package / "defs" / location / "defs.yaml").write_text(declaration.lstrip())
+    entry = {
+        "module_name": f"{module}.definitions",
+        "location_name": location,
+        "working_directory": str(directory / "src"),
+    }
+    workspace = directory / "workspace.yaml"
+    workspace.write_text(yaml.safe_dump({"load_from": [{"python_module": entry}]}))
+    return workspace
 
 
 DAEMON_STATUS = "{ instance { daemonHealth { allDaemonStatuses { daemonType healthy } } } }"

@@ -166,3 +166,10 @@ def test_the_full_declaration_is_one_the_component_accepts() -> None:
         column if isinstance(column, str) else column["name"] for column in table["columns"]
     ]
     assert [c if isinstance(c, str) else c.name for c in resolved.columns] == declared
+
+
+def test_the_freshness_setting_shown_is_the_one_every_instance_config_holds() -> None:
+    shown = yaml_block(DOCS / "contract-and-checks.md", "## Freshness")
+    for config in (ROOT / "dagster.yaml", *sorted((ROOT / "deploy").glob("*/dagster.yaml"))):
+        document = yaml.safe_load(config.read_text())
+        assert {"freshness": document.get("freshness")} == shown, config.relative_to(ROOT)

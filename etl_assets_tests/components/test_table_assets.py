@@ -15,7 +15,7 @@ from etl_assets.components.table_assets import (
     raw_asset_key,
 )
 from etl_assets.lib.errors import DeclarationError
-from etl_assets.lib.table.spec import FreshnessSpec, IncrementalSpec
+from etl_assets.lib.table.spec import SHORTEST_FRESHNESS_WINDOW, FreshnessSpec, IncrementalSpec
 from etl_assets.lib.table.windows import Grain
 from etl_assets_tests.support import SOURCE, revised, spec
 
@@ -80,3 +80,16 @@ def test_a_declared_rule_becomes_the_assets_freshness_policy() -> None:
     too_often = revised(spec(), freshness=FreshnessSpec(deadline_cron="0 * * * *"))
     with pytest.raises(DeclarationError, match="ticks more often than a daily window"):
         freshness_policy(too_often)
+
+
+def test_the_shortest_window_a_declaration_accepts_is_the_shortest_dagster_accepts() -> None:
+    shortest = FreshnessSpec.model_validate({"fail_after": "1m"})
+    assert shortest.fail_after == SHORTEST_FRESHNESS_WINDOW
+    assert freshness_policy(revised(spec(), freshness=shortest)) == dg.FreshnessPolicy.time_window(
+        fail_window=SHORTEST_FRESHNESS_WINDOW
+    )
+    # A second less, Dagster itself refuses (the declaration says so first, naming the field).
+    with pytest.raises(Exception, match="cannot be less than 1 minute"):
+        dg.FreshnessPolicy.time_window(
+            fail_window=SHORTEST_FRESHNESS_WINDOW - dt.timedelta(seconds=1)
+        )

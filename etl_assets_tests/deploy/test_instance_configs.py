@@ -53,6 +53,24 @@ FARGATE_MEMORY = {
 }
 
 
+INSTANCES = {"repository": PROJECT_ROOT, **{target: DEPLOY / target for target in TARGETS}}
+"""Every directory whose dagster.yaml configures an instance: `make dev`'s and the deployments'."""
+# Where an instance keeps its data and starts runs: left to a local instance's defaults when the
+# rest of a config is loaded into a real DagsterInstance without its database or cluster.
+STORAGE_AND_LAUNCH = ("storage", "run_launcher", "compute_logs")
+# What the project relies on the daemon for: sensors, schedules, backfills, the run queue, run
+# monitoring, run retries and freshness policies.
+PROJECT_DAEMONS = {
+    "SENSOR",
+    "SCHEDULER",
+    "BACKFILL",
+    "QUEUED_RUN_COORDINATOR",
+    "MONITORING",
+    "EVENT_LOG_CONSUMER",
+    "FRESHNESS_DAEMON",
+}
+
+
 def config_path(target: str) -> Path:
     return DEPLOY / target / "dagster.yaml"
 
@@ -211,6 +229,7 @@ MISTAKES: dict[str, tuple[tuple[str, ...], object, str]] = {
         "granularity",
     ),
     "a compute log bucket left empty": (("compute_logs", "config", "bucket"), None, "bucket"),
+    "a misspelled freshness switch": (("freshness", "enable"), True, "enable"),
 }
 
 
@@ -260,6 +279,28 @@ def test_run_monitoring_fails_dead_workers_and_frees_their_pool_slots(target: st
     assert monitoring["start_timeout_seconds"] >= project["start_timeout_seconds"]
     assert monitoring["max_runtime_seconds"] == project["max_runtime_seconds"]
     assert monitoring["poll_interval_seconds"] <= project["poll_interval_seconds"]
+
+
+def required_daemons(document: dict[str, Any], directory: Path) -> set[str]:
+    """The daemons an instance of `document` runs (its data kept locally, in `directory`)."""
+    directory.mkdir()
+    settings = {k: v for k, v in document.items() if k not in STORAGE_AND_LAUNCH}
+    (directory / "dagster.yaml").write_text(yaml.safe_dump(settings))
+    with dg.DagsterInstance.from_config(str(directory)) as instance:
+        return set(instance.get_required_daemon_types())
+
+
+@pytest.mark.parametrize("instance", list(INSTANCES))
+def test_every_instance_runs_the_daemons_the_project_needs_freshness_included(
+    instance: str, tmp_path: Path
+) -> None:
+    document = yaml.safe_load((INSTANCES[instance] / "dagster.yaml").read_text())
+    # Stated in the file, not left to the installed Dagster's default.
+    assert document["freshness"] == {"enabled": True}
+    assert required_daemons(document, tmp_path / "as-written") >= PROJECT_DAEMONS
+    # The section decides: turned off, no daemon evaluates the tables' freshness policies.
+    document["freshness"]["enabled"] = False
+    assert "FRESHNESS_DAEMON" not in required_daemons(document, tmp_path / "turned-off")
 
 
 SECRET_PATTERNS = {

@@ -222,6 +222,10 @@ class ReconcileSpec(BaseModel):
         return checked_cron(value)
 
 
+SHORTEST_FRESHNESS_WINDOW = dt.timedelta(minutes=1)
+"""The shortest `fail_after` or `warn_after`: Dagster refuses a shorter freshness window."""
+
+
 class FreshnessSpec(BaseModel):
     """When the table counts as stale in Dagster's freshness status (a FreshnessPolicy).
 
@@ -257,6 +261,16 @@ class FreshnessSpec(BaseModel):
     @classmethod
     def _duration(cls, value: object) -> object:
         return parse_duration(value) if isinstance(value, str) else value
+
+    @field_validator("fail_after", "warn_after")
+    @classmethod
+    def _at_least_a_minute(cls, value: dt.timedelta | None) -> dt.timedelta | None:
+        if value is not None and value < SHORTEST_FRESHNESS_WINDOW:
+            raise ValueError(
+                f"{value.total_seconds():g}s is shorter than Dagster's shortest freshness "
+                "window, 1m: use 1m or more"
+            )
+        return value
 
     @model_validator(mode="after")
     def _one_rule(self) -> Self:

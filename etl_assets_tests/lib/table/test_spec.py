@@ -108,6 +108,10 @@ def test_the_declaration_is_frozen_and_its_defaults_are_the_documented_ones() ->
         ({"grain": "fortnightly"}, "Input should be 'hourly', 'daily', 'weekly' or 'monthly'"),
         ({"incremental": {"change_column": "u", "settle_lag": "ten"}}, "is not a duration"),
         ({"reconcile": {"cron": "daily"}}, "is not a cron expression"),
+        ({"freshness": {"fail_after": "30s"}}, "30s is shorter than Dagster's shortest freshness"),
+        ({"freshness": {"fail_after": "2h", "warn_after": "59s"}}, "59s is shorter than Dagster"),
+        ({"freshness": {"fail_after": "1h", "warn_after": "1h"}}, "`warn_after` needs a longer"),
+        ({"freshness": {}}, "declare either `deadline_cron` or `fail_after`"),
         ({"colour": "red"}, "Extra inputs are not permitted"),
     ],
 )
