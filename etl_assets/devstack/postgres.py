@@ -20,6 +20,7 @@ import socket
 import stat
 import subprocess
 import tempfile
+import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,9 +153,20 @@ class EmbeddedPostgres:
         self._pg_ctl("start", "-w", "-t", "60", "-l", str(self.log_file), "-o", " ".join(settings))
 
     def stop(self) -> None:
-        """Stop the server (fast shutdown); a server that is not running is left alone."""
-        if (self.data_dir / "postmaster.pid").exists():
+        """Stop the server (fast shutdown); a server that is not running is left alone.
+
+        Returns once the server has removed its pid file, whatever `pg_ctl` answered.
+        """
+        pid_file = self.data_dir / "postmaster.pid"
+        if pid_file.exists():
             self._pg_ctl("stop", "-m", "fast", "-w", "-t", "60", check=False)
+            deadline = time.monotonic() + 60
+            while pid_file.exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if pid_file.exists():
+                raise RuntimeError(
+                    f"Postgres in {self.data_dir} did not stop within 60 s:\n{self.log_tail()}"
+                )
         shutil.rmtree(self._socket_dir, ignore_errors=True)
 
     def create_database(self, name: str) -> str:
