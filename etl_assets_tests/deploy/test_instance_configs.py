@@ -59,9 +59,10 @@ INSTANCES = {"repository": PROJECT_ROOT, **{target: DEPLOY / target for target i
 # rest of a config is loaded into a real DagsterInstance without its database or cluster.
 STORAGE_AND_LAUNCH = ("storage", "run_launcher", "compute_logs")
 # What the project relies on the daemon for: sensors, schedules, backfills, the run queue, run
-# monitoring, run retries and freshness policies.
+# monitoring, run retries, freshness policies and the automation sensor (ASSET).
 PROJECT_DAEMONS = {
     "SENSOR",
+    "ASSET",
     "SCHEDULER",
     "BACKFILL",
     "QUEUED_RUN_COORDINATOR",
