@@ -27,7 +27,7 @@ $(UV):
 	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 
 .venv/.installed: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen --all-extras --group dev
+	$(UV) sync --frozen --compile-bytecode --all-extras --group dev
 	touch $@
 
 install: .venv/.installed
@@ -71,7 +71,7 @@ test-fast: install
 # read by Spark. pyspark is installed only here (the `spark` dependency group), always synced:
 # a later `make install` after a change to the lock removes it again.
 test-slow: install browser
-	$(UV) sync --frozen --all-extras --group dev --group spark
+	$(UV) sync --frozen --compile-bytecode --all-extras --group dev --group spark
 	$(PYTHON) -m pytest -m slow --durations=15
 
 test: lint typecheck check-defs test-fast
@@ -87,7 +87,7 @@ dev: install
 #   make bench BENCH_ARGS="--sizes 1 --reps 1 --methods copy_drain,ours"
 BENCH_ARGS ?=
 bench: | $(UV)
-	$(UV) sync --frozen --all-extras --group dev --group bench
+	$(UV) sync --frozen --compile-bytecode --all-extras --group dev --group bench
 	$(PYTHON) -m bench.run $(BENCH_ARGS)
 
 clean:

@@ -205,20 +205,23 @@ def _load(
         writer = writer.model_copy(update={"iceberg": catalog})
     windows: list[dict[str, float]] = []
 
-    def work() -> int:
-        context = (
-            dg.build_input_context(
-                asset_key=source_asset_key(BENCH_SOURCE, spec),
-                asset_partition_key_range=dg.PartitionKeyRange(*partitions),
-                asset_partitions_def=built.partitions_def,
-            )
-            if partitions
-            else dg.build_input_context(
-                asset_key=source_asset_key(BENCH_SOURCE, spec),
-                partition_key=job["window"]["key"],
-                asset_partitions_def=built.partitions_def,
-            )
+    # The input context a run hands the IO manager, built before the clock starts: in a run
+    # Dagster has it ready, and building it outside one loads Dagster's resource machinery.
+    context = (
+        dg.build_input_context(
+            asset_key=source_asset_key(BENCH_SOURCE, spec),
+            asset_partition_key_range=dg.PartitionKeyRange(*partitions),
+            asset_partitions_def=built.partitions_def,
         )
+        if partitions
+        else dg.build_input_context(
+            asset_key=source_asset_key(BENCH_SOURCE, spec),
+            partition_key=job["window"]["key"],
+            asset_partitions_def=built.partitions_def,
+        )
+    )
+
+    def work() -> int:
         extract = reader.load_input(context).table(spec, reader=built.raw.key.to_user_string())
         target = writer.target(
             built.raw.key.path,
