@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import dagster as dg
 
-UPSTREAM_CHANGED = "upstream changed: a partition it reads has a new data version"
+UPSTREAM_CHANGED = (
+    "upstream changed: a partition it reads has a new data version"
+    " (a reload of unchanged rows keeps its version)"
+)
 UPSTREAM_MISSING = "upstream missing: a partition it reads was never materialized"
 UPSTREAM_IN_PROGRESS = "upstream in progress: a partition it reads is being materialized"
 IN_PROGRESS = "already running"
-HANDLED = "handled: requested or materialized since"
+HANDLED = "handled: requested, with no change seen since"
 FOLLOWS_UPSTREAM = "follows upstream data versions"
 """The labels the Automation page shows, per partition, for each part of the condition."""
 
@@ -32,26 +35,28 @@ def follows_upstream() -> dg.AutomationCondition:
     reads the day of payments and the next is requested when either changed):
 
     * requested when an upstream partition it reads got a new data version since this partition
-      was last requested or materialized; a reload that left the rows unchanged keeps the version
-      and requests nothing;
+      was last requested; a reload that left the rows unchanged keeps the version and requests
+      nothing;
     * never while an upstream partition it reads is missing, or being materialized, or while
-      this partition is itself in progress: a burst of upstream changes ends in one run;
-    * a change seen on the same tick as this partition's own request or materialization is
-      kept, not taken as handled: that run may have read before it, so the partition runs again.
+      this partition is itself in progress: changes while it waits end in one run;
+    * a change seen after the tick that requested this partition is kept until it runs again,
+      even while that run is queued or running (it may have read before the change): at most
+      one more run;
+    * a requested run that fails is not requested again until the next change (the instance's
+      run retries still apply).
 
     Unlike `AutomationCondition.eager()` it is not limited to the latest time window: a change
-    to a closed window reaches the partitions that read it.
+    to a closed window reaches the partitions that read it. Partitions materialized before the
+    condition was first evaluated are not revisited: backfill those once.
     """
     changed = dg.AutomationCondition.any_deps_match(
         dg.AutomationCondition.data_version_changed()
     ).with_label(UPSTREAM_CHANGED)
-    handled = (
-        dg.AutomationCondition.newly_requested()
-        | dg.AutomationCondition.newly_updated()
-        | dg.AutomationCondition.initial_evaluation()
-    ).with_label(HANDLED)
+    # Only a request handles a change, and only one seen before it: a change on the same tick
+    # as the request is no reason to forget it (the condition carries no timing to order them).
+    handled = (dg.AutomationCondition.newly_requested() & ~changed).with_label(HANDLED)
     return (
-        changed.since(handled & ~changed)
+        changed.since(handled)
         & ~dg.AutomationCondition.any_deps_missing().with_label(UPSTREAM_MISSING)
         & ~dg.AutomationCondition.any_deps_in_progress().with_label(UPSTREAM_IN_PROGRESS)
         & ~dg.AutomationCondition.in_progress().with_label(IN_PROGRESS)

@@ -69,15 +69,21 @@ def partition_materialization(
     )
 
 
-def materializes_other_assets(context: dg.AssetExecutionContext) -> bool:
-    """Whether the run may materialize assets other than this step's.
+def output_may_be_consumed(context: dg.AssetExecutionContext) -> bool:
+    """Whether another step of the run may read this step's output: an asset or a check.
 
-    One of them may depend on this step's output; without it, Dagster would skip that step.
-    A run launched for assets (the UI, `dg launch`, a sensor's or a backfill's request) names
-    them; one that names none (a whole job, `dg.materialize`) may hold anything.
+    Without the output Dagster would skip such a step. A run launched for assets (the UI,
+    `dg launch`, a sensor's or a backfill's request) names them; one that names none (a whole
+    job, `dg.materialize`) may hold anything. A run that names its checks (the UI, backfills)
+    shows a check defined apart from this asset; one that does not runs the assets' own checks.
     """
-    selection = context.run.asset_selection
-    return not selection or not selection <= context.assets_def.keys
+    assets = context.run.asset_selection
+    checks = context.run.asset_check_selection
+    return (
+        not assets
+        or not assets <= context.assets_def.keys
+        or (checks is not None and not checks <= context.assets_def.check_keys)
+    )
 
 
 def materialize_result(
@@ -96,8 +102,8 @@ def materialize_result(
     One partition: its `MaterializeResult` carries its data version and its check results,
     which Dagster ties to the materialization. Several: each partition is recorded by its own
     `AssetMaterialization` with its own data version (the asset's output is skippable, so the
-    step yields no output for it), unless the run materializes other assets too, which may
-    depend on this step's output: then one `MaterializeResult`, each partition's metadata added to
+    step yields no output for it), unless another asset or check in the run may read this
+    step's output: then one `MaterializeResult`, each partition's metadata added to
     its own materialization, and Dagster's one data version for all of them (downstream sees
     every partition of the range as changed). Each check of each partition is recorded as an
     evaluation of that partition (a check result of a step belongs to one partition at most);
@@ -128,7 +134,7 @@ def materialize_result(
             ],
         )
         return
-    if materializes_other_assets(context):
+    if output_may_be_consumed(context):
         for key, values in metadata.items():
             context.add_asset_metadata(dict(values), asset_key=asset_key, partition_key=key)
         yield dg.MaterializeResult(asset_key=asset_key)

@@ -32,8 +32,18 @@ NOW = dt.datetime(2026, 10, 8, 12, tzinfo=dt.UTC)
 
 # The demo's curated order payments: a day of orders and two days of payments.
 joined = curated_order_payments
-orders = dg.AssetSpec(ORDERS, partitions_def=daily_utc)
-payments = dg.AssetSpec(PAYMENTS, partitions_def=daily_utc)
+
+
+@dg.asset(key=ORDERS, partitions_def=daily_utc)
+def orders() -> None:
+    """Stands for the raw orders: runs of it can be in flight."""
+
+
+@dg.asset(key=PAYMENTS, partitions_def=daily_utc)
+def payments() -> None:
+    """Stands for the raw payments."""
+
+
 DEFS = dg.Definitions(
     assets=[orders, payments, joined], resources=lake_resources(S3Lake(bucket="lake"))
 )
@@ -51,6 +61,21 @@ class Ticks:
         self.instance.report_runless_asset_event(
             dg.AssetMaterialization(key, partition=day, tags={DATA_VERSION_TAG: version})
         )
+
+    def run(self, key: dg.AssetKey, day: str) -> str:
+        """A run of `key`'s `day`, queued: in progress until it ends."""
+        run = self.instance.create_run_for_job(
+            job_def=DEFS.resolve_implicit_global_asset_job_def(),
+            asset_selection=frozenset({key}),
+            tags={"dagster/partition": day},
+        )
+        return run.run_id
+
+    def end(self, run_id: str) -> None:
+        """The run is over (its materialization, if any, reported before)."""
+        run = self.instance.get_run_by_id(run_id)
+        assert run is not None
+        self.instance.report_run_canceled(run)
 
     def requested(self) -> set[str | None]:
         """The partitions of `joined` the next tick requests."""
@@ -85,7 +110,7 @@ def test_a_new_data_version_requests_exactly_the_partitions_that_read_it(ticks: 
     assert ticks.requested() == {"2026-10-02", "2026-10-03"}
 
 
-def test_a_change_seen_on_the_tick_after_a_request_runs_the_partition_again(
+def test_a_change_seen_on_the_tick_after_its_request_runs_the_partition_again(
     ticks: Ticks,
 ) -> None:
     ticks.report(ORDERS, "2026-10-02", "orders-changed")
@@ -115,6 +140,39 @@ def test_changes_over_several_ticks_before_a_run_request_once_each(ticks: Ticks)
     ticks.report(ORDERS, "2026-10-01", "orders-v3")
     assert ticks.requested() == {"2026-10-01"}
     assert ticks.requested() == set()
+
+
+def test_a_change_while_its_own_run_is_in_flight_runs_the_partition_again(ticks: Ticks) -> None:
+    ticks.report(ORDERS, "2026-10-02", "orders-changed")
+    assert ticks.requested() == {"2026-10-02"}
+    run = ticks.run(joined.key, "2026-10-02")
+    assert ticks.requested() == set()
+    # The run may read the payments before or after this change: it waits, then runs again.
+    ticks.report(PAYMENTS, "2026-10-02", "payments-changed")
+    assert ticks.requested() == {"2026-10-01"}
+    assert ticks.requested() == set()
+    ticks.report(joined.key, "2026-10-02", "run-1")
+    ticks.end(run)
+    assert ticks.requested() == {"2026-10-02"}
+    assert ticks.requested() == set()
+
+
+def test_a_partition_waits_while_a_partition_it_reads_is_being_loaded(ticks: Ticks) -> None:
+    ticks.report(ORDERS, "2026-10-03", "orders-changed")
+    reload = ticks.run(ORDERS, "2026-10-03")  # another load of the day, still running
+    assert ticks.requested() == set()
+    ticks.report(ORDERS, "2026-10-03", "orders-changed")
+    ticks.end(reload)
+    assert ticks.requested() == {"2026-10-03"}
+
+
+def test_a_failed_run_is_not_requested_again_until_the_next_change(ticks: Ticks) -> None:
+    ticks.report(ORDERS, "2026-10-02", "orders-changed")
+    assert ticks.requested() == {"2026-10-02"}
+    ticks.end(ticks.run(joined.key, "2026-10-02"))  # ended without a materialization
+    assert ticks.requested() == set()
+    ticks.report(ORDERS, "2026-10-02", "orders-changed-again")
+    assert ticks.requested() == {"2026-10-02"}
 
 
 def labels(condition: dg.AutomationCondition) -> set[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import time
 import uuid
 
@@ -377,6 +378,9 @@ def test_a_range_run_records_each_partitions_own_fingerprint_as_its_data_version
     assert source.pipeline.materialize(source.table, partition_range=(keys[0], keys[-1])).success
     versions = {key: latest_data_version(source, key) for key in keys}
     assert len(set(versions.values())) == 5
+    for key, version in versions.items():
+        recorded = source.pipeline.metadata(source.table, key)["source_fingerprint"]
+        assert version == hashlib.sha256(recorded.encode()).hexdigest()[:16]
     # A single-partition run of unchanged rows records the fingerprint's version: the same.
     assert source.pipeline.materialize(source.table, partition=keys[2]).success
     assert latest_data_version(source, keys[2]) == versions[keys[2]]
@@ -418,15 +422,23 @@ def test_a_range_run_with_a_downstream_asset_in_it_feeds_that_asset(source: Sour
     def downstream() -> None:
         """Depends on the raw asset; skipped if the raw step yielded no output."""
 
-    result = dg.materialize(
-        [source.built.source, source.built.raw, downstream],
-        instance=source.pipeline.instance,
-        resources=source.pipeline.resources(source.table),
-        tags={
-            "dagster/asset_partition_range_start": keys[0],
-            "dagster/asset_partition_range_end": keys[1],
-        },
-        selection=[source.built.raw.key, downstream.key],
+    # A run that names both assets, as the UI's or a backfill's does.
+    job = dg.define_asset_job("raw_and_downstream")
+    result = (
+        dg.Definitions(
+            assets=[source.built.source, source.built.raw, downstream],
+            jobs=[job],
+            resources=source.pipeline.resources(source.table),
+        )
+        .resolve_job_def(job.name)
+        .execute_in_process(
+            instance=source.pipeline.instance,
+            tags={
+                "dagster/asset_partition_range_start": keys[0],
+                "dagster/asset_partition_range_end": keys[1],
+            },
+            asset_selection=[source.built.raw.key, downstream.key],
+        )
     )
     assert result.success
     assert [e.partition for e in result.asset_materializations_for_node("downstream")] == keys
