@@ -5,7 +5,7 @@ from collections.abc import Sequence
 import dagster as dg
 from pydantic import Field
 
-from etl_assets.lib.lake.iceberg import qualified
+from etl_assets.lib.lake.iceberg_names import qualified
 from etl_assets.lib.table.windows import parse_duration
 from etl_assets.resources.lake import S3Lake
 

@@ -34,7 +34,7 @@ from etl_assets.components.table_assets import (
     postgres_source_key,
     raw_asset_key,
 )
-from etl_assets.lib.lake.iceberg import table_identifier
+from etl_assets.lib.lake.iceberg_names import table_identifier
 from etl_assets.lib.table.spec import (
     LakeFormat,
     TableSpec,

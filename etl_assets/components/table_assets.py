@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from etl_assets.lib.errors import DeclarationError
-from etl_assets.lib.lake.iceberg import table_identifier
+from etl_assets.lib.lake.iceberg_names import table_identifier
 from etl_assets.lib.lake.layout import PART_FILE_NAME
 from etl_assets.lib.postgres.read import SourceWindows
 from etl_assets.lib.table.checks import (

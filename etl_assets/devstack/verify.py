@@ -27,7 +27,7 @@ from pyiceberg.expressions.literals import literal
 
 from etl_assets.components.table_assets import table_partitions
 from etl_assets.devstack.s3 import S3Endpoint
-from etl_assets.lib.lake.iceberg import table_identifier
+from etl_assets.lib.lake.iceberg_names import table_identifier
 from etl_assets.lib.table.spec import LakeFormat, TableSpec
 
 

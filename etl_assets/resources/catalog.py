@@ -8,13 +8,15 @@ environment variables with `dg.EnvVar`; Glue and S3 use the standard AWS chain.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
-from pyiceberg.catalog import Catalog, load_catalog
 
 from etl_assets.lib.errors import DeclarationError
+
+if TYPE_CHECKING:
+    from pyiceberg.catalog import Catalog
 
 CATALOG_KINDS = ("sql", "glue", "rest")
 
@@ -69,6 +71,9 @@ class IcebergCatalog(dg.ConfigurableResource):
     ) -> Catalog:
         """The catalog, loaded once; its file IO reaches S3 at `s3_endpoint` (None: AWS)."""
         if self._catalog is None:
+            # pyiceberg is imported by the loads that use a catalog, not by every process.
+            from pyiceberg.catalog import load_catalog  # noqa: PLC0415
+
             self._catalog = load_catalog(
                 self.name,
                 **self.catalog_properties(

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import botocore.config
@@ -33,7 +33,6 @@ import botocore.exceptions
 import dagster as dg
 import polars as pl
 from pydantic import Field, PrivateAttr
-from pyiceberg.catalog import Catalog
 
 from etl_assets.lib.arrow_types import PlannedSchema
 from etl_assets.lib.errors import (
@@ -42,13 +41,7 @@ from etl_assets.lib.errors import (
     SchemaDriftError,
 )
 from etl_assets.lib.lake.glue import DateProjection, GlueRegistration, GlueTable
-from etl_assets.lib.lake.iceberg import (
-    IcebergTarget,
-    Maintenance,
-    maintain,
-    qualified,
-    table_identifier,
-)
+from etl_assets.lib.lake.iceberg_names import qualified, table_identifier
 from etl_assets.lib.lake.layout import LakeLayout, object_link
 from etl_assets.lib.lake.objects import (
     MIB,
@@ -84,6 +77,11 @@ from etl_assets.resources.reporting import (
     partition_metadata,
     published_metadata,
 )
+
+if TYPE_CHECKING:
+    from pyiceberg.catalog import Catalog
+
+    from etl_assets.lib.lake.iceberg import Maintenance
 
 DEFAULT_PARTITION_NAME = "partition"
 HIVE_PARTITION_METADATA_KEY = "etl_assets/hive_partition"
@@ -317,6 +315,9 @@ class S3Lake(dg.ConfigurableResource):
     ) -> LakeTarget:
         """Where an asset's partitions are published, each marked with `run_id`."""
         if lake_format is LakeFormat.ICEBERG:
+            # pyiceberg is imported by the loads of Iceberg tables only.
+            from etl_assets.lib.lake.iceberg import IcebergTarget  # noqa: PLC0415
+
             return IcebergTarget(
                 catalog=self.iceberg_catalog("/".join(asset_path)),
                 identifier=table_identifier(asset_path),
@@ -364,6 +365,8 @@ class S3Lake(dg.ConfigurableResource):
 
         A table never published yet has nothing to maintain and is skipped.
         """
+        from etl_assets.lib.lake.iceberg import maintain  # noqa: PLC0415 - see `target`
+
         catalog = self.iceberg_catalog(", ".join(qualified(i) for i in identifiers))
         now = dt.datetime.now(dt.UTC)
         for identifier in identifiers:

@@ -9,9 +9,6 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from etl_assets.lib.lake.iceberg import (
-    IcebergTarget,
-)
 from etl_assets.lib.table.spec import LakeFormat
 from etl_assets.resources.lake import DEFAULT_PARTITION_NAME, S3Lake, lake_format, partition_name
 from etl_assets.resources.reporting import (
@@ -114,6 +111,8 @@ class LakeIOManager(dg.ConfigurableIOManager):
         name = partition_name(context.asset_partitions_def, metadata)
         # Reading writes nothing: no run marks anything.
         target = self.lake.target(context.asset_key.path, name, "", LakeFormat.ICEBERG)
+        from etl_assets.lib.lake.iceberg import IcebergTarget  # noqa: PLC0415 - as S3Lake.target
+
         assert isinstance(target, IcebergTarget)
         keys = list(context.asset_partition_keys)
         present = target.partitions_present(keys)

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from etl_assets.components.lake_maintenance import build_iceberg_maintenance
-from etl_assets.lib.lake.iceberg import table_identifier
+from etl_assets.lib.lake.iceberg_names import table_identifier
 from etl_assets.resources.catalog import IcebergCatalog
 from etl_assets.resources.lake import S3Lake
 from etl_assets_tests.integration.test_iceberg import DAYS, catalog_of, data_files, iceberg_table

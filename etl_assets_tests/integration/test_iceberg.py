@@ -33,7 +33,7 @@ from etl_assets.components.table_assets import (
     build_table_assets,
     raw_asset_key,
 )
-from etl_assets.lib.lake.iceberg import table_identifier
+from etl_assets.lib.lake.iceberg_names import table_identifier
 from etl_assets.lib.table.spec import ColumnSpec, LakeFormat
 from etl_assets.resources.catalog import IcebergCatalog
 from etl_assets.resources.lake import LAKE_FORMAT_METADATA_KEY

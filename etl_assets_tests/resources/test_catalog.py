@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -72,3 +74,21 @@ def test_a_catalog_it_cannot_load_is_refused_saying_which_setting(kind: str, mes
         IcebergCatalog(kind=kind).catalog_properties(
             default_warehouse=WAREHOUSE, s3_endpoint=None, region=None
         )
+
+
+LOADED_MODULES = """
+import sys
+import etl_assets.definitions
+import etl_assets.lib.load
+import etl_assets.resources.lake_io_manager
+etl_assets.definitions.defs()
+print(sorted(name for name in sys.modules if name.split(".")[0] in ("pyiceberg", "pandas")))
+"""
+
+
+def test_only_loads_that_use_a_catalog_import_pyiceberg() -> None:
+    # The definitions (an Iceberg table among them) and the load path of a Parquet table.
+    loaded = subprocess.run(
+        [sys.executable, "-c", LOADED_MODULES], capture_output=True, text=True, check=True
+    )
+    assert loaded.stdout.strip() == "[]"

@@ -54,6 +54,7 @@ from etl_assets.lib.errors import (
     TableSchemaError,
     VerificationError,
 )
+from etl_assets.lib.lake.iceberg_names import qualified
 from etl_assets.lib.lake.iceberg_types import (
     IcebergLayout,
     iceberg_layout,
@@ -74,27 +75,6 @@ FORMAT_VERSION_PROPERTY = "format-version"
 COMMIT_ATTEMPTS = 10
 """How many times a commit that lost to a concurrent one is redone before the publish fails."""
 _DELETE_MATCHED_NOTHING = "Delete operation did not match any records"
-
-
-def table_identifier(asset_path: Sequence[str]) -> tuple[str, str]:
-    """The Iceberg (namespace, table) of an asset, e.g. `raw_shop.sales__orders`.
-
-    `raw/shop/sales/orders` is the table `sales__orders` in the namespace `raw_shop`.
-
-    One namespace per layer and source (`raw_shop`, `curated_shop`); the rest of the key
-    names the table.
-    """
-    path = list(asset_path)
-    if len(path) >= 3:
-        return "_".join(path[:2]), "__".join(path[2:])
-    if len(path) == 2:
-        return path[0], path[1]
-    return "default", path[0]
-
-
-def qualified(identifier: tuple[str, str]) -> str:
-    """`namespace.table`."""
-    return ".".join(identifier)
 
 
 @dataclass
