@@ -129,7 +129,7 @@ class S3Lake(dg.ConfigurableResource):
         default=8, ge=5, description="Multipart upload part size in MiB (S3 minimum is 5)."
     )
     row_group_mib: int = Field(
-        default=16, ge=1, description="Uncompressed Arrow MiB buffered per Parquet row group."
+        default=8, ge=1, description="Uncompressed Arrow MiB buffered per Parquet row group."
     )
     max_attempts: int = Field(
         default=5,

@@ -38,7 +38,7 @@ class ParquetSettings:
 
     compression: Literal["zstd", "snappy", "gzip", "lz4", "brotli", "none"] = "zstd"
     compression_level: int | None = None
-    row_group_bytes: int = 16 * MIB
+    row_group_bytes: int = 8 * MIB
     """Uncompressed Arrow bytes per row group: bounds memory, keeps groups large for readers."""
 
 
