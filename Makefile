@@ -80,7 +80,7 @@ demo: install
 	$(PYTHON) -m etl_assets.devstack.cli demo
 
 dev: install
-	$(PYTHON) -m etl_assets.devstack.cli dev
+	$(PYTHON) -m etl_assets.devstack.cli dev $(DEV_ARGS)
 
 # The peers it measures are installed only here (the `bench` dependency group). Always synced:
 # a later `make install` removes them again. Pass options with BENCH_ARGS, e.g.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -14,6 +15,7 @@ from typing import IO
 from etl_assets.cli.main import set_pool_limits
 from etl_assets.components.postgres_tables import declared_pools, declared_tables
 from etl_assets.devstack.demo import format_summary, launch_runs, summarize
+from etl_assets.devstack.postgres import free_port
 from etl_assets.devstack.stack import PROJECT_ROOT, DevStack, dev_stack
 
 DEFAULT_STATE_DIR = PROJECT_ROOT / ".devstack"
@@ -50,8 +52,20 @@ def demo(state_dir: Path) -> int:
     return 0
 
 
+def port_in_use(port: int) -> bool:
+    """Whether something already listens on 127.0.0.1:`port`."""
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
 def dev(state_dir: Path, port: int, *, demo_runs: bool = True) -> int:
-    """The demo stack plus the Dagster webserver and daemon, until Ctrl-C."""
+    """The demo stack plus the Dagster webserver and daemon, until Ctrl-C.
+
+    `port` 0 takes a free port when the webserver starts (after the demo runs), and prints it.
+    """
+    if port and port_in_use(port):
+        _say(f"port {port} is in use on 127.0.0.1: stop what listens there or pass --port")
+        return 1
     with dev_stack(state_dir) as stack:
         pools = declared_pools()
         set_pool_limits(pools, stack.process_environment())
@@ -59,20 +73,32 @@ def dev(state_dir: Path, port: int, *, demo_runs: bool = True) -> int:
         if demo_runs:
             _say("launching the demo runs so the lake has data to explore ...")
             launch_runs(stack)
+        port = port or free_port()
+        if port_in_use(port):
+            _say(f"port {port} was taken on 127.0.0.1 while the demo ran: pass another --port")
+            return 1
         processes = [start_webserver(stack, port), start_daemon(stack)]
         _say(f"\nDagster UI: http://127.0.0.1:{port}  (Ctrl-C stops everything)")
         _say(f"environment for your own shell: source {state_dir / 'stack.env'}\n")
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        ended: list[str] = []
         try:
             while not stop.is_set() and all(p.poll() is None for p in processes):
                 stop.wait(1.0)
+            ended = [
+                f"the {name} exited with code {p.returncode}"
+                for name, p in zip(("webserver", "daemon"), processes, strict=True)
+                if not stop.is_set() and p.poll() is not None
+            ]
         except KeyboardInterrupt:
             pass
         finally:
             stop_processes(processes)
+        if ended:
+            _say(f"{'; '.join(ended)} (its output is above); stopping the stack")
         _say("stopped the webserver, the daemon, S3 and Postgres")
-    return 0
+    return 1 if ended else 0
 
 
 def stop_processes(processes: list[subprocess.Popen[bytes]], timeout: float = 30) -> None:
@@ -132,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="etl-assets-devstack", description=__doc__)
     parser.add_argument("command", choices=["demo", "dev"])
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
-    parser.add_argument("--port", type=int, default=3000, help="webserver port (dev)")
+    parser.add_argument(
+        "--port", type=int, default=3000, help="webserver port (dev); 0 takes a free one"
+    )
     parser.add_argument(
         "--no-demo-runs", action="store_true", help="dev: start with an empty lake and instance"
     )

@@ -16,6 +16,7 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -159,7 +160,15 @@ class EmbeddedPostgres:
         """
         pid_file = self.data_dir / "postmaster.pid"
         if pid_file.exists():
+            if self._run_as is not None:
+                # Whatever changed a parent's mode since the start (pytest resets its base
+                # temporary directory to 0700 on every session), `pg_ctl` must reach the data.
+                _make_traversable(self.data_dir.parent)
             self._pg_ctl("stop", "-m", "fast", "-w", "-t", "60", check=False)
+            if pid_file.exists():
+                # `pg_ctl` could not ask it: SIGINT to the postmaster is the same fast shutdown.
+                with contextlib.suppress(ValueError, OSError):
+                    os.kill(int(pid_file.read_text().split()[0]), signal.SIGINT)
             deadline = time.monotonic() + 60
             while pid_file.exists() and time.monotonic() < deadline:
                 time.sleep(0.1)

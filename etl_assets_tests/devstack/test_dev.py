@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import subprocess
@@ -12,7 +13,7 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from etl_assets.components.postgres_tables import declared_tables
-from etl_assets.devstack.postgres import free_port
+from etl_assets.devstack.cli import dev
 from etl_assets.devstack.s3 import S3Endpoint
 from etl_assets.devstack.stack import LAKE_BUCKET, LAKE_PREFIX, PROJECT_ROOT
 from etl_assets.devstack.verify import compare_table_partition
@@ -24,9 +25,21 @@ def port_is_open(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
+def ui_port(log: Path, process: subprocess.Popen[bytes]) -> int | None:
+    """The port `dev` printed for the UI; fails with the output if `dev` ended instead."""
+    output = log.read_text()
+    assert process.poll() is None, f"dev exited with {process.returncode}:\n{output[-5000:]}"
+    found = re.search(r"Dagster UI: http://127\.0\.0\.1:(\d+)", output)
+    return int(found[1]) if found else None
+
+
+def serving(log: Path, process: subprocess.Popen[bytes]) -> bool:
+    port = ui_port(log, process)
+    return port is not None and {"SENSOR", "SCHEDULER"} <= healthy_daemons(port)
+
+
 @pytest.mark.slow
 def test_dev_serves_the_ui_and_daemon_until_interrupted(tmp_path: Path) -> None:
-    port = free_port()
     # A file, not a pipe: nobody reads while the stack runs, and a full pipe would block it.
     state, log = tmp_path / "state", tmp_path / "dev.log"
     output_file = log.open("w")
@@ -38,20 +51,22 @@ def test_dev_serves_the_ui_and_daemon_until_interrupted(tmp_path: Path) -> None:
             "dev",
             "--state-dir",
             str(state),
+            # A port taken when the UI starts: one chosen before the demo runs could be handed
+            # to one of their many connections in the meantime.
             "--port",
-            str(port),
+            "0",
         ],
         cwd=PROJECT_ROOT,
         stdout=output_file,
         stderr=subprocess.STDOUT,
     )
     try:
-        wait_for(
-            lambda: process.poll() is None and {"SENSOR", "SCHEDULER"} <= healthy_daemons(port),
-            timeout=300,
-            what="the webserver and daemon",
-            poll=2,
-        )
+        try:
+            wait_for(lambda: serving(log, process), timeout=300, what="the UI and daemon", poll=2)
+        except AssertionError as timed_out:
+            raise AssertionError(f"{timed_out}; dev printed:\n{log.read_text()[-5000:]}") from None
+        port = ui_port(log, process)
+        assert port is not None
         assert "QUEUED_RUN_COORDINATOR" in healthy_daemons(port)
         runs = graphql(port, "{ runsOrError { ... on Runs { results { status } } } }")
         assert {r["status"] for r in runs["runsOrError"]["results"]} == {"SUCCESS"}
@@ -94,3 +109,15 @@ def test_dev_serves_the_ui_and_daemon_until_interrupted(tmp_path: Path) -> None:
             process.kill()
             process.wait()
         output_file.close()
+
+
+def test_dev_refuses_a_busy_port_before_starting_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        busy = int(listener.getsockname()[1])
+        assert dev(tmp_path / "state", busy) == 1
+    assert f"port {busy} is in use on 127.0.0.1" in capsys.readouterr().out
+    assert not (tmp_path / "state").exists()
