@@ -43,6 +43,25 @@ def conform_array(array: AnyArray, target: pa.DataType) -> AnyArray:
     return pc.cast(array, target, safe=True)
 
 
+def decimal_from_scaled(array: AnyArray, target: pa.Decimal128Type) -> AnyArray:
+    """int64 values `v` as the decimals `v / 10^scale` of `target`, exactly.
+
+    Decimal128 stores the unscaled integer: Arrow's exact cast to a scale-0 decimal wide
+    enough for any int64, viewed with the target's scale, is that integer. Raises if a value
+    has more digits than the target's precision.
+    """
+    if target.precision < _INT64_DIGITS:
+        extremes = pc.min_max(array)
+        low, high = extremes["min"].as_py(), extremes["max"].as_py()
+        if low is not None and max(-low, high) >= 10**target.precision:
+            raise ValueError(f"a value has more than {target.precision} digits for {target}")
+    return pc.cast(array, pa.decimal128(_INT64_DIGITS, 0), safe=True).view(target)
+
+
+_INT64_DIGITS = 19
+"""Arrow casts int64 only to decimals of at least 19 digits."""
+
+
 def _conform_intervals(array: AnyArray, target: pa.DataType) -> AnyArray:
     """Intervals in Postgres' binary form as structs, also inside lists and structs.
 

@@ -12,6 +12,7 @@ import json
 import locale
 import time
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, LiteralString, cast
 
@@ -958,3 +959,61 @@ def test_an_infinite_interval_is_refused_naming_the_row(pipeline: Pipeline) -> N
     )
     assert "that is infinity or -infinity" in error
     assert pipeline.objects() == {}
+
+
+NARROW_NUMERIC_DDL = """
+CREATE DOMAIN {schema}.cents AS numeric(18, 2);
+CREATE TABLE {table} (
+    {key}    bigint PRIMARY KEY,
+    {when}   timestamptz NOT NULL,
+    n18_4    numeric(18, 4),
+    n18_0    numeric(18, 0),
+    n1_0     numeric(1, 0),
+    n4_4     numeric(4, 4),
+    n12_2    numeric(12, 2),
+    cents    {schema}.cents,
+    a12_2    numeric(12, 2)[]
+);
+INSERT INTO {table} VALUES
+(1, '2026-10-02 01:00+00', 99999999999999.9999, 999999999999999999, 9, 0.9999,
+ 9999999999.99, 9999999999999999.99, '{{1.10,NULL,-2.05}}'),
+(2, '2026-10-02 02:00+00', -99999999999999.9999, -999999999999999999, -9, -0.9999,
+ -9999999999.99, -9999999999999999.99, '{{}}'),
+(3, '2026-10-02 03:00+00', NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+(4, '2026-10-02 04:00+00', -0.0001, 0, 0, 0.0001, -0.01, 0.01, '{{0}}'),
+(5, '2026-10-02 05:00+00', 12345.6789, -1, 1, -0.5, 123.45, 1, '{{NULL}}');
+"""
+NARROW_NUMERICS = ("n18_4", "n18_0", "n1_0", "n4_4", "n12_2", "cents", "a12_2")
+
+
+def test_numerics_of_up_to_18_digits_read_as_scaled_integers_stay_exact(
+    pipeline: Pipeline,
+) -> None:
+    create(pipeline, NARROW_NUMERIC_DDL)
+    table = torture_spec(columns=(KEY, WHEN, *NARROW_NUMERICS))
+    assert pipeline.materialize(table, partition=DAY).success
+    lake = pq.read_table(io.BytesIO(pipeline.partition_bytes(table, DAY))).sort_by(KEY)
+    assert {name: str(lake.schema.field(name).type) for name in NARROW_NUMERICS} == {
+        "n18_4": "decimal128(18, 4)",
+        "n18_0": "decimal128(18, 0)",
+        "n1_0": "decimal128(1, 0)",
+        "n4_4": "decimal128(4, 4)",
+        "n12_2": "decimal128(12, 2)",
+        "cents": "decimal128(18, 2)",
+        "a12_2": "list<element: decimal128(12, 2)>",
+    }
+    # Postgres' own text of each value, against the lake's decimals written back as text.
+    texts = sql.SQL(", ").join(
+        sql.SQL("{}::text").format(sql.Identifier(name)) for name in NARROW_NUMERICS
+    )
+    query = sql.SQL("SELECT {} FROM {} ORDER BY {}").format(
+        texts, sql.Identifier(SCHEMA, TABLE), sql.Identifier(KEY)
+    )
+    with psycopg.connect(pipeline.conninfo) as connection:
+        source = connection.execute(query).fetchall()
+    for name_index, name in enumerate(NARROW_NUMERICS[:-1]):
+        written = [None if v is None else str(v) for v in lake.column(name).to_pylist()]
+        assert written == [row[name_index] for row in source], name
+    arrays = lake.column("a12_2").to_pylist()
+    assert arrays[0] == [Decimal("1.10"), None, Decimal("-2.05")]
+    assert arrays[1:] == [[], None, [Decimal("0.00")], [None]]

@@ -11,6 +11,7 @@ from etl_assets.lib.arrow_types import (
     PlannedSchema,
     conform_array,
     conform_batch,
+    decimal_from_scaled,
     output_schema,
     polars_schema,
 )
@@ -106,3 +107,33 @@ def test_every_interval_postgres_holds_is_kept_exactly() -> None:
     }
     with pytest.raises(pa.ArrowInvalid):
         conform_array(pa.array([b"\x00" * 15], pa.binary()), INTERVAL_TYPE)
+
+
+def test_scaled_integers_become_the_exact_decimals_they_stand_for() -> None:
+    scaled = pa.array([999_999_999_999, -999_999_999_999, None, 0, -1, 5], pa.int64())
+    decimals = decimal_from_scaled(scaled, pa.decimal128(12, 2))
+    assert decimals.type == pa.decimal128(12, 2)
+    assert decimals.to_pylist() == [
+        decimal.Decimal("9999999999.99"),
+        decimal.Decimal("-9999999999.99"),
+        None,
+        decimal.Decimal("0.00"),
+        decimal.Decimal("-0.01"),
+        decimal.Decimal("0.05"),
+    ]
+    assert decimal_from_scaled(scaled.slice(1, 2), pa.decimal128(12, 2)).to_pylist() == [
+        decimal.Decimal("-9999999999.99"),
+        None,
+    ]
+    widest = pa.array([10**18 - 1, -(10**18 - 1)], pa.int64())
+    assert decimal_from_scaled(widest, pa.decimal128(18, 18)).to_pylist() == [
+        decimal.Decimal("0.999999999999999999"),
+        decimal.Decimal("-0.999999999999999999"),
+    ]
+    assert decimal_from_scaled(pa.array([None], pa.int64()), pa.decimal128(4, 1)).null_count == 1
+
+
+@pytest.mark.parametrize("value", [10**12, -(10**12)])
+def test_a_scaled_integer_with_more_digits_than_the_decimal_holds_is_refused(value: int) -> None:
+    with pytest.raises(ValueError, match=r"more than 12 digits for decimal128\(12, 2\)"):
+        decimal_from_scaled(pa.array([1, value], pa.int64()), pa.decimal128(12, 2))

@@ -83,6 +83,9 @@ class ReadKind(StrEnum):
     """An interval: Postgres' binary form (`interval_send`), split into its three fields."""
     COMPOSITE = "composite"
     """A composite: one selected value per field plus a validity flag, built into a struct."""
+    SCALED_DECIMAL = "scaled_decimal"
+    """A `numeric(p <= 18, s)`: selected as the int8 `value * 10^s` (the driver decodes int8
+    several times faster than numeric) and rebuilt exactly as decimal128(p, s)."""
 
 
 @dataclass(frozen=True)
@@ -270,6 +273,8 @@ _PARTITION_BOUNDS: Mapping[str, BoundKind] = {
     "date": BoundKind.DATE,
 }
 
+_INT8_MAX_PRECISION = 18
+"""Every `numeric(18, s)` value times 10^s is below 10^18 < 2^63."""
 _DECIMAL128_MAX_PRECISION = 38
 _DECIMAL256_MAX_PRECISION = 76
 _TEXT = sql.SQL("text")
@@ -348,6 +353,9 @@ class _Scalar:
     """The values of the type no Arrow type holds."""
     send: sql.Composable | None = None
     """A function selecting the value in Postgres' binary form (bytea), decoded by the reader."""
+    scale: int | None = None
+    """For a decimal that fits int8 once scaled: its scale (a column of it is read as
+    `ReadKind.SCALED_DECIMAL`; array elements and composite fields are read as they are)."""
 
     def select(self, expression: sql.Composable) -> sql.Composable:
         """What the reader selects for a value of this type."""
@@ -397,13 +405,18 @@ class Planner:
         if base.kind == "c":
             return self._plan_composite(column, base, expression)
         scalar, select, hazards = self._plan_value(column, base, typmod, expression)
+        if scalar.scale is not None:
+            # NaN is refused by its hazard flag; NULLIF keeps the cast from failing first.
+            select = sql.SQL("(NULLIF({}, 'NaN') * {})::int8").format(
+                expression, sql.Literal(10**scalar.scale)
+            )
         return ColumnPlan(
             name=column.name,
             declared_type=column.declared_type,
             nullable=not column.not_null,
             arrow_type=scalar.arrow_type,
             selects=(_aliased(select, column.name),),
-            kind=scalar.kind,
+            kind=ReadKind.SCALED_DECIMAL if scalar.scale is not None else scalar.kind,
             hazards=hazards,
             enum_labels=labels,
         )
@@ -536,6 +549,8 @@ def _numeric(typmod: int) -> _Scalar:
     if scale < 0 or scale > precision or precision > _DECIMAL256_MAX_PRECISION:
         return _Scalar(pa.string(), _TEXT)
     # A constrained numeric cannot hold ±Infinity, but it can hold NaN.
+    if precision <= _INT8_MAX_PRECISION:
+        return _Scalar(pa.decimal128(precision, scale), hazards=(_NAN,), scale=scale)
     if precision <= _DECIMAL128_MAX_PRECISION:
         return _Scalar(pa.decimal128(precision, scale), hazards=(_NAN,))
     # Read as Postgres' exact text: the frame carries it as a string (see frame_type).

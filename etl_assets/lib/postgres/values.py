@@ -9,6 +9,7 @@ import pyarrow.compute as pc
 
 from etl_assets.lib.arrow_types import (
     conform_array,
+    decimal_from_scaled,
     struct_from_fields,
 )
 from etl_assets.lib.errors import UnrepresentableValueError
@@ -54,6 +55,9 @@ def to_plan(batch: pa.RecordBatch, plan: TablePlan) -> pa.RecordBatch:
             frame_struct = column.frame_type
             assert isinstance(frame_struct, pa.StructType)
             arrays.append(struct_from_fields(selected[:-1], selected[-1], frame_struct))
+        elif column.kind is ReadKind.SCALED_DECIMAL:
+            assert isinstance(column.arrow_type, pa.Decimal128Type)
+            arrays.append(decimal_from_scaled(selected[0], column.arrow_type))
         else:
             arrays.append(conform_array(selected[0], column.frame_type))
     return pa.RecordBatch.from_arrays(arrays, schema=plan.frame_schema)

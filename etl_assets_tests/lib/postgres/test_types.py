@@ -146,6 +146,45 @@ def test_unconstrained_numeric_and_timetz_keep_postgres_text() -> None:
     assert render(plan(1266).selects[0]) == '("c")::text AS "c"'
 
 
+def numeric(precision: int, scale: int) -> int:
+    return (precision << 16 | scale) + 4
+
+
+def test_numerics_of_up_to_18_digits_are_read_as_scaled_int8() -> None:
+    amount = plan(1700, NUMERIC_12_2)
+    assert amount.kind is ReadKind.SCALED_DECIMAL
+    assert render(amount.selects[0]) == '(NULLIF("c", \'NaN\') * 100)::int8 AS "c"'
+    widest = plan(1700, numeric(18, 18))
+    assert (widest.kind, widest.arrow_type) == (ReadKind.SCALED_DECIMAL, pa.decimal128(18, 18))
+    assert render(widest.selects[0]) == (
+        '(NULLIF("c", \'NaN\') * 1000000000000000000)::int8 AS "c"'
+    )
+    assert render(plan(1700, numeric(18, 0)).selects[0]) == (
+        '(NULLIF("c", \'NaN\') * 1)::int8 AS "c"'
+    )
+    assert plan(90004).kind is ReadKind.SCALED_DECIMAL  # through two domains
+
+
+def test_wider_numerics_and_those_in_arrays_and_composites_are_read_as_they_are() -> None:
+    wide = plan(1700, numeric(19, 2))
+    assert (wide.kind, wide.arrow_type) == (ReadKind.DIRECT, pa.decimal128(19, 2))
+    assert render(wide.selects[0]) == '"c" AS "c"'
+    types = {
+        **TYPES,
+        1231: base(1231, "_numeric", "A", element=1700),
+        90008: CatalogType(
+            90008, "priced", "c", "C", 0, 0, -1, fields=(CompositeField("p", 90003, -1),)
+        ),
+    }
+    planner = Planner(RELATION, types)
+    in_array = planner.plan_column(column("c", 1231, NUMERIC_12_2))
+    assert (in_array.kind, in_array.arrow_type) == (ReadKind.DIRECT, pa.list_(pa.decimal128(12, 2)))
+    assert render(in_array.selects[0]) == '"c" AS "c"'
+    in_composite = planner.plan_column(column("c", 90008))
+    assert in_composite.kind is ReadKind.COMPOSITE
+    assert render(in_composite.selects[0]) == '("c")."p" AS "__etl_assets_c.0"'
+
+
 def test_intervals_are_read_in_postgres_binary_form_also_in_arrays() -> None:
     interval = plan(1186)
     assert interval.kind is ReadKind.INTERVAL
