@@ -10,9 +10,12 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import json
+import os
 import sys
+import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
 
@@ -137,8 +140,6 @@ def lake_resources(job: dict[str, Any], prefix: str) -> dict[str, Any]:
 
 def environment(job: dict[str, Any]) -> None:
     """The AWS chain's variables for the local endpoint."""
-    import os  # noqa: PLC0415
-
     s3 = job["s3"]
     os.environ.update(
         AWS_ACCESS_KEY_ID=s3["key"],
@@ -150,6 +151,11 @@ def environment(job: dict[str, Any]) -> None:
 def ours(job: dict[str, Any]) -> dict[str, Any]:
     """(b) Our extraction: the Postgres IO manager's read, then the lake's load, outside Dagster."""
     return _load(job, f"ours/{job['run']}")
+
+
+def ours_two_sessions(job: dict[str, Any]) -> dict[str, Any]:
+    """(b) The same with `sessions_per_load: 2`: the counts are taken alongside the rows."""
+    return _load(job, f"ours2/{job['run']}", sessions_per_load=2)
 
 
 def ours_windows(job: dict[str, Any]) -> dict[str, Any]:
@@ -184,6 +190,8 @@ def _load(
     partitions: tuple[str, str] | None = None,
     lake_format: Any = None,
     catalog: Any = None,
+    *,
+    sessions_per_load: int = 1,
 ) -> dict[str, Any]:
     """Read the job's window (or a range of partitions) and load it, timing each window."""
     import dagster as dg  # noqa: PLC0415
@@ -199,7 +207,9 @@ def _load(
     environment(job)
     spec = table_spec(job)
     built = build_table_assets(BENCH_SOURCE, spec, None)
-    reader = PostgresWindowIOManager(source=PostgresSource(dsn=job["conninfo"]))
+    reader = PostgresWindowIOManager(
+        source=PostgresSource(dsn=job["conninfo"], sessions_per_load=sessions_per_load)
+    )
     writer = lake(job, prefix)
     if catalog is not None:
         writer = writer.model_copy(update={"iceberg": catalog})
@@ -310,7 +320,6 @@ def dagster_cli(job: dict[str, Any]) -> dict[str, Any]:
     Dagster's default executor, on a throwaway instance. The wall time covers all of it; the
     peak RSS is the largest of the processes involved.
     """
-    import os  # noqa: PLC0415
     import subprocess  # noqa: PLC0415
     import tempfile  # noqa: PLC0415
     from pathlib import Path  # noqa: PLC0415
@@ -333,23 +342,96 @@ def dagster_cli(job: dict[str, Any]) -> dict[str, Any]:
         "--select", f"raw/bench/bench/{job['table']}", "--partition", job["window"]["key"],
     ]  # fmt: skip
     peak_kb = 0
+    tree_peak_mb = 0.0
 
     def work() -> int:
-        nonlocal peak_kb
+        nonlocal peak_kb, tree_peak_mb
         process = subprocess.Popen(  # noqa: S603 - our own command line
             command, env=variables, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
-        assert process.stderr is not None
-        errors = process.stderr.read()
-        _, status, usage = os.wait4(process.pid, 0)
-        peak_kb = usage.ru_maxrss
+        with TreeMemory(process.pid) as tree:
+            assert process.stderr is not None
+            errors = process.stderr.read()
+            _, status, usage = os.wait4(process.pid, 0)
+        peak_kb, tree_peak_mb = usage.ru_maxrss, tree.peak_mb
         if os.waitstatus_to_exitcode(status):
             raise RuntimeError(errors.decode()[-2000:])
         return job["window"]["rows"]
 
     result = _timed(work, job, prefix)
-    # The children's peak, as the kernel counted it (the largest of the run's processes).
-    return {**result, "child_rss_mb": peak_kb / 1024}
+    # The children's peak, as the kernel counted it (the largest of the run's processes), and
+    # the peak of the whole process tree's resident memory, summed over its processes.
+    return {**result, "child_rss_mb": peak_kb / 1024, "tree_rss_mb": tree_peak_mb}
+
+
+def definitions_load(job: dict[str, Any]) -> dict[str, Any]:
+    """What every launched run pays before its work: start Python and load the definitions.
+
+    The same definitions `dagster_cli` loads (`bench.defs`), in a new process; no instance,
+    no run. A launched run's fixed cost is compared with this.
+    """
+    import subprocess  # noqa: PLC0415
+
+    variables = {**os.environ, "ETL_ASSETS_BENCH_JOB": json.dumps({**job, "prefix": "defs"})}
+    command = [sys.executable, "-c", "import bench.defs"]
+
+    def work() -> int:
+        subprocess.run(command, env=variables, check=True, capture_output=True)  # noqa: S603
+        return 0
+
+    return _timed(work, job, None)
+
+
+class TreeMemory:
+    """The peak resident memory of a process and all its descendants, summed.
+
+    Sampled on a thread every 20 ms while in the `with` block (Linux: read from /proc).
+    """
+
+    def __init__(self, root: int) -> None:
+        self._root = root
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> TreeMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak_mb = max(self.peak_mb, _tree_rss_mb(self._root))
+
+
+def _tree_rss_mb(root: int) -> float:
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                # The field after the command (in parentheses, which may hold spaces) is the
+                # state, then the parent's pid.
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rpartition(")")[2].split()[1])
+    tree = {root}
+    grew = True
+    while grew:
+        children = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= children
+        grew = bool(children)
+    page_mb = os.sysconf("SC_PAGE_SIZE") / 1024 / 1024
+    total = 0.0
+    for pid in tree:
+        try:
+            total += int((Path("/proc") / str(pid) / "statm").read_text().split()[1]) * page_mb
+        except OSError:
+            continue
+    return total
 
 
 DAYS = [f"2026-09-{d:02d}" for d in range(1, 31)]
@@ -470,7 +552,6 @@ def duckdb_scanner(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _dlt(job: dict[str, Any], backend: Literal["connectorx", "pyarrow"]) -> dict[str, Any]:
-    import os  # noqa: PLC0415
     import tempfile  # noqa: PLC0415
 
     s3 = job["s3"]
@@ -535,10 +616,12 @@ def dlt_pyarrow(job: dict[str, Any]) -> dict[str, Any]:
 METHODS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "copy_drain": copy_drain,
     "ours": ours,
+    "ours_two_sessions": ours_two_sessions,
     "ours_windows": ours_windows,
     "ours_iceberg_windows": ours_iceberg_windows,
     "dagster": dagster_run,
     "dagster_cli": dagster_cli,
+    "definitions_load": definitions_load,
     "pandas": pandas_chunks,
     "duckdb": duckdb_scanner,
     "dlt_connectorx": dlt_connectorx,

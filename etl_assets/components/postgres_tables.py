@@ -99,6 +99,17 @@ class SourceModel(dg.Resolvable, dg.Model):
             "Dagster pool postgres_<name>); apply it with `etl-assets pools --apply`."
         ),
     )
+    sessions_per_load: int = Field(
+        default=1,
+        ge=1,
+        le=2,
+        description=(
+            "Sessions one extraction may hold at once. 1 (default): the windows' counts and "
+            "fingerprints are taken before their rows. 2: on a second session sharing the "
+            "snapshot while the rows stream, faster on large windows. The source then sees up "
+            "to max_concurrent_extractions x sessions_per_load sessions."
+        ),
+    )
 
 
 def _table_label(data: object) -> str:
@@ -264,6 +275,7 @@ class PostgresTablesComponent(dg.Component, dg.Resolvable, dg.Model):
             sslmode=source.sslmode,
             sslrootcert=source.sslrootcert,
             statement_timeout_seconds=source.statement_timeout_seconds,
+            sessions_per_load=source.sessions_per_load,
         )
 
 

@@ -176,7 +176,7 @@ def _load_window(
             keep_rows=spec.preview_rows,
             say=say,
             batches_read=lambda: read.stats.batches,
-            properties=window_properties(read.stats),
+            properties=WindowProperties(read.stats),
         )
     except Exception as error:
         if opened.stream_failure is not None or ends_the_load(error):
@@ -190,13 +190,35 @@ PROPERTY_PREFIX = "etl-assets."
 """Prefix of the properties a publish records where its target keeps them (Iceberg snapshots)."""
 
 
-def window_properties(stats: ReadStats) -> dict[str, str]:
-    """What a window's publish says about itself: its partition, window and source fingerprint."""
-    return {
-        f"{PROPERTY_PREFIX}partition": stats.window.key,
-        f"{PROPERTY_PREFIX}window": stats.window.describe(),
-        f"{PROPERTY_PREFIX}source-fingerprint": stats.fingerprint.text,
-    }
+class WindowProperties(Mapping[str, str]):
+    """What a window's publish says about itself: its partition, window and source fingerprint.
+
+    The fingerprint is looked up when read: a target reads the properties only once the file
+    is verified, and the window's count and fingerprint may still be on their way until then
+    (taken alongside the rows, see `ConnectionSettings.sessions_per_load`).
+    """
+
+    PARTITION = f"{PROPERTY_PREFIX}partition"
+    WINDOW = f"{PROPERTY_PREFIX}window"
+    FINGERPRINT = f"{PROPERTY_PREFIX}source-fingerprint"
+
+    def __init__(self, stats: ReadStats) -> None:
+        self._stats = stats
+
+    def __getitem__(self, key: str) -> str:
+        if key == self.PARTITION:
+            return self._stats.window.key
+        if key == self.WINDOW:
+            return self._stats.window.describe()
+        if key == self.FINGERPRINT:
+            return self._stats.fingerprint.text
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter((self.PARTITION, self.WINDOW, self.FINGERPRINT))
+
+    def __len__(self) -> int:
+        return 3
 
 
 def ends_the_load(error: BaseException) -> bool:

@@ -51,6 +51,17 @@ class PostgresSource(dg.ConfigurableResource):
     read_batch_mib: int = Field(
         default=8, gt=0, description="Arrow MiB per batch read from the server."
     )
+    sessions_per_load: int = Field(
+        default=1,
+        ge=1,
+        le=2,
+        description=(
+            "Sessions one load may hold at once. 1: the windows' counts and fingerprints are "
+            "taken before their rows, on the load's one session. 2: on a second session "
+            "sharing the snapshot while the rows stream, which saves the counting time on "
+            "large windows and costs a second connection."
+        ),
+    )
 
     def connection_settings(self) -> ConnectionSettings:
         """The settings the extract code connects with."""
@@ -66,6 +77,7 @@ class PostgresSource(dg.ConfigurableResource):
             idle_in_transaction_timeout_ms=self.idle_in_transaction_timeout_seconds * 1000,
             connect_timeout_s=self.connect_timeout_seconds,
             batch_size_hint_bytes=self.read_batch_mib * 1024 * 1024,
+            sessions_per_load=self.sessions_per_load,
         )
 
 

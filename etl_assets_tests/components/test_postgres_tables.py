@@ -13,6 +13,7 @@ from dagster.components.testing import DefsFolderSandbox, create_defs_folder_san
 from etl_assets.components.lake_maintenance import MAINTENANCE_CRON
 from etl_assets.components.table_assets import lake_resources
 from etl_assets.resources.lake import S3Lake
+from etl_assets.resources.postgres import PostgresSource
 
 GOOD_TABLE = """
     - schema: sales
@@ -129,6 +130,21 @@ def test_source_settings_are_validated(sandbox: DefsFolderSandbox) -> None:
     assert "should match pattern" in message
 
 
+def test_the_sessions_per_load_of_a_source_reach_its_reader(sandbox: DefsFolderSandbox) -> None:
+    two = "{name: shop, dsn_env: SHOP_DSN, sessions_per_load: 2}"
+    for source, sessions in (("{name: shop, dsn_env: SHOP_DSN}", 1), (two, 2)):
+        resource = load(sandbox, defs_yaml(GOOD_TABLE, source=source)).resources
+        reader = resource["postgres_shop_source"] if resource else None
+        assert isinstance(reader, PostgresSource)
+        assert reader.sessions_per_load == sessions
+        settings = reader.model_copy(update={"dsn": "host=db"}).connection_settings()
+        assert settings.sessions_per_load == sessions
+    three = "{name: shop, dsn_env: SHOP_DSN, sessions_per_load: 3}"
+    message = load_error(sandbox, defs_yaml(GOOD_TABLE, source=three))
+    assert "sessions_per_load" in message
+    assert "less than or equal to 2" in message
+
+
 def test_malformed_yaml_fails_naming_the_file_and_the_line(sandbox: DefsFolderSandbox) -> None:
     text = defs_yaml(GOOD_TABLE).replace("      grain: daily\n", "      grain: [daily\n")
     message = load_error(sandbox, text)
@@ -141,6 +157,7 @@ import dagster as dg
 
 from etl_assets.components.table_assets import lake_resources
 from etl_assets.resources.lake import S3Lake
+from etl_assets.resources.postgres import PostgresSource
 
 
 @dg.definitions

@@ -16,7 +16,7 @@ from etl_assets.lib.load import (
     ends_the_load,
     refuse_on_blocking_failures,
 )
-from etl_assets.lib.postgres.read import ReadStats, WindowCount
+from etl_assets.lib.postgres.read import ReadStats, WindowCount, WindowCounts
 from etl_assets.lib.table.checks import CheckOutcome
 from etl_assets.lib.table.windows import PartitionWindow
 from etl_assets_tests.support import s3_error
@@ -68,7 +68,7 @@ def test_a_failed_load_says_what_was_and_was_not_published_and_why() -> None:
         dt.datetime(2026, 10, 3, tzinfo=dt.UTC),
     )
     refused = RefusedWindow(
-        ReadStats(window, WindowCount(1, Fingerprint(1, None, "1"))),
+        ReadStats(window, WindowCounts.known([WindowCount(1, Fingerprint(1, None, "1"))])),
         (),
         UnrepresentableValueError("t.c (date): the row with primary key (id=7) holds infinity"),
     )

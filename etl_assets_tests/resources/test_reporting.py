@@ -12,7 +12,7 @@ from etl_assets.lib.lake.objects import PublishedObject
 from etl_assets.lib.lake.parquet import WrittenFile
 from etl_assets.lib.lake.target import PublishedPartition
 from etl_assets.lib.load import PublishedWindow, RefusedWindow
-from etl_assets.lib.postgres.read import ReadStats, WindowCount
+from etl_assets.lib.postgres.read import ReadStats, WindowCount, WindowCounts
 from etl_assets.lib.table.checks import CheckOutcome
 from etl_assets.lib.table.windows import PartitionWindow
 from etl_assets.resources.reporting import (
@@ -40,7 +40,9 @@ def published(rows: int, version: str | None = None) -> PublishedPartition:
 
 
 def read(window: PartitionWindow) -> ReadStats:
-    return ReadStats(window, WindowCount(3, Fingerprint(3, None, "7")), rows_read=3)
+    return ReadStats(
+        window, WindowCounts.known([WindowCount(3, Fingerprint(3, None, "7"))]), rows_read=3
+    )
 
 
 def test_a_published_partition_records_its_object_and_what_it_holds() -> None:

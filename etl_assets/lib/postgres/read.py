@@ -13,6 +13,7 @@ row checks.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -57,13 +58,59 @@ class WindowCount:
     fingerprint: Fingerprint
 
 
+class WindowCounts:
+    """Every window's count and fingerprint, taken by one query in the read's snapshot.
+
+    Either before the rows, on the load's own session, or alongside them, on a second session
+    importing the snapshot (`alongside`): the query then runs on its own thread while the rows
+    stream, and `of` waits for it.
+    """
+
+    def __init__(self, take: Callable[[], list[WindowCount]], *, alongside: bool) -> None:
+        self._counts: list[WindowCount] | None = None
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if alongside:
+            self._thread = threading.Thread(
+                target=self._take, args=(take,), name="postgres-counts", daemon=True
+            )
+            self._thread.start()
+        else:
+            self._counts = take()
+
+    @classmethod
+    def known(cls, counts: Sequence[WindowCount]) -> WindowCounts:
+        """Counts already taken."""
+        return cls(lambda: list(counts), alongside=False)
+
+    def wait(self) -> None:
+        """Return once the query has finished (at once if it ran before the rows)."""
+        if self._thread is not None:
+            self._thread.join()
+
+    def of(self, position: int) -> WindowCount:
+        """The count and fingerprint of the window at `position`; raises if the query failed."""
+        self.wait()
+        if self._error is not None:
+            raise self._error
+        assert self._counts is not None
+        return self._counts[position]
+
+    def _take(self, take: Callable[[], list[WindowCount]]) -> None:
+        try:
+            self._counts = take()
+        except BaseException as error:  # raised by `of` to whoever needs the counts
+            self._error = error
+
+
 @dataclass
 class ReadStats:
     """What one window's read saw; filled in while its rows stream."""
 
     window: PartitionWindow
-    counted: WindowCount
-    """The window's count and fingerprint, taken in the read's snapshot before its rows."""
+    counts: WindowCounts
+    """Every window's count and fingerprint in the read's snapshot; this one's is at `position`."""
+    position: int = 0
     rows_read: int = 0
     batches: int = 0
     arrow_bytes: int = 0
@@ -72,12 +119,12 @@ class ReadStats:
     @property
     def snapshot_rows(self) -> int:
         """`count(*)` of the window in the read's snapshot."""
-        return self.counted.rows
+        return self.counts.of(self.position).rows
 
     @property
     def fingerprint(self) -> Fingerprint:
         """The window's fingerprint in the read's snapshot."""
-        return self.counted.fingerprint
+        return self.counts.of(self.position).fingerprint
 
     def check_complete(self, table: str) -> None:
         """Raise unless every row of the window was read, and no more."""
@@ -300,28 +347,38 @@ class TableExtract:
                     "fix them at the source, or set `null_partition_rows: report` to load the "
                     "rest and record the count"
                 )
-            stats = self._window_stats(snapshot, plan)
             snapshot.export_snapshot()
-            # One streaming statement reads every window in order; each window's frame pulls
-            # its own rows from it.
-            splitter = WindowSplitter(
-                lambda: snapshot.stream(
-                    q.select_windows(
-                        plan.relation,
-                        plan.select_list,
-                        self.spec.partition_column,
-                        self.windows,
-                        plan.partition_bound,
+            alongside = self.settings.sessions_per_load > 1
+            counts = WindowCounts(
+                lambda: self._window_counts(snapshot, plan, side=alongside), alongside=alongside
+            )
+            stats = [
+                ReadStats(window, counts, position) for position, window in enumerate(self.windows)
+            ]
+            try:
+                # One streaming statement reads every window in order; each window's frame
+                # pulls its own rows from it.
+                splitter = WindowSplitter(
+                    lambda: snapshot.stream(
+                        q.select_windows(
+                            plan.relation,
+                            plan.select_list,
+                            self.spec.partition_column,
+                            self.windows,
+                            plan.partition_bound,
+                        )
                     )
                 )
-            )
-            yield OpenExtract(
-                spec=self.spec,
-                plan=plan,
-                null_partition_rows=null_rows,
-                partitions=self._partitions(snapshot, plan, stats, splitter),
-                _splitter=splitter,
-            )
+                yield OpenExtract(
+                    spec=self.spec,
+                    plan=plan,
+                    null_partition_rows=null_rows,
+                    partitions=self._partitions(snapshot, plan, stats, splitter),
+                    _splitter=splitter,
+                )
+            finally:
+                # The side session closes with the snapshot: not while the counts still run.
+                counts.wait()
 
     def _partitions(
         self,
@@ -351,14 +408,17 @@ class TableExtract:
                 ),
             )
 
-    def _window_stats(self, snapshot: Snapshot, plan: TablePlan) -> list[ReadStats]:
-        """Each window's count and fingerprint, in one query on the load's own session.
+    def _window_counts(
+        self, snapshot: Snapshot, plan: TablePlan, *, side: bool
+    ) -> list[WindowCount]:
+        """Each window's count and fingerprint, in one query in the read's snapshot.
 
-        Taken before the rows, not on a second session while they stream: a load holds one
-        connection to the source (two only while duplicate keys are being confirmed).
+        On the load's own session before the rows, or (`side`) on the second session that
+        imports the snapshot, while the rows stream on the first.
         """
         spec = self.spec
-        rows = snapshot.query(
+        run = snapshot.side_query if side else snapshot.query
+        rows = run(
             q.window_stats(
                 plan.relation,
                 spec.partition_column,
@@ -367,13 +427,15 @@ class TableExtract:
                 q.fingerprint_aggregates(spec.change_column, spec.fingerprint_columns),
             )
         )
-        stats: list[ReadStats] = []
-        for (ordinal, count, newest, digest), window in zip(rows, self.windows, strict=True):
-            if int(ordinal) != len(stats):
-                raise ExtractError(f"window counts out of order at window {len(stats)}")
+        counts: list[WindowCount] = []
+        for ordinal, count, newest, digest in rows:
+            if int(ordinal) != len(counts):
+                raise ExtractError(f"window counts out of order at window {len(counts)}")
             fingerprint = Fingerprint(int(count), str(newest) if newest else None, str(digest))
-            stats.append(ReadStats(window, WindowCount(int(count), fingerprint)))
-        return stats
+            counts.append(WindowCount(int(count), fingerprint))
+        if len(counts) != len(self.windows):
+            raise ExtractError(f"{len(counts)} window counts for {len(self.windows)} windows")
+        return counts
 
 
 class WindowSplitter:

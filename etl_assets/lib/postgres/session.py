@@ -73,6 +73,10 @@ class ConnectionSettings:
     """Arrow bytes per batch the driver aims for: bounds memory, keeps the pipeline moving."""
     read_ahead_batches: int = 2
     """Batches the driver may decode ahead of the writer, on its own thread."""
+    sessions_per_load: int = 1
+    """Sessions one load may hold at once. With 1, the windows' counts and fingerprints are
+    taken before their rows on the load's session; with 2, on a second session importing the
+    same snapshot while the rows stream (the side session that confirms duplicate keys)."""
 
     def session_conninfo(self, application_name: str) -> str:
         """The libpq connection string for one named, read-only session, with its time limits.
@@ -140,6 +144,8 @@ class Snapshot:
         """For a side session: the exported snapshot to adopt."""
         self._exported: str | None = None
         self._side: Snapshot | None = None
+        self._side_lock = threading.Lock()
+        """Side queries come from more than one thread (counts alongside the rows, checks)."""
 
     def __enter__(self) -> Self:
         try:
@@ -213,11 +219,12 @@ class Snapshot:
         """
         if self._exported is None:
             raise ExtractError("side queries need export_snapshot() before streaming")
-        if self._side is None:
-            side = Snapshot(self._settings, f"{self._application_name} (side)"[:63])
-            side._snapshot_id = self._exported
-            self._side = side.__enter__()
-        return self._side.query(statement)
+        with self._side_lock:
+            if self._side is None:
+                side = Snapshot(self._settings, f"{self._application_name} (side)"[:63])
+                side._snapshot_id = self._exported
+                self._side = side.__enter__()
+            return self._side.query(statement)
 
     def scalar(self, statement: str) -> Any:
         """The single value of a one-row, one-column query."""

@@ -1,20 +1,29 @@
 """The reader against a real Postgres: one snapshot, exact counts, streamed batches."""
 
 import datetime as dt
+import time
 from collections.abc import Iterator
 
 import polars as pl
+import psycopg
 import pyarrow as pa
 import pytest
 
 from etl_assets.lib.errors import ContractError, ExtractError
 from etl_assets.lib.postgres import sql as q
-from etl_assets.lib.postgres.read import TableExtract, WindowSplitter, lazy_frame
+from etl_assets.lib.postgres.read import (
+    ReadStats,
+    TableExtract,
+    WindowCount,
+    WindowCounts,
+    WindowSplitter,
+    lazy_frame,
+)
 from etl_assets.lib.postgres.session import ConnectionSettings
 from etl_assets.lib.table.checks import SCHEMA_CHECK, CheckOutcome
 from etl_assets.lib.table.spec import NullPartitionRows
 from etl_assets.lib.table.windows import PartitionWindow
-from etl_assets_tests.support import run_sql, spec
+from etl_assets_tests.support import on_every_batch, run_sql, spec
 
 UTC = dt.UTC
 DAY1 = PartitionWindow(
@@ -170,3 +179,62 @@ def test_a_failed_stream_ends_every_later_window() -> None:
         list(splitter.window(2))
     with pytest.raises(ExtractError, match="read out of order"):
         list(splitter.window(1))
+
+
+def sessions_of(conninfo: str, application_name: str) -> int:
+    with psycopg.connect(conninfo) as connection:
+        row = connection.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+            (application_name,),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@pytest.mark.parametrize("sessions", [1, 2])
+def test_counts_are_taken_in_the_same_snapshot_before_or_alongside_the_rows(
+    events_db: str, sessions: int
+) -> None:
+    side = "raw/test/events/2026-10-01 (side)"
+    side_sessions_while_streaming: list[int] = []
+
+    def observe() -> None:
+        # The second session connects on its own thread: give it the time to show up.
+        deadline = time.monotonic() + (10 if sessions == 2 else 0)
+        while sessions_of(events_db, side) == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        side_sessions_while_streaming.append(sessions_of(events_db, side))
+
+    settings = ConnectionSettings(conninfo=events_db, sessions_per_load=sessions)
+    extract = extract_of(events_db, DAY1, DAY2, settings=settings).with_transform(
+        on_every_batch(observe)
+    )
+    with extract.open() as opened:
+        reads = list(opened.partitions)
+        # Committed after the snapshot began: in neither the counts nor the rows, even when
+        # the second session has not imported the snapshot yet.
+        run_sql(events_db, "INSERT INTO events VALUES (1000, '2026-10-01 12:30+00', 1, 'late')")
+        heights = [read.frame.collect().height for read in reads]
+        fingerprints = [read.stats.fingerprint for read in reads]
+    assert heights == [24, 24]
+    assert [read.stats.snapshot_rows for read in reads] == [24, 24]
+    for read in reads:
+        read.stats.check_complete("public.events")
+    # The second session is there while the rows stream, and only when asked for.
+    assert side_sessions_while_streaming[0] == (1 if sessions == 2 else 0)
+    assert sessions_of(events_db, side) == 0
+    run_sql(events_db, "DELETE FROM events WHERE id = 1000")
+    with extract_of(events_db, DAY1, DAY2).open() as again:
+        assert [read.stats.fingerprint for read in again.partitions] == fingerprints
+
+
+def test_counts_that_fail_alongside_the_rows_fail_the_window_that_needs_them() -> None:
+    def fail() -> list[WindowCount]:
+        raise ExtractError("the counting session was terminated")
+
+    counts = WindowCounts(fail, alongside=True)
+    stats = ReadStats(DAY1, counts)
+    with pytest.raises(ExtractError, match="the counting session was terminated"):
+        _ = stats.snapshot_rows
+    with pytest.raises(ExtractError, match="the counting session was terminated"):
+        _ = stats.fingerprint
