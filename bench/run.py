@@ -42,6 +42,8 @@ WINDOW_METHODS = [
     "dlt_connectorx", "dlt_pyarrow", "pandas",
 ]  # fmt: skip
 BACKFILL_METHODS = ["ours", "backfill_single_run", "backfill_run_per_partition"]
+LARGE_METHODS = ["copy_drain", "ours", "duckdb"]
+"""What the large sizes are measured with: the limit, ours and the fastest peer."""
 WINDOWS_METHODS = ["ours_windows", "ours_iceberg_windows"]
 """Thirty daily windows in one load: the plain layout's publish, and Iceberg's commit."""
 DAY = {
@@ -158,6 +160,11 @@ def machine() -> str:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="make bench", description=__doc__)
     parser.add_argument("--sizes", default="1,5", help="table sizes in millions of rows")
+    parser.add_argument(
+        "--large-sizes",
+        default="20",
+        help="sizes (millions of rows) measured with the drain, ours and DuckDB only ('' for none)",
+    )
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--methods", default=",".join(WINDOW_METHODS))
     parser.add_argument("--no-backfill", action="store_true")
@@ -171,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print the table and write it to bench/results/<date>.md."""
     args = _parser().parse_args(argv)
     sizes = [int(float(s) * 1_000_000) for s in args.sizes.split(",")]
+    large_sizes = [int(float(s) * 1_000_000) for s in args.large_sizes.split(",") if s]
     methods = args.methods.split(",")
     WORK.mkdir(exist_ok=True)
     s3_process, s3_url = start_s3()
@@ -182,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         with psycopg.connect(conninfo) as connection:
             server = connection.execute("SHOW server_version").fetchone()
         tables = {}
-        for rows in sizes:
+        for rows in [*sizes, *large_sizes]:
             print(f"preparing {rows:,} rows ...", flush=True)  # noqa: T201
             tables[rows] = ensure_table(conninfo, rows)
         scenarios: list[tuple[int, str, dict[str, Any], list[str]]] = []
@@ -193,6 +201,10 @@ def main(argv: list[str] | None = None) -> int:
                 scenarios.append((rows, "30-day backfill", MONTH, BACKFILL_METHODS))
             if not args.no_windows:
                 scenarios.append((rows, "30 daily windows", MONTH, WINDOWS_METHODS))
+        for rows in large_sizes:
+            large_methods = [m for m in methods if m in LARGE_METHODS]
+            scenarios.append((rows, "1 day", DAY, large_methods))
+            scenarios.append((rows, "30 days", MONTH, large_methods))
         window_rows = _window_rows(conninfo, tables)
         for rep in range(args.reps):
             for rows, label, window, scenario_methods in scenarios:
@@ -321,100 +333,135 @@ def format_window_costs(cells: dict[tuple[str, str, str], Cell]) -> list[str]:
     ]
 
 
+MONTH_LABEL = "30 days"
+
+
 def format_targets(cells: dict[tuple[str, str, str], Cell]) -> list[str]:
     """Each target of the benchmark with its measured figure, for the sizes that were run."""
+    targets = _Targets(cells)
+    lines = ["## Targets", "", "| target | measured | |", "|---|---|---|"]
+    sizes = sorted({size for size, _, _ in cells}, key=lambda s: int(s.rstrip("M")))
+    for size in sizes:
+        lines += targets.speed(size) + targets.runs(size) + targets.launched_run(size)
+    if len(sizes) >= 2:
+        lines += targets.growth(sizes[0], sizes[-1])
+    return lines
 
-    def seconds(size: str, label: str, method: str) -> float | None:
-        cell = cells.get((size, label, method))
+
+def _verdict(met: bool) -> str:
+    return "met" if met else "missed"
+
+
+class _Targets:
+    """The figures of each target, from the measured cells."""
+
+    def __init__(self, cells: dict[tuple[str, str, str], Cell]) -> None:
+        self._cells = cells
+
+    def seconds(self, size: str, label: str, method: str) -> float | None:
+        """The median wall time of one cell, if it was measured."""
+        cell = self._cells.get((size, label, method))
         return cell.median("seconds") if cell and cell.samples else None
 
-    def rss(size: str, label: str, method: str) -> float | None:
-        cell = cells.get((size, label, method))
-        return cell.median("peak_rss_mb") if cell and cell.samples else None
+    def median(self, size: str, label: str, method: str, attribute: str) -> float | None:
+        """The median of one field of one cell, if it was measured."""
+        cell = self._cells.get((size, label, method))
+        return cell.median(attribute) if cell and cell.samples else None
 
-    def verdict(met: bool) -> str:
-        return "met" if met else "missed"
+    def speed(self, size: str) -> list[str]:
+        """The whole window against the drain and the peers; the 20 M one-day window."""
+        lines: list[str] = []
+        ours = self.seconds(size, MONTH_LABEL, "ours")
+        drain = self.seconds(size, MONTH_LABEL, "copy_drain")
+        for method, label in (("ours", ""), ("ours_two_sessions", ", sessions_per_load 2,")):
+            took = self.seconds(size, MONTH_LABEL, method)
+            if took and drain:
+                lines.append(
+                    f"| {size}: whole window{label} <= 1.2x the COPY drain | {took / drain:.2f}x "
+                    f"({took:.2f} s vs {drain:.2f} s) | {_verdict(took / drain <= 1.2)} |"
+                )
+        for method in ("duckdb", "dlt_connectorx", "dlt_pyarrow", "pandas"):
+            peer = self.seconds(size, MONTH_LABEL, method)
+            if ours and peer:
+                lines.append(
+                    f"| {size}: faster than {method} | {ours:.2f} s vs {peer:.2f} s | "
+                    f"{_verdict(ours < peer)} |"
+                )
+        day, duckdb = self.seconds(size, "1 day", "ours"), self.seconds(size, "1 day", "duckdb")
+        if size == "20M" and day and duckdb:
+            lines.append(
+                f"| {size}: one-day window >= 3x faster than duckdb | {duckdb / day:.2f}x "
+                f"({day:.2f} s vs {duckdb:.2f} s) | {_verdict(duckdb >= 3 * day)} |"
+            )
+        return lines
 
-    def launched_run(size: str) -> list[str]:
+    def runs(self, size: str) -> list[str]:
+        """Peak RSS, Dagster's overhead in and out of process, and backfills."""
+        lines: list[str] = []
+        ours = self.seconds(size, MONTH_LABEL, "ours")
+        peak = self.median(size, MONTH_LABEL, "ours", "peak_rss_mb")
+        if peak:
+            lines.append(
+                f"| {size}: peak RSS <= 300 MB | {peak:.0f} MB | {_verdict(peak <= 300)} |"
+            )
+        for method in ("dagster", "dagster_cli"):
+            run = self.seconds(size, MONTH_LABEL, method)
+            if ours and run:
+                overhead = run - ours
+                lines.append(
+                    f"| {size}: Dagster overhead <= 2 s ({method}) | {overhead:+.2f} s | "
+                    f"{_verdict(overhead <= 2)} |"
+                )
+        single = self.seconds(size, "30-day backfill", "backfill_single_run")
+        bulk = self.seconds(size, "30-day backfill", "ours")
+        if single and bulk:
+            lines.append(
+                f"| {size}: 30-partition single-run backfill <= 1.3x one bulk extraction | "
+                f"{single / bulk:.2f}x ({single:.2f} s vs {bulk:.2f} s) | "
+                f"{_verdict(single / bulk <= 1.3)} |"
+            )
+        return lines
+
+    def launched_run(self, size: str) -> list[str]:
         """A launched run's fixed cost and its process tree's memory."""
         lines: list[str] = []
-        launched, in_process = seconds(size, "1 day", "dagster_cli"), seconds(size, "1 day", "ours")
-        start = seconds(size, "1 day", "definitions_load")
+        launched = self.seconds(size, "1 day", "dagster_cli")
+        in_process = self.seconds(size, "1 day", "ours")
+        start = self.seconds(size, "1 day", "definitions_load")
         if launched and in_process and start:
             fixed = launched - in_process
             lines.append(
                 f"| {size}: a launched one-day run's fixed cost <= 1.5x starting Python and "
                 f"loading the definitions | {fixed / start:.2f}x ({fixed:.2f} s vs {start:.2f} s)"
-                f" | {verdict(fixed <= 1.5 * start)} |"
+                f" | {_verdict(fixed <= 1.5 * start)} |"
             )
-        cell = cells.get((size, month, "dagster_cli"))
-        if cell and cell.samples and cell.median("tree_rss_mb"):
-            tree = cell.median("tree_rss_mb")
+        tree = self.median(size, MONTH_LABEL, "dagster_cli", "tree_rss_mb")
+        if tree:
             lines.append(
                 f"| {size}: a launched run's process tree peak RSS <= 350 MB | {tree:.0f} MB | "
-                f"{verdict(tree <= 350)} |"
+                f"{_verdict(tree <= 350)} |"
             )
         return lines
 
-    lines = ["## Targets", "", "| target | measured | |", "|---|---|---|"]
-    sizes = sorted({size for size, _, _ in cells}, key=lambda s: int(s.rstrip("M")))
-    month = "30 days"
-    for size in sizes:
-        ours = seconds(size, month, "ours")
-        drain = seconds(size, month, "copy_drain")
-        for method, label in (("ours", ""), ("ours_two_sessions", ", sessions_per_load 2,")):
-            took = seconds(size, month, method)
-            if took and drain:
-                lines.append(
-                    f"| {size}: whole window{label} <= 1.2x the COPY drain | {took / drain:.2f}x "
-                    f"({took:.2f} s vs {drain:.2f} s) | {verdict(took / drain <= 1.2)} |"
-                )
-        peers = {
-            method: seconds(size, month, method)
-            for method in ("duckdb", "dlt_connectorx", "dlt_pyarrow", "pandas")
-        }
-        for method, peer in peers.items():
-            if ours and peer:
-                lines.append(
-                    f"| {size}: faster than {method} | {ours:.2f} s vs {peer:.2f} s | "
-                    f"{verdict(ours < peer)} |"
-                )
-        peak = rss(size, month, "ours")
-        if peak:
-            lines.append(f"| {size}: peak RSS <= 300 MB | {peak:.0f} MB | {verdict(peak <= 300)} |")
-        for method in ("dagster", "dagster_cli"):
-            run = seconds(size, month, method)
-            if ours and run:
-                overhead = run - ours
-                lines.append(
-                    f"| {size}: Dagster overhead <= 2 s ({method}) | {overhead:+.2f} s | "
-                    f"{verdict(overhead <= 2)} |"
-                )
-        lines += launched_run(size)
-        single = seconds(size, "30-day backfill", "backfill_single_run")
-        bulk = seconds(size, "30-day backfill", "ours")
-        if single and bulk:
-            lines.append(
-                f"| {size}: 30-partition single-run backfill <= 1.3x one bulk extraction | "
-                f"{single / bulk:.2f}x ({single:.2f} s vs {bulk:.2f} s) | "
-                f"{verdict(single / bulk <= 1.3)} |"
-            )
-    if len(sizes) >= 2:
-        small, large = sizes[0], sizes[-1]
-        first, last = rss(small, month, "ours"), rss(large, month, "ours")
+    def growth(self, small: str, large: str) -> list[str]:
+        """How memory and time grow from the smallest size to the largest."""
+        lines: list[str] = []
+        first = self.median(small, MONTH_LABEL, "ours", "peak_rss_mb")
+        last = self.median(large, MONTH_LABEL, "ours", "peak_rss_mb")
         if first and last:
             growth = last / first - 1
             lines.append(
                 f"| peak RSS flat: {large} within 10% of {small} | {last:.0f} MB vs "
-                f"{first:.0f} MB ({growth:+.0%}) | {verdict(growth <= 0.10)} |"
+                f"{first:.0f} MB ({growth:+.0%}) | {_verdict(growth <= 0.10)} |"
             )
-        small_s, large_s = seconds(small, month, "ours"), seconds(large, month, "ours")
+        small_s = self.seconds(small, MONTH_LABEL, "ours")
+        large_s = self.seconds(large, MONTH_LABEL, "ours")
         if small_s and large_s:
             lines.append(
                 f"| cost from {small} to {large} rows (information) | {small_s:.2f} s to "
                 f"{large_s:.2f} s ({large_s / small_s:.2f}x) | |"
             )
-    return lines
+        return lines
 
 
 if __name__ == "__main__":
