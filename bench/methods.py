@@ -76,11 +76,14 @@ def _window_query(job: dict[str, Any], catalog: str | None = None) -> sql.Compos
 
 
 def _timed(work: Callable[[], int], job: dict[str, Any], prefix: str | None) -> dict[str, Any]:
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     rows = work()
     seconds = time.perf_counter() - started
     return {
         "seconds": seconds,
+        # This process's CPU over the timed work, every thread; a launched run's is in its
+        # own process and not counted here.
+        "cpu_seconds": time.process_time() - cpu_started,
         "rows": rows,
         "parquet_bytes": _parquet_bytes(job, prefix) if prefix else 0,
     }

@@ -72,6 +72,12 @@ class Sample:
     """Per window of a multi-window load: `publish` (write, verify, upload) and `commit`."""
     tree_rss_mb: float = 0.0
     """For a launched run: the peak of its whole process tree's resident memory, summed."""
+    cpu_seconds: float = 0.0
+    """CPU of the measured process over the timed work (all its threads)."""
+    postgres_cpu_seconds: float = 0.0
+    """CPU the Postgres server spent while the measurement ran (its backends included)."""
+    s3_cpu_seconds: float = 0.0
+    """CPU the S3 stand-in (moto's server) spent while the measurement ran."""
 
 
 @dataclass
@@ -86,8 +92,37 @@ class Cell:
         return statistics.median(getattr(s, attribute) for s in self.samples)
 
 
-def measure(job: dict[str, Any]) -> Sample:
-    """Run one method in a child process; its peak RSS is the kernel's figure for that process."""
+def tree_cpu_seconds(root: int) -> float:
+    """CPU used so far by a process and its descendants, those it has reaped included."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        pid = int(entry.name)
+        parents[pid] = int(fields[1])
+        # utime, stime, and cutime, cstime: the reaped children's (Postgres' ended backends).
+        times[pid] = sum(int(value) for value in fields[11:15]) / tick
+    tree, grew = {root}, True
+    while grew:
+        children = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= children
+        grew = bool(children)
+    return sum(times.get(pid, 0.0) for pid in tree)
+
+
+def measure(job: dict[str, Any], servers: dict[str, int] | None = None) -> Sample:
+    """Run one method in a child process; its peak RSS is the kernel's figure for that process.
+
+    `servers` (name to root pid: `postgres`, `s3`) are charged the CPU they spent meanwhile.
+    """
+    servers = servers or {}
+    before = {name: tree_cpu_seconds(pid) for name, pid in servers.items()}
     with tempfile.TemporaryFile() as errors:
         process = subprocess.Popen(  # noqa: S603 - our own module
             [sys.executable, "-m", "bench.methods", json.dumps(job)],
@@ -102,6 +137,7 @@ def measure(job: dict[str, Any]) -> Sample:
         if process.returncode:
             errors.seek(0)
             raise RuntimeError(f"{job['method']} failed:\n{errors.read().decode()[-3000:]}")
+    spent = {name: tree_cpu_seconds(pid) - before[name] for name, pid in servers.items()}
     result = json.loads(stdout.strip().splitlines()[-1])
     return Sample(
         result["seconds"],
@@ -110,6 +146,9 @@ def measure(job: dict[str, Any]) -> Sample:
         max(usage.ru_maxrss / 1024, result.get("child_rss_mb", 0.0)),
         result.get("windows", []),
         result.get("tree_rss_mb", 0.0),
+        result.get("cpu_seconds", 0.0),
+        spent.get("postgres", 0.0),
+        spent.get("s3", 0.0),
     )
 
 
@@ -174,16 +213,41 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+Scenario = tuple[int, str, dict[str, Any], list[str]]
+"""Rows of the table, the window's label, the window, the methods measured on it."""
+
+
+def plan_scenarios(
+    args: argparse.Namespace, sizes: list[int], large_sizes: list[int]
+) -> list[Scenario]:
+    """Every (table, window, methods) the run measures, in order."""
+    methods = args.methods.split(",")
+    scenarios: list[Scenario] = []
+    for rows in sizes:
+        scenarios.append((rows, "1 day", DAY, methods))
+        scenarios.append((rows, "30 days", MONTH, methods))
+        if not args.no_backfill:
+            scenarios.append((rows, "30-day backfill", MONTH, BACKFILL_METHODS))
+        if not args.no_windows:
+            scenarios.append((rows, "30 daily windows", MONTH, WINDOWS_METHODS))
+    for rows in large_sizes:
+        large_methods = [m for m in methods if m in LARGE_METHODS]
+        scenarios.append((rows, "1 day", DAY, large_methods))
+        scenarios.append((rows, "30 days", MONTH, large_methods))
+    return scenarios
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print the table and write it to bench/results/<date>.md."""
     args = _parser().parse_args(argv)
     sizes = [int(float(s) * 1_000_000) for s in args.sizes.split(",")]
     large_sizes = [int(float(s) * 1_000_000) for s in args.large_sizes.split(",") if s]
-    methods = args.methods.split(",")
     WORK.mkdir(exist_ok=True)
     s3_process, s3_url = start_s3()
     postgres = EmbeddedPostgres(WORK / "postgres", port=free_port())
     postgres.start(["-c shared_buffers=512MB", "-c work_mem=64MB"])
+    postmaster = int((postgres.data_dir / "postmaster.pid").read_text().split()[0])
+    servers = {"postgres": postmaster, "s3": s3_process.pid}
     cells: dict[tuple[str, str, str], Cell] = {}
     try:
         conninfo = create_database(postgres.address, "bench")
@@ -193,18 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         for rows in [*sizes, *large_sizes]:
             print(f"preparing {rows:,} rows ...", flush=True)  # noqa: T201
             tables[rows] = ensure_table(conninfo, rows)
-        scenarios: list[tuple[int, str, dict[str, Any], list[str]]] = []
-        for rows in sizes:
-            scenarios.append((rows, "1 day", DAY, methods))
-            scenarios.append((rows, "30 days", MONTH, methods))
-            if not args.no_backfill:
-                scenarios.append((rows, "30-day backfill", MONTH, BACKFILL_METHODS))
-            if not args.no_windows:
-                scenarios.append((rows, "30 daily windows", MONTH, WINDOWS_METHODS))
-        for rows in large_sizes:
-            large_methods = [m for m in methods if m in LARGE_METHODS]
-            scenarios.append((rows, "1 day", DAY, large_methods))
-            scenarios.append((rows, "30 days", MONTH, large_methods))
+        scenarios = plan_scenarios(args, sizes, large_sizes)
         window_rows = _window_rows(conninfo, tables)
         for rep in range(args.reps):
             for rows, label, window, scenario_methods in scenarios:
@@ -223,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
                         "catalog_server": postgres.address.url("", driver="postgresql+psycopg2"),
                     }
                     try:
-                        sample = measure(job)
+                        sample = measure(job, servers)
                     except RuntimeError as error:
                         cell.error = str(error).splitlines()[-1][:120]
                         print(f"  {method}: FAILED {cell.error}", flush=True)  # noqa: T201
@@ -292,8 +345,36 @@ def format_report(
             f"{(parquet_mb / seconds) if parquet_mb else 0:.1f} | {ratio:.2f} | "
             f"{cell.median('peak_rss_mb'):.0f} | {parquet_mb:.1f} |"
         )
-    lines += ["", *format_window_costs(cells), *format_targets(cells)]
+    lines += ["", *format_cpu(cells), *format_window_costs(cells), *format_targets(cells)]
     return "\n".join(lines) + "\n"
+
+
+CPU_METHODS = ("copy_drain", "ours", "ours_two_sessions", "dagster", "duckdb")
+"""The methods whose work runs in the measured process, so its CPU is theirs."""
+
+
+def format_cpu(cells: dict[tuple[str, str, str], Cell]) -> list[str]:
+    """Where the CPU goes: the reading process, the Postgres server and the S3 stand-in."""
+    lines = [
+        "## CPU per stage",
+        "",
+        "CPU seconds over the timed work: the measured process (every thread: decoding, "
+        "checks, Parquet encoding, upload), the Postgres server (the backend producing the "
+        "rows, and the counts), and moto's server, which stands in for S3 here. A wall time "
+        "under the sum means the stages overlapped on the machine's cores.",
+        "",
+        "| table | window | method | wall s | process CPU s | Postgres CPU s | S3 server CPU s |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for (size, label, method), cell in cells.items():
+        if method not in CPU_METHODS or label not in ("1 day", "30 days") or not cell.samples:
+            continue
+        lines.append(
+            f"| {size} | {label} | {method} | {cell.median('seconds'):.2f} | "
+            f"{cell.median('cpu_seconds'):.2f} | {cell.median('postgres_cpu_seconds'):.2f} | "
+            f"{cell.median('s3_cpu_seconds'):.2f} |"
+        )
+    return [*lines, ""]
 
 
 def percentile(values: list[float], fraction: float) -> float:
