@@ -345,6 +345,25 @@ def healthy_daemons(port: int) -> set[str]:
     return {s["daemonType"] for s in statuses if s["healthy"]}
 
 
+DAEMON_ERRORS = (
+    "{ instance { daemonHealth { allDaemonStatuses { daemonType healthy required "
+    "lastHeartbeatErrors { message } } } } }"
+)
+
+
+def daemon_report(port: int) -> str:
+    """Each daemon's health and its last heartbeat's errors, for a failing test's message."""
+    try:
+        data = graphql(port, DAEMON_ERRORS)
+    except OSError as error:
+        return f"the webserver does not answer: {error}"
+    lines = []
+    for status in data["instance"]["daemonHealth"]["allDaemonStatuses"]:
+        errors = "; ".join(e["message"][:300] for e in status["lastHeartbeatErrors"])
+        lines.append(f"{status['daemonType']}: healthy={status['healthy']} {errors}".rstrip())
+    return "\n".join(lines)
+
+
 def wait_for(condition: Callable[[], bool], timeout: float, what: str, poll: float = 1.0) -> None:
     """Poll `condition` until it holds, failing the test after `timeout` seconds."""
     deadline = time.monotonic() + timeout

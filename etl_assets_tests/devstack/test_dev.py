@@ -17,7 +17,7 @@ from etl_assets.devstack.cli import dev
 from etl_assets.devstack.s3 import S3Endpoint
 from etl_assets.devstack.stack import LAKE_BUCKET, LAKE_PREFIX, PROJECT_ROOT
 from etl_assets.devstack.verify import compare_table_partition
-from etl_assets_tests.support import graphql, healthy_daemons, wait_for
+from etl_assets_tests.support import daemon_report, graphql, healthy_daemons, wait_for
 
 
 def port_is_open(port: int) -> bool:
@@ -64,10 +64,15 @@ def test_dev_serves_the_ui_and_daemon_until_interrupted(tmp_path: Path) -> None:
         try:
             wait_for(lambda: serving(log, process), timeout=300, what="the UI and daemon", poll=2)
         except AssertionError as timed_out:
-            raise AssertionError(f"{timed_out}; dev printed:\n{log.read_text()[-5000:]}") from None
+            port = ui_port(log, process)
+            daemons = daemon_report(port) if port else "no UI port printed"
+            raise AssertionError(
+                f"{timed_out}; the daemons:\n{daemons}\ndev printed:\n{log.read_text()[-5000:]}"
+            ) from None
         port = ui_port(log, process)
         assert port is not None
         assert "QUEUED_RUN_COORDINATOR" in healthy_daemons(port)
+        assert "SENSOR: healthy=True" in daemon_report(port).splitlines()
         runs = graphql(port, "{ runsOrError { ... on Runs { results { status } } } }")
         assert {r["status"] for r in runs["runsOrError"]["results"]} == {"SUCCESS"}
         env_file = (state / "stack.env").read_text()

@@ -25,7 +25,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from etl_assets.devstack.cli import DEFAULT_WORKSPACE, start_daemon, start_webserver, stop_processes
 from etl_assets.devstack.postgres import free_port
 from etl_assets.devstack.stack import PROJECT_ROOT, DevStack, dev_stack
-from etl_assets_tests.support import healthy_daemons, wait_for
+from etl_assets_tests.support import daemon_report, healthy_daemons, wait_for
 
 CHROMIUM = os.environ.get("ETL_ASSETS_CHROMIUM", "/usr/bin/chromium")
 # Without the background-networking switches Chromium keeps calling Google's services, which a
@@ -95,12 +95,15 @@ def served(
             ),
         ]
         try:
-            wait_for(
-                lambda: set(daemons) <= healthy_daemons(port),
-                timeout=300,
-                what=f"the webserver, and the daemon running {sorted(daemons)}",
-                poll=2,
-            )
+            try:
+                wait_for(
+                    lambda: set(daemons) <= healthy_daemons(port),
+                    timeout=300,
+                    what=f"the webserver, and the daemon running {sorted(daemons)}",
+                    poll=2,
+                )
+            except AssertionError as timed_out:
+                raise AssertionError(f"{timed_out}:\n{daemon_report(port)}") from None
             yield Serving(stack, port, screenshots)
         finally:
             stop_processes(processes, timeout=60)
