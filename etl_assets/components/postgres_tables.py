@@ -106,8 +106,8 @@ class SourceModel(dg.Resolvable, dg.Model):
         description=(
             "Sessions one extraction may hold at once. 1 (default): the windows' counts and "
             "fingerprints are taken before their rows. 2: on a second session sharing the "
-            "snapshot while the rows stream, faster on large windows. The source then sees up "
-            "to max_concurrent_extractions x sessions_per_load sessions."
+            "snapshot while the rows stream (see docs/performance.md for what it measured). "
+            "The source then sees up to max_concurrent_extractions x sessions_per_load sessions."
         ),
     )
 

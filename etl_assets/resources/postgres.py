@@ -58,8 +58,7 @@ class PostgresSource(dg.ConfigurableResource):
         description=(
             "Sessions one load may hold at once. 1: the windows' counts and fingerprints are "
             "taken before their rows, on the load's one session. 2: on a second session "
-            "sharing the snapshot while the rows stream, which saves the counting time on "
-            "large windows and costs a second connection."
+            "sharing the snapshot while the rows stream, at the cost of a second connection."
         ),
     )
 
