@@ -300,7 +300,8 @@ def test_a_backfill_in_runs_of_separate_processes_holds_the_source_pool_across_t
                     str(row[0])
                     for row in watcher.execute(
                         "SELECT application_name FROM pg_stat_activity"
-                        " WHERE application_name LIKE 'raw/shop/web/page_views/%'"
+                        " WHERE datname = current_database()"
+                        " AND application_name LIKE 'raw/shop/web/page_views/%'"
                     ).fetchall()
                 ]
                 if len(names) > peak["sessions"]:

@@ -76,8 +76,10 @@ def terminate_when_reading(conninfo: str, stop: threading.Event) -> list[int]:
         while not stop.is_set() and not terminated:
             rows = query(
                 conninfo,
+                # Only this test's database: other workers load assets of the same name.
                 "SELECT pid FROM pg_stat_activity WHERE application_name LIKE %s"
-                " AND state = 'active' AND query LIKE 'COPY%%'",
+                " AND datname = current_database() AND state = 'active'"
+                " AND query LIKE 'COPY%%'",
                 [f"{ASSET}%"],
             )
             for (pid,) in rows:

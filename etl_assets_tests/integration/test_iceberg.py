@@ -227,7 +227,7 @@ def test_a_worker_killed_before_its_commit_changes_nothing_and_its_orphan_is_rem
             waiting = query(
                 catalog_conninfo(catalog_uri),
                 "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                " AND query LIKE 'UPDATE iceberg_tables%%'",
+                " AND datname = current_database() AND query LIKE 'UPDATE iceberg_tables%%'",
             )
             return waiting[0][0] == 1
 

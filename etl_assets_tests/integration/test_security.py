@@ -363,7 +363,8 @@ def test_sessions_are_named_after_the_asset_and_partition(events: Pipeline) -> N
     with Snapshot(ConnectionSettings(events.conninfo), name) as snapshot:
         [(state,)] = query(
             events.conninfo,
-            "SELECT state FROM pg_stat_activity WHERE application_name = %s",
+            "SELECT state FROM pg_stat_activity"
+            " WHERE application_name = %s AND datname = current_database()",
             [name],
         )
         assert snapshot.scalar("SELECT current_setting('statement_timeout')") == "1h"
