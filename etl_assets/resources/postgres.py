@@ -49,7 +49,7 @@ class PostgresSource(dg.ConfigurableResource):
         default=10, gt=0, description="Longest to wait for a connection."
     )
     read_batch_mib: int = Field(
-        default=8, gt=0, description="Arrow MiB per batch read from the server."
+        default=4, gt=0, description="Arrow MiB per batch read from the server."
     )
     sessions_per_load: int = Field(
         default=1,

@@ -69,7 +69,7 @@ class ConnectionSettings:
     statement_timeout_ms: int = 3_600_000
     idle_in_transaction_timeout_ms: int = 600_000
     connect_timeout_s: int = 10
-    batch_size_hint_bytes: int = 8 * 1024 * 1024
+    batch_size_hint_bytes: int = 4 * 1024 * 1024
     """Arrow bytes per batch the driver aims for: bounds memory, keeps the pipeline moving."""
     read_ahead_batches: int = 2
     """Batches the driver may decode ahead of the writer, on its own thread."""
