@@ -15,12 +15,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
 
 import boto3
 from psycopg import sql
+
+from bench.proctree import tree_rss_mb
 
 BENCH_SOURCE = "bench"
 """The source name of the benchmark table."""
@@ -407,34 +408,7 @@ class TreeMemory:
 
     def _sample(self) -> None:
         while not self._stop.wait(0.02):
-            self.peak_mb = max(self.peak_mb, _tree_rss_mb(self._root))
-
-
-def _tree_rss_mb(root: int) -> float:
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                # The field after the command (in parentheses, which may hold spaces) is the
-                # state, then the parent's pid.
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(stat.rpartition(")")[2].split()[1])
-    tree = {root}
-    grew = True
-    while grew:
-        children = {pid for pid, parent in parents.items() if parent in tree} - tree
-        tree |= children
-        grew = bool(children)
-    page_mb = os.sysconf("SC_PAGE_SIZE") / 1024 / 1024
-    total = 0.0
-    for pid in tree:
-        try:
-            total += int((Path("/proc") / str(pid) / "statm").read_text().split()[1]) * page_mb
-        except OSError:
-            continue
-    return total
+            self.peak_mb = max(self.peak_mb, tree_rss_mb(self._root))
 
 
 DAYS = [f"2026-09-{d:02d}" for d in range(1, 31)]

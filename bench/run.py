@@ -27,6 +27,7 @@ import psycopg
 from psycopg import sql
 
 from bench.data import ensure_table
+from bench.proctree import tree_cpu_seconds
 from etl_assets.devstack.postgres import EmbeddedPostgres, create_database, free_port
 
 ROOT = Path(__file__).resolve().parent
@@ -38,8 +39,7 @@ SECRET = "bench-secret-key"  # noqa: S105 - the local endpoint accepts anything
 
 WINDOW_METHODS = [
     "copy_drain", "ours", "ours_two_sessions", "dagster", "dagster_cli", "definitions_load",
-    "duckdb",
-    "dlt_connectorx", "dlt_pyarrow", "pandas",
+    "duckdb", "dlt_connectorx", "dlt_pyarrow", "pandas",
 ]  # fmt: skip
 BACKFILL_METHODS = ["ours", "backfill_single_run", "backfill_run_per_partition"]
 LARGE_METHODS = ["copy_drain", "ours", "duckdb"]
@@ -90,30 +90,6 @@ class Cell:
     def median(self, attribute: str) -> float:
         """The median of one field over the samples."""
         return statistics.median(getattr(s, attribute) for s in self.samples)
-
-
-def tree_cpu_seconds(root: int) -> float:
-    """CPU used so far by a process and its descendants, those it has reaped included."""
-    parents: dict[int, int] = {}
-    times: dict[int, float] = {}
-    tick = os.sysconf("SC_CLK_TCK")
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        pid = int(entry.name)
-        parents[pid] = int(fields[1])
-        # utime, stime, and cutime, cstime: the reaped children's (Postgres' ended backends).
-        times[pid] = sum(int(value) for value in fields[11:15]) / tick
-    tree, grew = {root}, True
-    while grew:
-        children = {pid for pid, parent in parents.items() if parent in tree} - tree
-        tree |= children
-        grew = bool(children)
-    return sum(times.get(pid, 0.0) for pid in tree)
 
 
 def measure(job: dict[str, Any], servers: dict[str, int] | None = None) -> Sample:
@@ -441,8 +417,7 @@ class _Targets:
 
     def seconds(self, size: str, label: str, method: str) -> float | None:
         """The median wall time of one cell, if it was measured."""
-        cell = self._cells.get((size, label, method))
-        return cell.median("seconds") if cell and cell.samples else None
+        return self.median(size, label, method, "seconds")
 
     def median(self, size: str, label: str, method: str, attribute: str) -> float | None:
         """The median of one field of one cell, if it was measured."""

@@ -332,36 +332,33 @@ def component_workspace(directory: Path, location: str, declaration: str) -> Pat
     return workspace
 
 
-DAEMON_STATUS = "{ instance { daemonHealth { allDaemonStatuses { daemonType healthy } } } }"
-
-
-def healthy_daemons(port: int) -> set[str]:
-    """The daemons the webserver reports healthy (empty while it is not up yet)."""
-    try:
-        data = graphql(port, DAEMON_STATUS)
-    except OSError:
-        return set()
-    statuses = data["instance"]["daemonHealth"]["allDaemonStatuses"]
-    return {s["daemonType"] for s in statuses if s["healthy"]}
-
-
-DAEMON_ERRORS = (
-    "{ instance { daemonHealth { allDaemonStatuses { daemonType healthy required "
+DAEMON_STATUS = (
+    "{ instance { daemonHealth { allDaemonStatuses { daemonType healthy "
     "lastHeartbeatErrors { message } } } } }"
 )
 
 
+def daemon_statuses(port: int) -> list[dict[str, Any]]:
+    """Each daemon's status as the webserver reports it (none while it is not up yet)."""
+    try:
+        data = graphql(port, DAEMON_STATUS)
+    except OSError:
+        return []
+    return data["instance"]["daemonHealth"]["allDaemonStatuses"]
+
+
+def healthy_daemons(port: int) -> set[str]:
+    """The daemons the webserver reports healthy (empty while it is not up yet)."""
+    return {s["daemonType"] for s in daemon_statuses(port) if s["healthy"]}
+
+
 def daemon_report(port: int) -> str:
     """Each daemon's health and its last heartbeat's errors, for a failing test's message."""
-    try:
-        data = graphql(port, DAEMON_ERRORS)
-    except OSError as error:
-        return f"the webserver does not answer: {error}"
     lines = []
-    for status in data["instance"]["daemonHealth"]["allDaemonStatuses"]:
+    for status in daemon_statuses(port):
         errors = "; ".join(e["message"][:300] for e in status["lastHeartbeatErrors"])
         lines.append(f"{status['daemonType']}: healthy={status['healthy']} {errors}".rstrip())
-    return "\n".join(lines)
+    return "\n".join(lines) or "the webserver does not answer"
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str, poll: float = 1.0) -> None:

@@ -13,16 +13,11 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from etl_assets.components.postgres_tables import declared_tables
-from etl_assets.devstack.cli import dev
+from etl_assets.devstack.cli import dev, port_in_use
 from etl_assets.devstack.s3 import S3Endpoint
 from etl_assets.devstack.stack import LAKE_BUCKET, LAKE_PREFIX, PROJECT_ROOT
 from etl_assets.devstack.verify import compare_table_partition
 from etl_assets_tests.support import daemon_report, graphql, healthy_daemons, wait_for
-
-
-def port_is_open(port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def ui_port(log: Path, process: subprocess.Popen[bytes]) -> int | None:
@@ -77,7 +72,7 @@ def test_dev_serves_the_ui_and_daemon_until_interrupted(tmp_path: Path) -> None:
         assert {r["status"] for r in runs["runsOrError"]["results"]} == {"SUCCESS"}
         env_file = (state / "stack.env").read_text()
         pg_port = int(env_file.split("@127.0.0.1:")[1].split("/")[0])
-        assert port_is_open(pg_port)
+        assert port_in_use(pg_port)
         # The lake is up for a person to explore: an outside reader finds the demo's partitions.
         variables = dict(
             line.removeprefix("export ").split("=", 1) for line in env_file.splitlines() if line
@@ -107,8 +102,8 @@ def test_dev_serves_the_ui_and_daemon_until_interrupted(tmp_path: Path) -> None:
         assert "does not match the name" not in output  # the dg project names its location
         assert "source pools: postgres_shop=3" in output
         assert "stopped the webserver, the daemon, S3 and Postgres" in output
-        assert not port_is_open(port)
-        assert not port_is_open(pg_port)
+        assert not port_in_use(port)
+        assert not port_in_use(pg_port)
     finally:
         if process.poll() is None:
             process.kill()
