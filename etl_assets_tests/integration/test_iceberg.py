@@ -33,7 +33,10 @@ from etl_assets.components.table_assets import (
     build_table_assets,
     raw_asset_key,
 )
+from etl_assets.lib.lake.iceberg import IcebergTarget
 from etl_assets.lib.lake.iceberg_names import table_identifier
+from etl_assets.lib.lake.objects import Encryption
+from etl_assets.lib.lake.publish import UploadSettings
 from etl_assets.lib.table.spec import ColumnSpec, LakeFormat
 from etl_assets.resources.catalog import IcebergCatalog
 from etl_assets.resources.lake import LAKE_FORMAT_METADATA_KEY
@@ -532,3 +535,28 @@ def test_a_type_change_iceberg_cannot_make_is_refused_before_anything_is_written
     assert "amount: decimal(12, 2) (numeric(12,2)) in the table, string (text) declared" in text
     assert loaded(events, lake).current_snapshot() == before
     assert data_files(events) == files
+
+
+def test_a_namespace_another_run_creates_at_the_same_moment_is_used_as_it_is(
+    pipeline: Pipeline, lake: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    catalog = catalog_of(pipeline, lake)
+    catalog.create_namespace("raw_testsrc")  # the other run's insert
+    looked = []
+    real = catalog.namespace_exists
+
+    def namespace_exists(name: str) -> bool:
+        looked.append(name)  # ... lands just after this run's catalog first looked for it
+        return len(looked) > 1 and real(name)
+
+    monkeypatch.setattr(catalog, "namespace_exists", namespace_exists)
+    target = IcebergTarget(
+        catalog,
+        ("raw_testsrc", "events"),
+        "day",
+        pipeline.endpoint.client(),
+        UploadSettings(Encryption()),
+        run_id="run-1",
+    )
+    target.prepare(pa.schema([pa.field("id", pa.int64(), nullable=False)]))
+    assert catalog.load_table(("raw_testsrc", "events")).spec().fields[0].name == "day"

@@ -199,7 +199,13 @@ class IcebergTarget:
 
     def _ensure_table(self, layout: IcebergLayout) -> Table:
         namespace, _ = self.identifier
-        self.catalog.create_namespace_if_not_exists(namespace)
+        try:
+            self.catalog.create_namespace_if_not_exists(namespace)
+        except Exception:
+            # Runs of two tables of one namespace start at once: a catalog that checks, then
+            # inserts (pyiceberg's SQL catalog) lets the second insert collide with the first.
+            if not self.catalog.namespace_exists(namespace):
+                raise
         table = self.catalog.create_table_if_not_exists(
             self.identifier,
             schema=layout.schema,
