@@ -162,10 +162,26 @@ def ours_two_sessions(job: dict[str, Any]) -> dict[str, Any]:
     return _load(job, f"ours2/{job['run']}", sessions_per_load=2)
 
 
+def ours_readers_2(job: dict[str, Any]) -> dict[str, Any]:
+    """(b) The same with `readers_per_load: 2`: two sessions of the snapshot stream the rows."""
+    return _load(job, f"ours_r2/{job['run']}", readers_per_load=2)
+
+
+def ours_readers_4(job: dict[str, Any]) -> dict[str, Any]:
+    """(b) The same with `readers_per_load: 4`."""
+    return _load(job, f"ours_r4/{job['run']}", readers_per_load=4)
+
+
 def ours_windows(job: dict[str, Any]) -> dict[str, Any]:
     """Thirty daily windows in one load, as plain Parquet objects; each window's publish time."""
     daily = {**job, "window": {**job["window"], "grain": "daily"}}
     return _load(daily, f"windows/{job['run']}", (DAYS[0], DAYS[-1]))
+
+
+def ours_windows_readers_2(job: dict[str, Any]) -> dict[str, Any]:
+    """The thirty daily windows with `readers_per_load: 2`: each session every other window."""
+    daily = {**job, "window": {**job["window"], "grain": "daily"}}
+    return _load(daily, f"windows_r2/{job['run']}", (DAYS[0], DAYS[-1]), readers_per_load=2)
 
 
 def ours_iceberg_windows(job: dict[str, Any]) -> dict[str, Any]:
@@ -196,6 +212,7 @@ def _load(
     catalog: Any = None,
     *,
     sessions_per_load: int = 1,
+    readers_per_load: int = 1,
 ) -> dict[str, Any]:
     """Read the job's window (or a range of partitions) and load it, timing each window."""
     import dagster as dg  # noqa: PLC0415
@@ -212,7 +229,11 @@ def _load(
     spec = table_spec(job)
     built = build_table_assets(BENCH_SOURCE, spec, None)
     reader = PostgresWindowIOManager(
-        source=PostgresSource(dsn=job["conninfo"], sessions_per_load=sessions_per_load)
+        source=PostgresSource(
+            dsn=job["conninfo"],
+            sessions_per_load=sessions_per_load,
+            readers_per_load=readers_per_load,
+        )
     )
     writer = lake(job, prefix)
     if catalog is not None:
@@ -594,6 +615,9 @@ METHODS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "copy_drain": copy_drain,
     "ours": ours,
     "ours_two_sessions": ours_two_sessions,
+    "ours_readers_2": ours_readers_2,
+    "ours_readers_4": ours_readers_4,
+    "ours_windows_readers_2": ours_windows_readers_2,
     "ours_windows": ours_windows,
     "ours_iceberg_windows": ours_iceberg_windows,
     "dagster": dagster_run,

@@ -38,13 +38,13 @@ KEY = "bench-access-key"
 SECRET = "bench-secret-key"  # noqa: S105 - the local endpoint accepts anything
 
 WINDOW_METHODS = [
-    "copy_drain", "ours", "ours_two_sessions", "dagster", "dagster_cli", "definitions_load",
-    "duckdb", "dlt_connectorx", "dlt_pyarrow", "pandas",
+    "copy_drain", "ours", "ours_two_sessions", "ours_readers_2", "ours_readers_4", "dagster",
+    "dagster_cli", "definitions_load", "duckdb", "dlt_connectorx", "dlt_pyarrow", "pandas",
 ]  # fmt: skip
 BACKFILL_METHODS = ["ours", "backfill_single_run", "backfill_run_per_partition"]
 LARGE_METHODS = ["copy_drain", "ours", "duckdb"]
 """What the large sizes are measured with: the limit, ours and the fastest peer."""
-WINDOWS_METHODS = ["ours_windows", "ours_iceberg_windows"]
+WINDOWS_METHODS = ["ours_windows", "ours_windows_readers_2", "ours_iceberg_windows"]
 """Thirty daily windows in one load: the plain layout's publish, and Iceberg's commit."""
 DAY = {
     "key": "2026-09-15",
@@ -325,7 +325,10 @@ def format_report(
     return "\n".join(lines) + "\n"
 
 
-CPU_METHODS = ("copy_drain", "ours", "ours_two_sessions", "dagster", "duckdb")
+CPU_METHODS = (
+    "copy_drain", "ours", "ours_two_sessions", "ours_readers_2", "ours_readers_4", "dagster",
+    "duckdb",
+)  # fmt: skip
 """The methods whose work runs in the measured process, so its CPU is theirs."""
 
 
@@ -429,7 +432,12 @@ class _Targets:
         lines: list[str] = []
         ours = self.seconds(size, MONTH_LABEL, "ours")
         drain = self.seconds(size, MONTH_LABEL, "copy_drain")
-        for method, label in (("ours", ""), ("ours_two_sessions", ", sessions_per_load 2,")):
+        for method, label in (
+            ("ours", ""),
+            ("ours_two_sessions", ", sessions_per_load 2,"),
+            ("ours_readers_2", ", readers_per_load 2,"),
+            ("ours_readers_4", ", readers_per_load 4,"),
+        ):
             took = self.seconds(size, MONTH_LABEL, method)
             if took and drain:
                 lines.append(

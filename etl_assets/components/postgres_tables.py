@@ -35,6 +35,7 @@ from etl_assets.components.table_assets import (
     raw_asset_key,
 )
 from etl_assets.lib.lake.iceberg_names import table_identifier
+from etl_assets.lib.postgres.session import MAX_READERS_PER_LOAD
 from etl_assets.lib.table.spec import (
     LakeFormat,
     TableSpec,
@@ -108,6 +109,18 @@ class SourceModel(dg.Resolvable, dg.Model):
             "fingerprints are taken before their rows. 2: on a second session sharing the "
             "snapshot while the rows stream (see docs/performance.md for what it measured). "
             "The source then sees up to max_concurrent_extractions x sessions_per_load sessions."
+        ),
+    )
+    readers_per_load: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_READERS_PER_LOAD,
+        description=(
+            "Sessions streaming one extraction's rows side by side, all in its snapshot: a "
+            "range run's windows, or the heap pages of a window the server reads whole, are "
+            "shared out among them, and the files are the same as with one (see "
+            "docs/performance.md). Each extraction then holds up to readers_per_load + "
+            "sessions_per_load - 1 sessions."
         ),
     )
 
@@ -276,6 +289,7 @@ class PostgresTablesComponent(dg.Component, dg.Resolvable, dg.Model):
             sslrootcert=source.sslrootcert,
             statement_timeout_seconds=source.statement_timeout_seconds,
             sessions_per_load=source.sessions_per_load,
+            readers_per_load=source.readers_per_load,
         )
 
 

@@ -7,7 +7,7 @@ from psycopg.conninfo import make_conninfo
 from pydantic import Field
 
 from etl_assets.lib.postgres.read import SourceWindows
-from etl_assets.lib.postgres.session import ConnectionSettings
+from etl_assets.lib.postgres.session import MAX_READERS_PER_LOAD, ConnectionSettings
 from etl_assets.lib.table.windows import PartitionWindow
 
 
@@ -61,6 +61,16 @@ class PostgresSource(dg.ConfigurableResource):
             "sharing the snapshot while the rows stream, at the cost of a second connection."
         ),
     )
+    readers_per_load: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_READERS_PER_LOAD,
+        description=(
+            "Sessions streaming one load's rows side by side, all in its snapshot: a range "
+            "run's windows, or the heap pages of one window the server reads whole, are "
+            "shared out among them; the files are the same as with one."
+        ),
+    )
 
     def connection_settings(self) -> ConnectionSettings:
         """The settings the extract code connects with."""
@@ -77,6 +87,7 @@ class PostgresSource(dg.ConfigurableResource):
             connect_timeout_s=self.connect_timeout_seconds,
             batch_size_hint_bytes=self.read_batch_mib * 1024 * 1024,
             sessions_per_load=self.sessions_per_load,
+            readers_per_load=self.readers_per_load,
         )
 
 

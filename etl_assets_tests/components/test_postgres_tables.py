@@ -145,6 +145,21 @@ def test_the_sessions_per_load_of_a_source_reach_its_reader(sandbox: DefsFolderS
     assert "less than or equal to 2" in message
 
 
+def test_the_readers_per_load_of_a_source_reach_its_reader(sandbox: DefsFolderSandbox) -> None:
+    four = "{name: shop, dsn_env: SHOP_DSN, readers_per_load: 4}"
+    for source, readers in (("{name: shop, dsn_env: SHOP_DSN}", 1), (four, 4)):
+        resource = load(sandbox, defs_yaml(GOOD_TABLE, source=source)).resources
+        reader = resource["postgres_shop_source"] if resource else None
+        assert isinstance(reader, PostgresSource)
+        settings = reader.model_copy(update={"dsn": "host=db"}).connection_settings()
+        assert settings.readers_per_load == readers
+    for wrong, complaint in (("0", "greater than or equal to 1"), ("9", "less than or equal to 8")):
+        source = f"{{name: shop, dsn_env: SHOP_DSN, readers_per_load: {wrong}}}"
+        message = load_error(sandbox, defs_yaml(GOOD_TABLE, source=source))
+        assert "readers_per_load" in message
+        assert complaint in message
+
+
 def test_malformed_yaml_fails_naming_the_file_and_the_line(sandbox: DefsFolderSandbox) -> None:
     text = defs_yaml(GOOD_TABLE).replace("      grain: daily\n", "      grain: [daily\n")
     message = load_error(sandbox, text)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import IO, Literal
+from typing import IO, Any, Literal
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -166,26 +167,95 @@ def row_groups(
 ) -> Iterator[pa.Table]:
     """`batches` regrouped into tables of about `group_bytes` of Arrow data, without copying.
 
-    Small batches are gathered; a batch that overflows the current group is cut, its rest
-    starting the next group.
+    A group ends at the row where the rows' sizes (`row_sizes`) add up to `group_bytes`, so
+    where groups end depends only on the rows, never on how they were cut into batches: the
+    same rows make the same file whether one reader or several streamed them.
     """
     gathered: list[pa.RecordBatch] = []
     room = group_bytes
     for batch in batches:
-        rest = batch
-        while rest.num_rows:
-            if rest.nbytes < room:
-                gathered.append(rest)
-                room -= rest.nbytes
+        if not batch.num_rows:
+            continue
+        ends = np.cumsum(row_sizes(batch))
+        start, used = 0, 0
+        while start < batch.num_rows:
+            last = int(np.searchsorted(ends, used + room, "left"))
+            if last >= batch.num_rows:
+                gathered.append(batch.slice(start))
+                room -= int(ends[-1]) - used
                 break
-            bytes_per_row = max(rest.nbytes / rest.num_rows, 1.0)
-            fits = min(max(int(room / bytes_per_row), 1), rest.num_rows)
-            gathered.append(rest.slice(0, fits))
-            rest = rest.slice(fits)
+            gathered.append(batch.slice(start, last + 1 - start))
             yield pa.Table.from_batches(gathered, schema=schema)
             gathered, room = [], group_bytes
+            start, used = last + 1, int(ends[last])
     if gathered:
         yield pa.Table.from_batches(gathered, schema=schema)
+
+
+UNSIZED_VALUE_BYTES = 16
+"""What `row_sizes` counts for a value whose size it does not measure (nested, extension)."""
+
+
+def row_sizes(batch: pa.RecordBatch) -> np.ndarray[Any, np.dtype[np.int64]]:
+    """Each row's size in Arrow bytes: fixed widths, plus the lengths of strings and lists.
+
+    A function of the row's values alone, whatever batch holds it.
+    """
+    sizes = np.zeros(batch.num_rows, dtype=np.int64)
+    fixed = 0
+    for column in batch.columns:
+        if isinstance(column, pa.ExtensionArray):
+            column = column.storage  # noqa: PLW2901 - its storage is what is measured
+        data_type = column.type
+        width = _fixed_bytes(data_type)
+        if width is not None:
+            fixed += width
+            continue
+        offsets = _offset_type(data_type)
+        if offsets is None:
+            fixed += UNSIZED_VALUE_BYTES
+            continue
+        lengths = _lengths(column, offsets)
+        if pa.types.is_list(data_type) or pa.types.is_large_list(data_type):
+            sizes += lengths * (_fixed_bytes(data_type.value_type) or 8)
+        else:
+            sizes += lengths
+        fixed += offsets.itemsize
+    return sizes + fixed
+
+
+def _fixed_bytes(data_type: pa.DataType) -> int | None:
+    """Bytes per value of a fixed-width type (a boolean counts as one); None for the rest."""
+    try:
+        bits = data_type.bit_width
+    except ValueError:  # pyarrow's answer for a type without a fixed width
+        return None
+    return max(bits // 8, 1) if bits > 0 else None
+
+
+def _offset_type(data_type: pa.DataType) -> np.dtype[Any] | None:
+    if pa.types.is_string(data_type) or pa.types.is_binary(data_type):
+        return np.dtype(np.int32)
+    if pa.types.is_list(data_type):
+        return np.dtype(np.int32)
+    if pa.types.is_large_string(data_type) or pa.types.is_large_binary(data_type):
+        return np.dtype(np.int64)
+    if pa.types.is_large_list(data_type):
+        return np.dtype(np.int64)
+    return None
+
+
+def _lengths(column: pa.Array, offsets: np.dtype[Any]) -> np.ndarray[Any, np.dtype[np.int64]]:
+    """Each value's length from the offsets buffer (0 for a null), read straight from it.
+
+    (pyarrow's own conversions to numpy import pandas when it is installed.)
+    """
+    buffer = column.buffers()[1]
+    if buffer is None or not len(column):
+        return np.zeros(len(column), dtype=np.int64)
+    count = column.offset + len(column) + 1
+    values = np.frombuffer(memoryview(buffer), dtype=offsets, count=count)[column.offset :]
+    return np.diff(values).astype(np.int64)
 
 
 class _RowGroupWriter:

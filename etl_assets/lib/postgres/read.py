@@ -13,6 +13,7 @@ row checks.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
@@ -268,12 +269,17 @@ class OpenExtract:
     plan: TablePlan
     null_partition_rows: int
     partitions: Iterator[PartitionRead]
-    _splitter: WindowSplitter
+    _streams: PartStreams
+
+    @property
+    def readers(self) -> int:
+        """How many sessions stream the rows (see `ConnectionSettings.readers_per_load`)."""
+        return self._streams.readers
 
     @property
     def stream_failure(self) -> BaseException | None:
-        """The error the source stream raised, after which no later window can be read."""
-        return self._splitter.failure
+        """The error a source stream raised, after which no later window can be read."""
+        return self._streams.failure
 
 
 @dataclass(frozen=True)
@@ -356,36 +362,74 @@ class TableExtract:
                 ReadStats(window, counts, position) for position, window in enumerate(self.windows)
             ]
             try:
-                # One streaming statement reads every window in order; each window's frame
-                # pulls its own rows from it.
-                splitter = WindowSplitter(
-                    lambda: snapshot.stream(
-                        q.select_windows(
-                            plan.relation,
-                            plan.select_list,
-                            self.spec.partition_column,
-                            self.windows,
-                            plan.partition_bound,
-                        )
-                    )
+                parts = self._read_parts(snapshot, plan)
+                streams = PartStreams.open(
+                    snapshot,
+                    parts,
+                    self.settings,
+                    lambda mine: q.select_windows(
+                        plan.relation,
+                        plan.select_list,
+                        self.spec.partition_column,
+                        mine,
+                        plan.partition_bound,
+                    ),
                 )
                 yield OpenExtract(
                     spec=self.spec,
                     plan=plan,
                     null_partition_rows=null_rows,
-                    partitions=self._partitions(snapshot, plan, stats, splitter),
-                    _splitter=splitter,
+                    partitions=self._partitions(snapshot, plan, stats, streams),
+                    _streams=streams,
                 )
             finally:
                 # The side session closes with the snapshot: not while the counts still run.
                 counts.wait()
+
+    def _read_parts(self, snapshot: Snapshot, plan: TablePlan) -> list[q.ReadPart]:
+        """The parts the rows are read in: one per window, or ranges of heap pages of one.
+
+        A single window is split into page ranges only when there are further readers to share
+        them, the table is a plain one, and the server would read the window by scanning the
+        whole heap anyway: the ranges, read in order, give the rows of that very scan.
+        """
+        parts = q.window_parts(self.windows)
+        if self.settings.readers_per_load == 1 or len(parts) > 1:
+            return parts
+        relkind, size, block, version = snapshot.query(q.heap_facts(plan.relation))[0]
+        if relkind != "r" or int(version) < TID_RANGE_SCAN_VERSION:
+            return parts
+        read = q.select_windows(
+            plan.relation, plan.select_list, self.spec.partition_column, parts, plan.partition_bound
+        )
+        explained = snapshot.query(q.explain_json(read), copy=False)[0][0]
+        if scan_node(str(explained)) != "Seq Scan":
+            return parts
+        part_pages = max(
+            self.settings.batch_size_hint_bytes // int(block),
+            -(-int(size) // (int(block) * MAX_PAGE_RANGES)),
+            1,
+        )
+        firsts = list(range(0, -(-int(size) // int(block)), part_pages))
+        if len(firsts) < 2:
+            return parts
+        window = self.windows[0]
+        return [
+            q.ReadPart(
+                ordinal,
+                0,
+                window,
+                q.PageRange(first, firsts[ordinal + 1] if ordinal + 1 < len(firsts) else None),
+            )
+            for ordinal, first in enumerate(firsts)
+        ]
 
     def _partitions(
         self,
         snapshot: Snapshot,
         plan: TablePlan,
         stats: Sequence[ReadStats],
-        splitter: WindowSplitter,
+        streams: PartStreams,
     ) -> Iterator[PartitionRead]:
         spec = self.spec
         for position, window in enumerate(self.windows):
@@ -404,7 +448,7 @@ class TableExtract:
                 spec,
                 plan,
                 lambda position=position, checks=checks: read_batches(
-                    splitter.window(position), plan, spec, stats[position], checks
+                    streams.window(position), plan, spec, stats[position], checks
                 ),
             )
 
@@ -438,6 +482,79 @@ class TableExtract:
         return counts
 
 
+TID_RANGE_SCAN_VERSION = 140000
+"""Postgres 14 added TID range scans, which read a range of heap pages without the rest."""
+MAX_PAGE_RANGES = 256
+"""At most this many page ranges per window: each is one branch of a reader's statement."""
+
+
+def scan_node(explained: str) -> str | None:
+    """The node type at the top of an `EXPLAIN (FORMAT JSON)` plan (None if unreadable)."""
+    try:
+        node = json.loads(explained)[0]["Plan"]["Node Type"]
+    except (ValueError, LookupError, TypeError):
+        return None
+    return node if isinstance(node, str) else None
+
+
+class PartStreams:
+    """A read's parts, streamed by one or more sessions of its snapshot, handed out by window.
+
+    Reader `i` streams parts `i`, `i + n`, `i + 2n`, ... of `n` readers as one statement, on a
+    thread, a few batches ahead; the writer takes the parts in order, so the rows come in the
+    same order as from one reader. The first reader is the load's own session; the others
+    import its snapshot.
+    """
+
+    def __init__(self, parts: Sequence[q.ReadPart], splitters: Sequence[WindowSplitter]) -> None:
+        self._splitters = tuple(splitters)
+        self._parts_of: dict[int, list[q.ReadPart]] = {}
+        for part in parts:
+            self._parts_of.setdefault(part.position, []).append(part)
+
+    @classmethod
+    def open(
+        cls,
+        snapshot: Snapshot,
+        parts: Sequence[q.ReadPart],
+        settings: ConnectionSettings,
+        statement: Callable[[Sequence[q.ReadPart]], str],
+    ) -> PartStreams:
+        """Streams of `parts` over up to `readers_per_load` sessions, started at once if several.
+
+        The readers share the read-ahead: each holds `read_ahead_batches / readers` batches
+        (at least one), so several readers keep about as much in memory as one.
+        """
+        count = max(min(settings.readers_per_load, len(parts)), 1)
+        depth = max(settings.read_ahead_batches // count, 1)
+        sessions = [snapshot] + [snapshot.reader() for _ in range(count - 1)]
+        splitters = [
+            WindowSplitter(
+                lambda session=session, mine=parts[i::count]: session.stream(statement(mine), depth)
+            )
+            for i, session in enumerate(sessions)
+        ]
+        if count > 1:
+            for splitter in splitters:
+                splitter.start()
+        return cls(parts, splitters)
+
+    @property
+    def readers(self) -> int:
+        """How many sessions stream the parts."""
+        return len(self._splitters)
+
+    @property
+    def failure(self) -> BaseException | None:
+        """The first error a reader's stream raised, if one did."""
+        return next((s.failure for s in self._splitters if s.failure is not None), None)
+
+    def window(self, position: int) -> Iterator[pa.RecordBatch]:
+        """The batches of window `position`: its parts' rows, part after part."""
+        for part in self._parts_of[position]:
+            yield from self._splitters[part.ordinal % len(self._splitters)].window(part.ordinal)
+
+
 class WindowSplitter:
     """Hands out the rows of one multi-window stream, window by window, in order.
 
@@ -455,6 +572,12 @@ class WindowSplitter:
         self._next = 0
         self.failure: BaseException | None = None
         """The error the stream itself raised, if it did."""
+
+    def start(self) -> None:
+        """Start the stream now, so that it reads ahead before its first window is asked for."""
+        if self._stream is None:
+            self._stream = self._open_stream()
+            self._pending = self._read()
 
     def window(self, position: int) -> Iterator[pa.RecordBatch]:
         """The batches of window `position` (without the position column)."""

@@ -77,6 +77,11 @@ class ConnectionSettings:
     """Sessions one load may hold at once. With 1, the windows' counts and fingerprints are
     taken before their rows on the load's session; with 2, on a second session importing the
     same snapshot while the rows stream (the side session that confirms duplicate keys)."""
+    readers_per_load: int = 1
+    """Sessions of one load streaming its rows, all in the same snapshot. With more than one,
+    a load's windows (or the heap pages of a single window the server reads whole) are split
+    into parts that the readers stream side by side; the writer takes the parts in order, so
+    the files are the same as with one reader."""
 
     def session_conninfo(self, application_name: str) -> str:
         """The libpq connection string for one named, read-only session, with its time limits.
@@ -121,7 +126,11 @@ class ConnectionSettings:
         return f"{user}@{host}:{port}/{dbname}"
 
 
+MAX_READERS_PER_LOAD = 8
+"""The most sessions one load may stream its rows through."""
+
 BATCH_SIZE_HINT_OPTION = "adbc.postgresql.batch_size_hint_bytes"
+USE_COPY_OPTION = "adbc.postgresql.use_copy"
 
 
 class Snapshot:
@@ -144,6 +153,8 @@ class Snapshot:
         """For a side session: the exported snapshot to adopt."""
         self._exported: str | None = None
         self._side: Snapshot | None = None
+        self._readers: list[Snapshot] = []
+        """Further sessions streaming rows of this snapshot (see `reader`)."""
         self._side_lock = threading.Lock()
         """Side queries come from more than one thread (counts alongside the rows, checks)."""
 
@@ -182,6 +193,9 @@ class Snapshot:
         side, self._side = self._side, None
         if side is not None:
             side.__exit__(None, None, None)
+        readers, self._readers = self._readers, []
+        for reader in readers:
+            reader.__exit__(None, None, None)
         stream, self._active_stream = self._active_stream, None
         if stream is not None:
             # Stops its read-ahead thread before the connection under it goes away.
@@ -196,10 +210,15 @@ class Snapshot:
         finally:
             self._close_handles()
 
-    def query(self, statement: str) -> list[tuple[Any, ...]]:
-        """All rows of a small query, as tuples of Python values."""
+    def query(self, statement: str, *, copy: bool = True) -> list[tuple[Any, ...]]:
+        """All rows of a small query, as tuples of Python values.
+
+        `copy=False` runs it as a plain query, for statements `COPY` cannot wrap (`EXPLAIN`).
+        """
         handle = self._statement(statement)
         try:
+            if not copy:
+                handle.set_options(**{USE_COPY_OPTION: "false"})
             stream, _ = handle.execute_query()
             table = pa.RecordBatchReader.from_stream(stream).read_all()
         finally:
@@ -225,6 +244,20 @@ class Snapshot:
                 side._snapshot_id = self._exported
                 self._side = side.__enter__()
             return self._side.query(statement)
+
+    def reader(self) -> Snapshot:
+        """A further session importing this snapshot, to stream rows beside this one.
+
+        Named `<name> (reader N)`; closed with this session. Needs `export_snapshot` first.
+        """
+        if self._exported is None:
+            raise ExtractError("further readers need export_snapshot() first")
+        suffix = f" (reader {len(self._readers) + 1})"
+        name = self._application_name[: 63 - len(suffix)] + suffix
+        reader = Snapshot(self._settings, name)
+        reader._snapshot_id = self._exported
+        self._readers.append(reader.__enter__())
+        return reader
 
     def scalar(self, statement: str) -> Any:
         """The single value of a one-row, one-column query."""
@@ -253,19 +286,20 @@ class Snapshot:
             unique_indexes=catalog.unique_indexes,
         )
 
-    def stream(self, statement: str) -> Iterator[pa.RecordBatch]:
+    def stream(self, statement: str, depth: int | None = None) -> Iterator[pa.RecordBatch]:
         """The rows of `statement` as Arrow batches, decoded a few batches ahead on a thread.
 
         The driver decodes with the GIL released, so decoding overlaps with whatever the
-        caller does with each batch; at most `read_ahead_batches` wait in memory.
+        caller does with each batch; at most `depth` (by default `read_ahead_batches`) wait in
+        memory.
         """
         if not self._streaming.acquire(blocking=False):
             raise ExtractError("a window is already streaming on this snapshot's connection")
-        stream = self._stream(statement)
+        stream = self._stream(statement, depth or self._settings.read_ahead_batches)
         self._active_stream = stream
         return stream
 
-    def _stream(self, statement: str) -> Generator[pa.RecordBatch]:
+    def _stream(self, statement: str, depth: int) -> Generator[pa.RecordBatch]:
         try:
             handle = self._statement(statement)
         except BaseException:
@@ -277,9 +311,7 @@ class Snapshot:
             )
             result, _ = handle.execute_query()
             reader = pa.RecordBatchReader.from_stream(result)
-            yield from read_ahead(
-                reader, self._settings.read_ahead_batches, name="postgres-read-ahead"
-            )
+            yield from read_ahead(reader, depth, name="postgres-read-ahead")
         finally:
             handle.close()
             self._active_stream = None

@@ -90,32 +90,94 @@ def window_predicate(column: str, window: PartitionWindow, kind: BoundKind) -> s
 
 
 WINDOW_ORDINAL = "__etl_assets_window"
-"""The column that says which window of a multi-window read a row belongs to."""
+"""The column that says which part (window, or pages of one) of a read a row belongs to."""
+
+
+@dataclass(frozen=True)
+class PageRange:
+    """Heap pages `[first, end)` of a plain table (`end` None: to the table's end).
+
+    A scan limited to them (a TID range scan) returns their rows in the same order as a
+    sequential scan of the whole table does, so consecutive ranges read one after another give
+    the rows of one sequential scan.
+    """
+
+    first: int
+    end: int | None
+
+    def predicate(self) -> sql.Composed:
+        """`ctid >= '(first,0)' AND ctid < '(end,0)'` (without the upper bound at the end)."""
+        lower = sql.SQL("ctid >= {}::tid").format(sql.Literal(f"({self.first},0)"))
+        if self.end is None:
+            return sql.Composed([lower])
+        upper = sql.SQL("ctid < {}::tid").format(sql.Literal(f"({self.end},0)"))
+        return sql.SQL(" AND ").join([lower, upper])
+
+
+@dataclass(frozen=True)
+class ReadPart:
+    """One statement branch of a read: a window, or a range of heap pages of one window."""
+
+    ordinal: int
+    """The part's place in the read: rows are handed to the writer in this order."""
+    position: int
+    """The position of the part's window in the load."""
+    window: PartitionWindow
+    pages: PageRange | None = None
+
+
+def window_parts(windows: Sequence[PartitionWindow]) -> list[ReadPart]:
+    """One part per window, in order."""
+    return [ReadPart(position, position, window) for position, window in enumerate(windows)]
 
 
 def select_windows(
     relation: Relation,
     select_list: Sequence[sql.Composable],
     partition_column: str,
-    windows: Sequence[PartitionWindow],
+    parts: Sequence[ReadPart],
     kind: BoundKind,
 ) -> str:
-    """One statement reading several windows in order, each row tagged with its window's position.
+    """One statement reading several parts in order, each row tagged with its part's ordinal.
 
-    A `UNION ALL` of one index-range read per window: Postgres runs the branches in order (the
-    reader disables parallel plans), so rows arrive grouped by window without any sort.
+    A `UNION ALL` of one read per part (an index range, or a range of heap pages): Postgres
+    runs the branches in order (the reader disables parallel plans), so rows arrive grouped by
+    part without any sort.
     """
     branches = [
         sql.SQL("SELECT {ordinal} AS {alias}, {columns} FROM {relation} WHERE {predicate}").format(
-            ordinal=sql.Literal(position),
+            ordinal=sql.Literal(part.ordinal),
             alias=sql.Identifier(WINDOW_ORDINAL),
             columns=sql.SQL(", ").join(select_list),
             relation=relation.identifier(),
-            predicate=window_predicate(partition_column, window, kind),
+            predicate=part_predicate(partition_column, part, kind),
         )
-        for position, window in enumerate(windows)
+        for part in parts
     ]
     return render(sql.SQL(" UNION ALL ").join(branches))
+
+
+def part_predicate(partition_column: str, part: ReadPart, kind: BoundKind) -> sql.Composed:
+    """The part's window predicate, limited to its heap pages if it has a range of them."""
+    window = window_predicate(partition_column, part.window, kind)
+    if part.pages is None:
+        return window
+    return sql.SQL(" AND ").join([window, part.pages.predicate()])
+
+
+def explain_json(statement: str) -> str:
+    """`EXPLAIN (FORMAT JSON)` of a statement, to learn the plan the server would choose."""
+    return "EXPLAIN (FORMAT JSON) " + statement
+
+
+def heap_facts(relation: Relation) -> str:
+    """The relation's kind, its heap's size and block size in bytes, the server's version."""
+    statement = sql.SQL(
+        "SELECT c.relkind::text, pg_relation_size(c.oid),"
+        " current_setting('block_size')::int8, current_setting('server_version_num')::int"
+        " FROM pg_class c WHERE c.oid = {}::regclass"
+    ).format(sql.Literal(relation.identifier().as_string()))
+    return render(statement)
 
 
 def window_stats(

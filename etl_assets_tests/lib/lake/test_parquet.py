@@ -14,6 +14,7 @@ from etl_assets.lib.lake.parquet import (
     ParquetSettings,
     dictionary_columns,
     row_groups,
+    row_sizes,
     write_batches,
     write_frame,
 )
@@ -82,6 +83,40 @@ def test_row_groups_gather_small_batches_and_cut_large_ones_by_bytes() -> None:
         assert len(groups) >= 8
     # Gathering does not copy: the groups still point at the batches' buffers.
     assert small[0].column("id").num_chunks > 1
+
+
+def test_row_groups_end_at_the_same_rows_however_the_rows_are_batched() -> None:
+    rows = 30_000
+    table = pa.table(
+        {
+            "id": pa.array(range(rows), pa.int64()),
+            "note": pa.array(["x" * (i % 97) if i % 5 else None for i in range(rows)]),
+            "tags": pa.array([[i] * (i % 4) for i in range(rows)], pa.list_(pa.int32())),
+            "ref": pa.array([uuid.UUID(int=i).bytes for i in range(rows)], pa.uuid()),
+        }
+    )
+    cuts = [
+        [group.num_rows for group in row_groups(batches_of(table, size), table.schema, 100_000)]
+        for size in (1_000, 777, rows)
+    ]
+    assert cuts[0] == cuts[1] == cuts[2]
+    assert len(cuts[0]) > 5
+    assert sum(cuts[0]) == rows
+
+
+def test_a_rows_size_counts_fixed_widths_and_value_lengths() -> None:
+    batch = pa.record_batch(
+        {
+            "a": pa.array([1, 2, 3], pa.int32()),
+            "s": pa.array(["", "abcd", None]),
+            "l": pa.array([[1], [], [1, 2, 3]], pa.list_(pa.int64())),
+            "flag": pa.array([True, False, None]),
+        }
+    )
+    # int32: 4; a string: its bytes + a 4-byte offset; a list: 8 per int64 + a 4-byte offset;
+    # a boolean counts as a byte.
+    assert row_sizes(batch).tolist() == [4 + 4 + 8 + 4 + 1, 4 + 8 + 4 + 1, 4 + 4 + 24 + 4 + 1]
+    assert row_sizes(batch.slice(1)).tolist() == [17, 37]
 
 
 def test_dictionary_encoding_is_chosen_for_repeated_values_only() -> None:

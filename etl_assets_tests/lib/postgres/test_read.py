@@ -1,15 +1,18 @@
 """The reader against a real Postgres: one snapshot, exact counts, streamed batches."""
 
 import datetime as dt
+import io
 import time
 from collections.abc import Iterator
 
 import polars as pl
 import psycopg
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from etl_assets.lib.errors import ContractError, ExtractError
+from etl_assets.lib.lake.parquet import ParquetSettings, write_batches
 from etl_assets.lib.postgres import sql as q
 from etl_assets.lib.postgres.read import (
     ReadStats,
@@ -18,12 +21,13 @@ from etl_assets.lib.postgres.read import (
     WindowCounts,
     WindowSplitter,
     lazy_frame,
+    scan_node,
 )
 from etl_assets.lib.postgres.session import ConnectionSettings
 from etl_assets.lib.table.checks import SCHEMA_CHECK, CheckOutcome
 from etl_assets.lib.table.spec import NullPartitionRows
 from etl_assets.lib.table.windows import PartitionWindow
-from etl_assets_tests.support import on_every_batch, run_sql, spec
+from etl_assets_tests.support import on_every_batch, query, run_sql, spec
 
 UTC = dt.UTC
 DAY1 = PartitionWindow(
@@ -201,11 +205,14 @@ def test_counts_are_taken_in_the_same_snapshot_before_or_alongside_the_rows(
     side_sessions_while_streaming: list[int] = []
 
     def observe() -> None:
-        # The second session connects on its own thread: give it the time to show up.
+        # The second session connects on its own thread: give it the time to show up (the
+        # driver's first, brief connection to read the type catalog has the same name).
         deadline = time.monotonic() + (10 if sessions == 2 else 0)
-        while sessions_of(events_db, side) == 0 and time.monotonic() < deadline:
+        seen = sessions_of(events_db, side)
+        while seen != sessions - 1 and time.monotonic() < deadline:
             time.sleep(0.01)
-        side_sessions_while_streaming.append(sessions_of(events_db, side))
+            seen = sessions_of(events_db, side)
+        side_sessions_while_streaming.append(seen)
 
     settings = ConnectionSettings(conninfo=events_db, sessions_per_load=sessions)
     extract = extract_of(events_db, DAY1, DAY2, settings=settings).with_transform(
@@ -240,3 +247,118 @@ def test_counts_that_fail_alongside_the_rows_fail_the_window_that_needs_them() -
         _ = stats.snapshot_rows
     with pytest.raises(ExtractError, match="the counting session was terminated"):
         _ = stats.fingerprint
+
+
+def lake_files(extract: TableExtract) -> tuple[list[bytes], int]:
+    """Each window's Parquet file as bytes, and how many sessions streamed the rows."""
+    files: list[bytes] = []
+    with extract.open() as opened:
+        for read in opened.partitions:
+            sink = io.BytesIO()
+            write_batches(
+                read.lake_batches(),
+                opened.plan.arrow_schema,
+                sink,
+                ParquetSettings(row_group_bytes=64 * 1024),
+            )
+            read.stats.check_complete("public.events")
+            files.append(sink.getvalue())
+        return files, opened.readers
+
+
+@pytest.fixture
+def heap_events(source_db: str) -> str:
+    """20,000 events of one day in a table without an index on the partition column."""
+    run_sql(
+        source_db,
+        """
+        CREATE TABLE events (id bigint PRIMARY KEY, created_at timestamptz, amount numeric(8, 2),
+                             label text);
+        INSERT INTO events
+        SELECT g, timestamptz '2026-10-01 00:00+00' + (g % 86400) * interval '1 second',
+               g * 1.5, repeat('e', g % 50) || g
+        FROM generate_series(1, 20000) g;
+        DELETE FROM events WHERE id % 7 = 0;
+        INSERT INTO events SELECT g, timestamptz '2026-10-02 06:00+00', 1, 'next day'
+        FROM generate_series(30001, 30100) g;
+        ANALYZE events;
+        """,
+    )
+    return source_db
+
+
+@pytest.mark.parametrize("readers", [2, 4])
+def test_readers_sharing_the_snapshot_make_the_same_file_as_one(
+    heap_events: str, readers: int
+) -> None:
+    # Small batches: a page range per heap page, so each reader streams many ranges.
+    one = ConnectionSettings(conninfo=heap_events, batch_size_hint_bytes=1024)
+    several = ConnectionSettings(
+        conninfo=heap_events, batch_size_hint_bytes=1024, readers_per_load=readers
+    )
+    single, single_readers = lake_files(extract_of(heap_events, DAY1, settings=one))
+    parallel, parallel_readers = lake_files(extract_of(heap_events, DAY1, settings=several))
+    assert (single_readers, parallel_readers) == (1, readers)
+    assert parallel == single
+    rows = pq.read_table(io.BytesIO(parallel[0]))
+    assert rows.num_rows == 20_000 - 20_000 // 7
+    assert pq.ParquetFile(io.BytesIO(parallel[0])).metadata.num_row_groups > 1
+    # Windows are the parts of a range: each reader streams every other window.
+    days = extract_of(heap_events, DAY1, DAY2, settings=several)
+    assert lake_files(days) == (lake_files(extract_of(heap_events, DAY1, DAY2, settings=one))[0], 2)
+
+
+def test_a_window_the_index_serves_is_read_by_one_session(events_db: str) -> None:
+    two = ConnectionSettings(conninfo=events_db, readers_per_load=2)
+    reader = "raw/test/events/2026-10-01 (reader 1)"
+    extract = extract_of(events_db, DAY1, settings=two)
+    run_sql(events_db, "CREATE INDEX ON events (created_at); ANALYZE events")
+    with extract.open() as opened:
+        assert opened.readers == 1
+        assert sessions_of(events_db, reader) == 0
+        assert [read.frame.collect().height for read in opened.partitions] == [24]
+
+
+def test_further_readers_import_the_snapshot_and_close_with_the_load(heap_events: str) -> None:
+    settings = ConnectionSettings(
+        conninfo=heap_events, batch_size_hint_bytes=1024, readers_per_load=3
+    )
+    names = [f"raw/test/events/2026-10-01 (reader {n})" for n in (1, 2)]
+
+    def readers_settle_at(expected: int) -> list[int]:
+        # A closed connection's backend leaves pg_stat_activity a moment after it.
+        deadline = time.monotonic() + 10
+        while True:
+            seen = [sessions_of(heap_events, name) for name in names]
+            if seen == [expected] * len(names) or time.monotonic() > deadline:
+                return seen
+
+    with extract_of(heap_events, DAY1, settings=settings).open() as opened:
+        assert readers_settle_at(1) == [1, 1]
+        # Committed after the snapshot began: no reader sees it.
+        run_sql(heap_events, "INSERT INTO events VALUES (99999, '2026-10-01 12:00+00', 1, 'late')")
+        (read,) = opened.partitions
+        assert read.frame.collect().height == 20_000 - 20_000 // 7
+        read.stats.check_complete("public.events")
+    assert readers_settle_at(0) == [0, 0]
+
+
+def test_a_page_range_is_read_by_a_tid_range_scan(heap_events: str) -> None:
+    part = q.ReadPart(0, 0, DAY1, q.PageRange(10, 20))
+    statement = q.select_windows(
+        q.Relation("public", "events"),
+        [q.sql.Identifier("id")],
+        "created_at",
+        [part],
+        q.BoundKind.TIMESTAMPTZ,
+    )
+    plan = "\n".join(str(row[0]) for row in query(heap_events, "EXPLAIN " + statement))
+    assert "Tid Range Scan" in plan
+    assert "ctid >= '(10,0)'::tid" in plan
+
+
+def test_a_plan_is_read_from_its_json() -> None:
+    assert scan_node('[{"Plan": {"Node Type": "Seq Scan", "Relation Name": "t"}}]') == "Seq Scan"
+    assert scan_node('[{"Plan": {"Node Type": "Index Scan"}}]') == "Index Scan"
+    assert scan_node("not json") is None
+    assert scan_node('[{"Plan": {}}]') is None

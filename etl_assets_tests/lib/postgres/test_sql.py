@@ -6,6 +6,8 @@ from psycopg import sql
 
 from etl_assets.lib.postgres.sql import (
     BoundKind,
+    PageRange,
+    ReadPart,
     Relation,
     begin_snapshot,
     changed_windows,
@@ -14,6 +16,7 @@ from etl_assets.lib.postgres.sql import (
     is_unambiguous_wall_time,
     render,
     select_windows,
+    window_parts,
     window_predicate,
     window_stats,
 )
@@ -75,7 +78,11 @@ def test_the_repeated_hour_of_a_dst_change_cannot_bound_a_naive_column() -> None
 )
 def test_identifiers_are_always_quoted(schema: str, table: str, column: str, quoted: str) -> None:
     statement = select_windows(
-        Relation(schema, table), [sql.Identifier(column)], column, [DAY], BoundKind.TIMESTAMPTZ
+        Relation(schema, table),
+        [sql.Identifier(column)],
+        column,
+        window_parts([DAY]),
+        BoundKind.TIMESTAMPTZ,
     )
     assert statement.startswith(
         f'SELECT 0 AS "__etl_assets_window", {sql.Identifier(column).as_string()} FROM {quoted} '
@@ -98,12 +105,26 @@ NEXT_DAY = PartitionWindow("2026-10-03", DAY.end, DAY.end + dt.timedelta(days=1)
 
 def test_several_windows_are_one_statement_in_window_order() -> None:
     statement = select_windows(
-        Relation("s", "t"), [sql.Identifier("a")], "ts", [DAY, NEXT_DAY], BoundKind.TIMESTAMPTZ
+        Relation("s", "t"),
+        [sql.Identifier("a")],
+        "ts",
+        window_parts([DAY, NEXT_DAY]),
+        BoundKind.TIMESTAMPTZ,
     )
     first, second = statement.split(" UNION ALL ")
     assert first.startswith('SELECT 0 AS "__etl_assets_window"')
     assert second.startswith('SELECT 1 AS "__etl_assets_window"')
     assert "'2026-10-03 00:00:00+00:00'::timestamptz" in second
+
+
+def test_page_ranges_limit_a_window_to_its_heap_pages() -> None:
+    parts = [ReadPart(3, 0, DAY, PageRange(0, 128)), ReadPart(4, 0, DAY, PageRange(128, None))]
+    first, last = select_windows(
+        Relation("s", "t"), [sql.Identifier("a")], "ts", parts, BoundKind.TIMESTAMPTZ
+    ).split(" UNION ALL ")
+    assert first.startswith('SELECT 3 AS "__etl_assets_window"')
+    assert first.endswith("AND ctid >= '(0,0)'::tid AND ctid < '(128,0)'::tid")
+    assert last.endswith("< '2026-10-03 00:00:00+00:00'::timestamptz AND ctid >= '(128,0)'::tid")
 
 
 def test_fingerprints_hash_rows_whatever_their_order() -> None:
