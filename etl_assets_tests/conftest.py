@@ -47,8 +47,9 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Generator[ServerAddre
         yield external_server(external)
         return
     server = EmbeddedPostgres(tmp_path_factory.mktemp("postgres"))
-    # Two-phase commit on, so the sensor tests can hold a prepared transaction open.
-    server.start(extra_settings=["-c max_prepared_transactions=8"])
+    # Two-phase commit on, so the sensor tests can hold a prepared transaction open; logical
+    # decoding on, for the WAL tests.
+    server.start(extra_settings=["-c max_prepared_transactions=8", "-c wal_level=logical"])
     try:
         yield server.address
     finally:
