@@ -128,19 +128,24 @@ def load_windows(
                 f"{', '.join(opened.plan.undeclared_columns)}"
             )
         dictionary = DictionaryChoice()
-        for read in opened.partitions:
-            label = f"{name} [{read.window.key}]"
-            yield _load_window(
-                opened,
-                read=read,
-                target=target,
-                settings=settings,
-                dictionary=dictionary,
-                hive_name=hive_name,
-                label=label,
-                say=say,
-                warn=warn,
-            )
+        lines = PublishedLines(say, name)
+        try:
+            for read in opened.partitions:
+                label = f"{name} [{read.window.key}]"
+                yield _load_window(
+                    opened,
+                    read=read,
+                    target=target,
+                    settings=settings,
+                    dictionary=dictionary,
+                    hive_name=hive_name,
+                    label=label,
+                    say=say,
+                    warn=warn,
+                    lines=lines,
+                )
+        finally:
+            lines.flush()
 
 
 def _load_window(
@@ -154,6 +159,7 @@ def _load_window(
     label: str,
     say: Say,
     warn: Say,
+    lines: PublishedLines,
 ) -> WindowOutcome:
     spec = opened.spec
     key = read.window.key
@@ -177,8 +183,10 @@ def _load_window(
             say=say,
             batches_read=lambda: read.stats.batches,
             properties=WindowProperties(read.stats),
+            said=lambda line, published: lines.add(line, key, published),
         )
     except Exception as error:
+        lines.flush()
         if opened.stream_failure is not None or ends_the_load(error):
             raise
         warn(f"{label}: not published, going on with the next window: {error}")
@@ -258,10 +266,12 @@ def publish_content(
     keep_rows: int = 0,
     batches_read: Callable[[], int] | None = None,
     properties: Mapping[str, str] | None = None,
+    said: Callable[[str, PublishedPartition], None] | None = None,
 ) -> PublishedPartition:
     """Write one partition's content as Parquet at the target and publish it.
 
     `properties` describe the publish for targets that record them (see `LakeTarget.publish`).
+    The line saying what was published goes to `said` if given, else to `say`.
     """
     if hive_name is not None and hive_name in content.column_names():
         raise PartitionWriteError(
@@ -282,7 +292,11 @@ def publish_content(
         else f"no data file to {target.location(partition)}"
     )
     rows = published.file.rows
-    say(f"{label}: published {rows} rows, {where} in {seconds:.2f}s ({rate:,.0f} rows/s)")
+    line = f"{label}: published {rows} rows, {where} in {seconds:.2f}s ({rate:,.0f} rows/s)"
+    if said is not None:
+        said(line, published)
+    else:
+        say(line)
     return published
 
 
@@ -417,6 +431,46 @@ def partition_content(
     if read.transform is None:
         return BatchContent(read.lake_batches, plan.arrow_schema, dictionary)
     return FrameContent(read.frame, PlannedSchema(plan.arrow_schema, plan.frame_schema))
+
+
+class PublishedLines:
+    """Says what a load published, at most one line every few seconds.
+
+    A window's own line goes out when nothing was said for `every_seconds`; the windows
+    published in the meantime are said together, on the next such line or at the end
+    (`flush`). Each line is an event a run stores in its instance's database, so a range of
+    many small windows says a few lines rather than one per window.
+    """
+
+    def __init__(self, say: Say, name: str, every_seconds: float = 5.0) -> None:
+        self._say = say
+        self._name = name
+        self._every = every_seconds
+        self._held: list[tuple[str, str, PublishedPartition]] = []
+        self._last: float | None = None
+
+    def add(self, line: str, key: str, published: PublishedPartition) -> None:
+        """A window was published; `line` is what to say if it is said on its own."""
+        self._held.append((line, key, published))
+        if self._last is None or time.perf_counter() - self._last >= self._every:
+            self.flush()
+
+    def flush(self) -> None:
+        """Say the windows held back, if any."""
+        held, self._held = self._held, []
+        if not held:
+            return
+        self._last = time.perf_counter()
+        if len(held) == 1:
+            self._say(held[0][0])
+            return
+        rows = sum(published.file.rows for _, _, published in held)
+        seconds = sum(published.seconds for _, _, published in held)
+        keys = f"{held[0][1]}...{held[-1][1]}"
+        self._say(
+            f"{self._name}: published {len(held)} partitions ({keys}), {rows:,} rows "
+            f"in {seconds:.2f}s"
+        )
 
 
 class ProgressLine:

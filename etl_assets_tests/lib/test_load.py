@@ -1,6 +1,7 @@
 import datetime as dt
 
 import botocore.exceptions
+import pyarrow as pa
 import pytest
 
 from etl_assets.lib.errors import (
@@ -10,7 +11,10 @@ from etl_assets.lib.errors import (
     UnrepresentableValueError,
 )
 from etl_assets.lib.incremental import Fingerprint
+from etl_assets.lib.lake.parquet import WrittenFile
+from etl_assets.lib.lake.target import PublishedPartition
 from etl_assets.lib.load import (
+    PublishedLines,
     RefusedWindow,
     describe_load_failure,
     ends_the_load,
@@ -98,3 +102,27 @@ def test_a_failed_load_says_what_was_and_was_not_published_and_why() -> None:
     )
     assert unknown.startswith("raw/s/t [2026-10-01]: nothing was published;")
     assert "materialize it again to settle it" in unknown
+
+
+def published(rows: int, seconds: float) -> PublishedPartition:
+    schema = pa.schema([("id", pa.int64())])
+    return PublishedPartition(None, WrittenFile(rows, 1, schema, 100), seconds)
+
+
+def test_published_windows_are_said_together_between_lines() -> None:
+    said: list[str] = []
+    lines = PublishedLines(said.append, "raw/s/t", every_seconds=3600)
+    for day, rows in ((1, 10), (2, 20), (3, 30)):
+        lines.add(f"[2026-10-0{day}] alone", f"2026-10-0{day}", published(rows, 0.5))
+    # The first window is said at once; the others wait for the next line, or the end.
+    assert said == ["[2026-10-01] alone"]
+    lines.flush()
+    lines.flush()
+    assert said == [
+        "[2026-10-01] alone",
+        "raw/s/t: published 2 partitions (2026-10-02...2026-10-03), 50 rows in 1.00s",
+    ]
+    every = PublishedLines(said.append, "raw/s/t", every_seconds=0)
+    every.add("[2026-10-04] alone", "2026-10-04", published(1, 0.1))
+    every.add("[2026-10-05] alone", "2026-10-05", published(1, 0.1))
+    assert said[-2:] == ["[2026-10-04] alone", "[2026-10-05] alone"]

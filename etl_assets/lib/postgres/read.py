@@ -8,7 +8,8 @@ partition column are counted; then for each window its `count(*)` is taken and i
 streamed through `COPY (SELECT ...) TO STDOUT` by the ADBC driver. Counts and rows come from
 the same snapshot, so they must agree exactly. Each batch is checked for values no Arrow type
 holds (refused with the row's primary key), converted to the plan's types and observed by the
-row checks.
+row checks. With `readers_per_load` above one, further sessions import the snapshot and stream
+parts of the read side by side (`PartStreams`); the writer still takes the rows in one order.
 """
 
 from __future__ import annotations
