@@ -1,0 +1,155 @@
+"""Deciding one tick of a WAL sensor: which windows a range of the slot's changes asks for.
+
+The slot says which rows changed (`lib/postgres/wal.py`); this decides, without touching any
+service, which partitions to request and what the sensor's cursor becomes. The cursor holds the
+LSN through which runs were requested: the sensor moves the slot there at the start of the next
+tick, once Dagster has stored the cursor together with this tick's run requests, so a change
+is never dropped before its run is reserved. A range that touches more windows than one tick
+may request is drained over ticks: the cursor keeps the range's end and how many of its windows
+(in a fixed order) were requested, and the next tick reads the same range again and carries on.
+Run keys name the window and the range's end, so a tick that is repeated asks for the same runs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from etl_assets.lib.postgres.wal import ChangeKind, WalChange, lsn_text, parse_lsn
+
+
+@dataclass(frozen=True)
+class WalCursor:
+    """Where a WAL sensor stands."""
+
+    confirmed: int | None = None
+    """The LSN through which every change's runs were requested (None: nothing yet)."""
+    range_end: int | None = None
+    """The end of a range being drained over several ticks."""
+    requested: int = 0
+    """How many of that range's windows, in order, were requested already."""
+
+    def to_json(self) -> str:
+        """The cursor as Dagster stores it."""
+        return json.dumps(
+            {
+                "confirmed": lsn_text(self.confirmed) if self.confirmed is not None else None,
+                "range_end": lsn_text(self.range_end) if self.range_end is not None else None,
+                "requested": self.requested,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str | None) -> WalCursor:
+        """The cursor Dagster stored (an empty one before the first tick)."""
+        if not text:
+            return cls()
+        data = json.loads(text)
+        confirmed, range_end = data.get("confirmed"), data.get("range_end")
+        return cls(
+            parse_lsn(confirmed) if confirmed else None,
+            parse_lsn(range_end) if range_end else None,
+            int(data.get("requested", 0)),
+        )
+
+
+@dataclass(frozen=True, order=True)
+class TouchedWindow:
+    """A partition of one table that a change touched."""
+
+    table: str
+    """The table's qualified name, `schema.table`."""
+    key: str
+
+
+@dataclass(frozen=True)
+class WalRequest:
+    """One partition to load because the WAL says its rows changed."""
+
+    window: TouchedWindow
+    run_key: str
+
+
+@dataclass(frozen=True)
+class WalTick:
+    """What one tick requests, and the cursor to store with those requests."""
+
+    requests: tuple[WalRequest, ...]
+    cursor: WalCursor
+    note: str
+
+
+KeysOf = Callable[[WalChange], Iterable[str]]
+"""The partition keys a change touches in its table: the old row's and the new row's."""
+
+
+def touched_windows(
+    changes: Iterable[WalChange], keys_of: Mapping[str, KeysOf]
+) -> list[TouchedWindow]:
+    """Every window the changes touch, once each, in order of table and key.
+
+    `keys_of` maps each watched table's qualified name to how its changes name partitions;
+    changes to other tables are not this sensor's.
+    """
+    touched: set[TouchedWindow] = set()
+    for change in changes:
+        table = f"{change.relation.schema}.{change.relation.table}"
+        keys = keys_of.get(table)
+        if keys is None:
+            continue
+        touched.update(TouchedWindow(table, key) for key in keys(change))
+    return sorted(touched)
+
+
+def truncated_tables(changes: Iterable[WalChange]) -> list[str]:
+    """The tables a `TRUNCATE` emptied: every window of theirs changed."""
+    return sorted(
+        {
+            f"{c.relation.schema}.{c.relation.table}"
+            for c in changes
+            if c.kind is ChangeKind.TRUNCATE
+        }
+    )
+
+
+def plan_wal_tick(
+    cursor: WalCursor,
+    touched: list[TouchedWindow],
+    range_end: int | None,
+    *,
+    max_requests: int = 100,
+) -> WalTick:
+    """Decide one tick from the windows touched by the changes up to `range_end`.
+
+    `touched` must be in the order `touched_windows` gives, and `range_end` the end LSN of the
+    last whole transaction read (None when the slot had nothing new). When the cursor is
+    draining a range, the changes must be those of that same range.
+    """
+    if range_end is None:
+        return WalTick((), cursor, "no new changes in the slot")
+    if cursor.range_end is not None and cursor.range_end != range_end:
+        raise ValueError(
+            f"the cursor is draining the changes up to {lsn_text(cursor.range_end)}, "
+            f"but the changes read end at {lsn_text(range_end)}"
+        )
+    done = cursor.requested if cursor.range_end is not None else 0
+    batch = touched[done : done + max_requests]
+    requests = tuple(
+        WalRequest(window, f"wal:{lsn_text(range_end)}:{window.table}:{window.key}")
+        for window in batch
+    )
+    requested = done + len(batch)
+    if requested < len(touched):
+        return WalTick(
+            requests,
+            WalCursor(cursor.confirmed, range_end, requested),
+            f"{len(touched)} windows changed up to {lsn_text(range_end)}: requested "
+            f"{requested} so far, the next tick carries on",
+        )
+    return WalTick(
+        requests,
+        WalCursor(range_end),
+        f"{len(touched)} windows changed up to {lsn_text(range_end)}"
+        + (f": requested the last {len(batch)}" if done else ""),
+    )
