@@ -406,12 +406,12 @@ class TableExtract:
         explained = snapshot.query(q.explain_json(read), copy=False)[0][0]
         if scan_node(str(explained)) != "Seq Scan":
             return parts
+        block = int(block)
+        pages = -(-int(size) // block)  # rounded up: the last page may be partly filled
         part_pages = max(
-            self.settings.batch_size_hint_bytes // int(block),
-            -(-int(size) // (int(block) * MAX_PAGE_RANGES)),
-            1,
+            self.settings.batch_size_hint_bytes // block, -(-pages // MAX_PAGE_RANGES), 1
         )
-        firsts = list(range(0, -(-int(size) // int(block)), part_pages))
+        firsts = list(range(0, pages, part_pages))
         if len(firsts) < 2:
             return parts
         window = self.windows[0]

@@ -240,9 +240,7 @@ class Snapshot:
             raise ExtractError("side queries need export_snapshot() before streaming")
         with self._side_lock:
             if self._side is None:
-                side = Snapshot(self._settings, f"{self._application_name} (side)"[:63])
-                side._snapshot_id = self._exported
-                self._side = side.__enter__()
+                self._side = self._importer(self._exported, f"{self._application_name} (side)"[:63])
             return self._side.query(statement)
 
     def reader(self) -> Snapshot:
@@ -254,10 +252,15 @@ class Snapshot:
             raise ExtractError("further readers need export_snapshot() first")
         suffix = f" (reader {len(self._readers) + 1})"
         name = self._application_name[: 63 - len(suffix)] + suffix
-        reader = Snapshot(self._settings, name)
-        reader._snapshot_id = self._exported
-        self._readers.append(reader.__enter__())
+        reader = self._importer(self._exported, name)
+        self._readers.append(reader)
         return reader
+
+    def _importer(self, snapshot_id: str, application_name: str) -> Snapshot:
+        """An open session named `application_name` that adopts the exported snapshot."""
+        session = Snapshot(self._settings, application_name)
+        session._snapshot_id = snapshot_id
+        return session.__enter__()
 
     def scalar(self, statement: str) -> Any:
         """The single value of a one-row, one-column query."""

@@ -89,28 +89,23 @@ class _Reader:
         return value
 
     def int8(self) -> int:
-        (value,) = struct.unpack_from(">b", self._data, self._at)
-        self._at += 1
-        return int(value)
+        return self._number(">b")
 
     def int16(self) -> int:
-        (value,) = struct.unpack_from(">h", self._data, self._at)
-        self._at += 2
-        return int(value)
+        return self._number(">h")
 
     def int32(self) -> int:
-        (value,) = struct.unpack_from(">i", self._data, self._at)
-        self._at += 4
-        return int(value)
+        return self._number(">i")
 
     def uint32(self) -> int:
-        (value,) = struct.unpack_from(">I", self._data, self._at)
-        self._at += 4
-        return int(value)
+        return self._number(">I")
 
     def int64(self) -> int:
-        (value,) = struct.unpack_from(">q", self._data, self._at)
-        self._at += 8
+        return self._number(">q")
+
+    def _number(self, layout: str) -> int:
+        (value,) = struct.unpack_from(layout, self._data, self._at)
+        self._at += struct.calcsize(layout)
         return int(value)
 
     def string(self) -> str:
