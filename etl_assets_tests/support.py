@@ -76,6 +76,14 @@ def run_sql(conninfo: str, statement: str, params: Sequence[Any] | None = None) 
         connection.execute(statement, params)  # pyright: ignore[reportArgumentType]
 
 
+def run_flushed(conninfo: str, statement: str, params: Sequence[Any] = ()) -> None:
+    """Run and commit with the commit flushed: a slot is read only up to flushed WAL, and the
+    test server commits asynchronously."""
+    with psycopg.connect(conninfo, autocommit=True) as connection:
+        connection.execute("SET synchronous_commit = on")
+        connection.execute(statement, params)  # pyright: ignore[reportArgumentType]
+
+
 def query(conninfo: str, statement: str, params: Sequence[Any] | None = None) -> list[Any]:
     """All rows of a query."""
     with psycopg.connect(conninfo, autocommit=True) as connection:

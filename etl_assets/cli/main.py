@@ -6,6 +6,8 @@
     etl-assets pools [--apply]                  each source's extraction pool and limit
     etl-assets lake abort-uploads [--min-age 6h] [--dry-run]
                                                 abort multipart uploads left by killed loads
+    etl-assets wal setup|status|drop [--source NAME]
+                                                the slot and publication of each WAL sensor
 
 The connection comes from `--dsn-env` (the name of an environment variable holding a libpq
 DSN, like `source.dsn_env` in defs.yaml) or from libpq's own variables (PGHOST, PGUSER, ...).
@@ -28,6 +30,7 @@ import boto3
 import botocore.exceptions
 from psycopg import sql
 
+from etl_assets.cli import wal
 from etl_assets.components.postgres_tables import declared_pools
 from etl_assets.lib.lake.cleanup import abort_stale_uploads
 from etl_assets.lib.lake.iceberg import catalog_tables, maintain
@@ -117,6 +120,14 @@ def _parser() -> argparse.ArgumentParser:
         "--retain", default="7d", help="keep snapshots younger than this (default 7d)"
     )
     maintenance.add_argument("--dry-run", action="store_true", help="list, change nothing")
+    wal.add_wal_arguments(
+        commands.add_parser(
+            "wal",
+            help=wal.WAL_HELP,
+            description=wal.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
     return parser
 
 
@@ -125,10 +136,16 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     args = _parser().parse_args(argv)
     if args.command == "pools":
         return _pools(apply=args.apply, out=out)
-    if args.command == "lake" and args.lake_command == "iceberg-maintenance":
-        return _iceberg_maintenance(args, out)
+    if args.command == "wal":
+        return wal.run_wal(args, out)
     if args.command == "lake":
+        if args.lake_command == "iceberg-maintenance":
+            return _iceberg_maintenance(args, out)
         return _abort_uploads(args, out)
+    return _introspect(args, out)
+
+
+def _introspect(args: argparse.Namespace, out: TextIO) -> int:
     try:
         settings = _settings(args.dsn_env, args.password_env)
         with Snapshot(settings, "etl-assets introspect") as snapshot:

@@ -18,7 +18,7 @@ from etl_assets.lib.incremental import (
     reconcile,
     settle_blocker,
 )
-from etl_assets.lib.postgres.changes import ChangedBucket, fingerprint_windows, scan_changes
+from etl_assets.lib.postgres.changes import fingerprint_windows, scan_changes
 from etl_assets.lib.postgres.session import ConnectionSettings
 from etl_assets.lib.table.spec import TableSpec
 from etl_assets.lib.table.windows import PartitionWindow
@@ -84,7 +84,7 @@ def _window(partitions_def: dg.TimeWindowPartitionsDefinition, key: str) -> Wind
     return WindowBounds(key, window.start, window.end)
 
 
-def _tick_windows(
+def tick_windows(
     partitions_def: dg.TimeWindowPartitionsDefinition,
     until: dt.datetime,
     ended_after: dt.datetime | None,
@@ -109,8 +109,8 @@ def _tick_windows(
     ]
 
 
-def _keys_for(
-    partitions_def: dg.TimeWindowPartitionsDefinition, timezone: str, bucket: ChangedBucket
+def keys_for_local_start(
+    partitions_def: dg.TimeWindowPartitionsDefinition, timezone: str, local_start: dt.datetime
 ) -> set[str]:
     """The partition keys whose windows start at a local wall-clock time.
 
@@ -119,7 +119,7 @@ def _keys_for(
     zone = ZoneInfo(timezone)
     keys: set[str] = set()
     for fold in (0, 1):
-        moment = bucket.local_start.replace(tzinfo=zone, fold=fold)
+        moment = local_start.replace(tzinfo=zone, fold=fold)
         try:
             keys.add(partitions_def.get_partition_key_for_timestamp(moment.timestamp()))
         except (ValueError, dg.DagsterInvalidInvocationError):
@@ -168,9 +168,9 @@ def evaluate_changes(
     changed = [
         ChangedWindow(key, bucket.oldest_change, bucket.newest_change, bucket.rows)
         for bucket in scan.changed
-        for key in _keys_for(partitions_def, spec.timezone, bucket)
+        for key in keys_for_local_start(partitions_def, spec.timezone, bucket.local_start)
     ]
-    windows = _tick_windows(
+    windows = tick_windows(
         partitions_def, clock.now, cursor.closed_through, {c.key for c in changed}
     )
     tick = plan_tick(

@@ -33,7 +33,9 @@ from etl_assets.components.table_assets import (
     postgres_io_manager_key,
     postgres_source_key,
     raw_asset_key,
+    table_partitions,
 )
+from etl_assets.components.wal import WalSettings, WalSource, WalTable, build_wal_sensor
 from etl_assets.lib.lake.iceberg_names import table_identifier
 from etl_assets.lib.postgres.session import MAX_READERS_PER_LOAD
 from etl_assets.lib.table.spec import (
@@ -121,6 +123,14 @@ class SourceModel(dg.Resolvable, dg.Model):
             "shared out among them, and the files are the same as with one (see "
             "docs/performance.md). Each extraction then holds up to readers_per_load + "
             "sessions_per_load - 1 sessions."
+        ),
+    )
+    wal: WalSettings | None = Field(
+        default=None,
+        description=(
+            "The logical replication slot and publication read for the tables declared with "
+            "`incremental: {mode: wal}`, and its limits. Omitted: the defaults (slot and "
+            "publication etl_assets_<name>)."
         ),
     )
 
@@ -250,7 +260,7 @@ class PostgresTablesComponent(dg.Component, dg.Resolvable, dg.Model):
             transform = load_transform(spec.transform) if spec.transform else None
             built = build_table_assets(self.source.name, spec, transform)
             assets += [built.source, built.raw]
-            if spec.incremental is not None:
+            if spec.incremental is not None and not spec.wal:
                 sensors.append(
                     build_change_sensor(spec, built.raw.key, built.partitions_def, source_key)
                 )
@@ -258,6 +268,9 @@ class PostgresTablesComponent(dg.Component, dg.Resolvable, dg.Model):
                 schedules.append(
                     build_reconcile_schedule(spec, built.raw.key, built.partitions_def, source_key)
                 )
+        wal = self.wal_source()
+        if wal is not None:
+            sensors.append(build_wal_sensor(wal, source_key))
         jobs: list[dg.JobDefinition] = []
         iceberg_tables = [
             table_identifier(raw_asset_key(self.source.name, spec).path)
@@ -279,6 +292,17 @@ class PostgresTablesComponent(dg.Component, dg.Resolvable, dg.Model):
                 postgres_io_manager_key(self.source.name): PostgresWindowIOManager(source=source),
             },
         )
+
+    def wal_source(self) -> WalSource | None:
+        """How the source's WAL is read, when any of its tables is declared with `mode: wal`."""
+        tables = [
+            WalTable(spec, raw_asset_key(self.source.name, spec), table_partitions(spec))
+            for spec in self.table_specs()
+            if spec.wal
+        ]
+        if not tables:
+            return None
+        return WalSource.of(self.source.name, self.source.wal or WalSettings(), tables)
 
     def _source(self) -> PostgresSource:
         source = self.source

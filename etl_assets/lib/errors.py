@@ -5,7 +5,8 @@
     │   └── TransformError                    the `transform` path cannot be imported or used
     ├── SourceError                           reading the Postgres source
     │   ├── ExtractError (RuntimeError)       connecting or reading failed
-    │   │   └── UnrepresentableValueError     a row holds a value no Parquet type holds exactly
+    │   │   ├── UnrepresentableValueError     a row holds a value no Parquet type holds exactly
+    │   │   └── WalNotReadyError              the source's slot cannot say which windows changed
     │   └── ContractError (ValueError)        the live table does not have what is declared
     │       ├── SchemaDriftError              declared columns missing, retyped, renullabled
     │       └── UnsupportedColumnError        a declared type has no exact Parquet mapping
@@ -51,6 +52,10 @@ class ExtractError(SourceError, RuntimeError):
 
 class UnrepresentableValueError(ExtractError):
     """A row holds a value that no Parquet type holds exactly; its window is not published."""
+
+
+class WalNotReadyError(ExtractError):
+    """The source's WAL cannot be read for changes; the message names each missing piece."""
 
 
 class ContractError(SourceError, ValueError):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 
@@ -292,7 +292,9 @@ class Drift:
     current: str
 
 
-def reconcile(current: dict[str, Fingerprint], recorded: dict[str, str | None]) -> list[Drift]:
+def reconcile(
+    current: Mapping[str, Fingerprint], recorded: Mapping[str, str | None]
+) -> list[Drift]:
     """The windows whose source no longer matches what was published (hard deletes included)."""
     return [
         Drift(key, recorded.get(key), fingerprint.text)

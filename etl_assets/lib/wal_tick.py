@@ -7,14 +7,16 @@ tick, once Dagster has stored the cursor together with this tick's run requests,
 is never dropped before its run is reserved. A range that touches more windows than one tick
 may request is drained over ticks: the cursor keeps the range's end and how many of its windows
 (in a fixed order) were requested, and the next tick reads the same range again and carries on.
-Run keys name the window and the range's end, so a tick that is repeated asks for the same runs.
+Run keys name the window and the newest commit that touched it, so a tick that is repeated, or
+retried after reading later WAL with the same changes, asks for the same runs.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from etl_assets.lib.postgres.wal import ChangeKind, WalChange, lsn_text, parse_lsn
 
@@ -29,6 +31,8 @@ class WalCursor:
     """The end of a range being drained over several ticks."""
     requested: int = 0
     """How many of that range's windows, in order, were requested already."""
+    closed_through: Mapping[str, dt.datetime] = field(default_factory=dict[str, dt.datetime])
+    """Per table (`schema.table`): the end of the last window requested once it closed."""
 
     def to_json(self) -> str:
         """The cursor as Dagster stores it."""
@@ -37,6 +41,9 @@ class WalCursor:
                 "confirmed": lsn_text(self.confirmed) if self.confirmed is not None else None,
                 "range_end": lsn_text(self.range_end) if self.range_end is not None else None,
                 "requested": self.requested,
+                "closed_through": {
+                    table: end.isoformat() for table, end in sorted(self.closed_through.items())
+                },
             }
         )
 
@@ -51,6 +58,10 @@ class WalCursor:
             parse_lsn(confirmed) if confirmed else None,
             parse_lsn(range_end) if range_end else None,
             int(data.get("requested", 0)),
+            {
+                table: dt.datetime.fromisoformat(end)
+                for table, end in (data.get("closed_through") or {}).items()
+            },
         )
 
 
@@ -61,14 +72,20 @@ class TouchedWindow:
     table: str
     """The table's qualified name, `schema.table`."""
     key: str
+    lsn: int = 0
+    """The end of the newest commit that touched it: its run key, so that the same changes
+    ask for the same run however much later WAL a tick reads with them."""
 
 
 @dataclass(frozen=True)
 class WalRequest:
-    """One partition to load because the WAL says its rows changed."""
+    """One partition of one table to load, why, and the run key that makes it unique."""
 
-    window: TouchedWindow
+    table: str
+    key: str
     run_key: str
+    reason: str = "wal"
+    """`wal` (its rows changed), `closed` (its window closed) or `wal-fallback`."""
 
 
 @dataclass(frozen=True)
@@ -92,14 +109,15 @@ def touched_windows(
     `keys_of` maps each watched table's qualified name to how its changes name partitions;
     changes to other tables are not this sensor's.
     """
-    touched: set[TouchedWindow] = set()
+    newest: dict[tuple[str, str], int] = {}
     for change in changes:
         table = f"{change.relation.schema}.{change.relation.table}"
         keys = keys_of.get(table)
         if keys is None:
             continue
-        touched.update(TouchedWindow(table, key) for key in keys(change))
-    return sorted(touched)
+        for key in keys(change):
+            newest[table, key] = max(newest.get((table, key), 0), change.commit_end_lsn)
+    return [TouchedWindow(table, key, lsn) for (table, key), lsn in sorted(newest.items())]
 
 
 def truncated_tables(changes: Iterable[WalChange]) -> list[str]:
@@ -136,20 +154,22 @@ def plan_wal_tick(
     done = cursor.requested if cursor.range_end is not None else 0
     batch = touched[done : done + max_requests]
     requests = tuple(
-        WalRequest(window, f"wal:{lsn_text(range_end)}:{window.table}:{window.key}")
+        WalRequest(
+            window.table, window.key, f"wal:{window.table}:{window.key}:{lsn_text(window.lsn)}"
+        )
         for window in batch
     )
     requested = done + len(batch)
     if requested < len(touched):
         return WalTick(
             requests,
-            WalCursor(cursor.confirmed, range_end, requested),
+            WalCursor(cursor.confirmed, range_end, requested, cursor.closed_through),
             f"{len(touched)} windows changed up to {lsn_text(range_end)}: requested "
             f"{requested} so far, the next tick carries on",
         )
     return WalTick(
         requests,
-        WalCursor(range_end),
+        WalCursor(range_end, closed_through=cursor.closed_through),
         f"{len(touched)} windows changed up to {lsn_text(range_end)}"
         + (f": requested the last {len(batch)}" if done else ""),
     )

@@ -60,7 +60,8 @@ def scan_changes(
 
     `until` is the safe time unless given (and never later than it).
     """
-    if spec.incremental is None:
+    change_column = spec.change_column
+    if change_column is None:
         raise ValueError(f"{spec.qualified_name} declares no change column")
     with Snapshot(settings, f"etl-assets {purpose}") as snapshot:
         clock = read_clock(snapshot)
@@ -74,7 +75,7 @@ def scan_changes(
             kind=plan.partition_bound,
             unit=spec.grain.trunc_unit,
             timezone=spec.timezone,
-            change_column=spec.incremental.change_column,
+            change_column=change_column,
             since=since,
             until=scanned_until,
         )

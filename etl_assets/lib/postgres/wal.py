@@ -267,6 +267,11 @@ class SlotState:
     confirmed_flush_lsn: int
     retained_bytes: int
     """WAL the server keeps for the slot: from its restart point to the server's current LSN."""
+    pending_bytes: int
+    """WAL written since the slot's confirmed position: what reading the slot has still to
+    cover. Retained WAL beyond it is held by a transaction that was open at that position."""
+    current_lsn: int
+    """The server's current WAL position when this was read."""
 
 
 def read_readiness(snapshot: Snapshot, publication: str) -> tuple[str, bool, bool]:
@@ -311,7 +316,41 @@ def wal_problems(snapshot: Snapshot, publication: str, tables: Sequence[WatchedT
         )
     for table in tables:
         problems += _table_problems(snapshot, publication, table, check_membership=published)
+    if published and _has_partitioned(snapshot, tables) and not _via_root(snapshot, publication):
+        problems.append(
+            f"publication {publication!r} publishes a partitioned table's changes under its "
+            "partitions' names: ALTER PUBLICATION "
+            f"{publication} SET (publish_via_partition_root = true)"
+        )
     return problems
+
+
+def _has_partitioned(snapshot: Snapshot, tables: Sequence[WatchedTable]) -> bool:
+    if not tables:
+        return False
+    names = sql.SQL(", ").join(sql.Literal(t.relation.identifier().as_string()) for t in tables)
+    return bool(
+        snapshot.scalar(
+            q.render(
+                sql.SQL(
+                    "SELECT EXISTS (SELECT FROM pg_class WHERE relkind = 'p'"
+                    " AND oid = ANY (ARRAY[{}]::regclass[]))"
+                ).format(names)
+            )
+        )
+    )
+
+
+def _via_root(snapshot: Snapshot, publication: str) -> bool:
+    return bool(
+        snapshot.scalar(
+            q.render(
+                sql.SQL("SELECT pubviaroot FROM pg_publication WHERE pubname = {}").format(
+                    sql.Literal(publication)
+                )
+            )
+        )
+    )
 
 
 def _table_problems(
@@ -367,15 +406,23 @@ def slot_state(snapshot: Snapshot, slot: str) -> SlotState | None:
         q.render(
             sql.SQL(
                 "SELECT plugin::text, coalesce(confirmed_flush_lsn, '0/0')::text,"
-                " pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::int8"
+                " pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::int8,"
+                " pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::int8,"
+                " pg_current_wal_lsn()::text"
                 " FROM pg_replication_slots WHERE slot_name = {}"
             ).format(sql.Literal(slot))
         )
     )
     if not rows:
         return None
-    plugin, confirmed, retained = rows[0]
-    return SlotState(str(plugin), parse_lsn(str(confirmed)), int(retained or 0))
+    plugin, confirmed, retained, pending, current = rows[0]
+    return SlotState(
+        str(plugin),
+        parse_lsn(str(confirmed)),
+        int(retained or 0),
+        int(pending or 0),
+        parse_lsn(str(current)),
+    )
 
 
 def peek_changes(
@@ -405,6 +452,58 @@ def peek_changes(
         )
     )
     return [bytes(data) for (data,) in rows]
+
+
+def last_commit_end(messages: Sequence[bytes]) -> int | None:
+    """The end LSN of the last transaction whose `Commit` is among `messages` (None if none)."""
+    for data in reversed(messages):
+        if data[:1] == b"C":
+            reader = _Reader(data)
+            reader.byte()
+            reader.int8()  # flags
+            reader.int64()  # the commit record's LSN
+            return reader.int64()
+    return None
+
+
+@dataclass(frozen=True)
+class SourcePosition:
+    """Where the server's WAL stands, and its clock, at one moment."""
+
+    flushed: int
+    """The LSN up to which the WAL is on disk: a slot can be read up to there."""
+    now: dt.datetime
+
+
+def source_position(snapshot: Snapshot) -> SourcePosition:
+    """The server's flushed WAL position and its clock."""
+    flushed, now = snapshot.query("SELECT pg_current_wal_flush_lsn()::text, statement_timestamp()")[
+        0
+    ]
+    return SourcePosition(parse_lsn(str(flushed)), now)
+
+
+def open_transactions(snapshot: Snapshot) -> tuple[int, ...]:
+    """The transactions in progress when the session's snapshot was taken."""
+    rows = snapshot.query(
+        "SELECT xid::text::int8 FROM pg_snapshot_xip(pg_current_snapshot()) AS xid ORDER BY 1"
+    )
+    return tuple(int(xid) for (xid,) in rows)
+
+
+def still_open(snapshot: Snapshot, transactions: Sequence[int]) -> tuple[int, ...]:
+    """Those of `transactions` that have neither committed nor aborted yet."""
+    if not transactions:
+        return ()
+    rows = snapshot.query(
+        q.render(
+            sql.SQL(
+                "SELECT xid FROM unnest(ARRAY[{}]::int8[]) AS xid"
+                " WHERE pg_xact_status(xid::text::xid8) = 'in progress' ORDER BY 1"
+            ).format(sql.SQL(", ").join(sql.Literal(x) for x in transactions))
+        )
+    )
+    return tuple(int(xid) for (xid,) in rows)
 
 
 def advance_slot(snapshot: Snapshot, slot: str, lsn: int) -> None:

@@ -172,31 +172,64 @@ class ColumnSpec(BaseModel):
         return ColumnChecks() if value is None else value
 
 
+class IncrementalMode(StrEnum):
+    """How the sensor learns which closed windows changed."""
+
+    CHANGE_COLUMN = "change_column"
+    """From a column every insert and update sets to its time."""
+    WAL = "wal"
+    """From the source's write-ahead log, through the source's logical replication slot."""
+
+
 class IncrementalSpec(BaseModel):
     """Sensor-driven loading: closed windows, and closed windows whose rows changed later."""
 
     model_config = _FROZEN
 
-    change_column: str = Field(
+    mode: IncrementalMode = Field(
+        default=IncrementalMode.CHANGE_COLUMN,
+        description=(
+            "change_column: a sensor reads ranges of `change_column`; wal: the source's WAL "
+            "sensor reads its logical replication slot and reloads every window an insert, "
+            "update or delete touched, however old (see docs/wal.md)."
+        ),
+    )
+    change_column: str | None = Field(
+        default=None,
         min_length=1,
         description=(
             "A timestamptz or timestamp column every insert and update sets to its time "
-            "(e.g. updated_at = now()), ideally indexed: the sensor reads ranges of it."
+            "(e.g. updated_at = now()), ideally indexed: the sensor reads ranges of it. "
+            "Required in change_column mode; optional with wal, where it only goes into the "
+            "windows' fingerprints."
         ),
     )
     settle_lag: dt.timedelta = Field(
         default=dt.timedelta(minutes=10),
         description=(
-            "A window counts as closed this long after its end (and once no older transaction "
-            "is open): 30s, 10m, 2h, 1d."
+            "A window counts as closed this long after its end (with change_column, also once "
+            "no older transaction is open): 30s, 10m, 2h, 1d."
         ),
     )
-    interval_seconds: int = Field(default=60, ge=10, description="Seconds between sensor ticks.")
+    interval_seconds: int = Field(
+        default=60,
+        ge=10,
+        description="Seconds between sensor ticks (with wal: the source's `wal` settings').",
+    )
 
     @field_validator("settle_lag", mode="before")
     @classmethod
     def _duration(cls, value: object) -> object:
         return parse_duration(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _change_column_when_needed(self) -> Self:
+        if self.mode is IncrementalMode.CHANGE_COLUMN and self.change_column is None:
+            raise ValueError(
+                "`change_column` is required in change_column mode "
+                "(or set `mode: wal` to learn changes from the WAL)"
+            )
+        return self
 
 
 class ReconcileSpec(BaseModel):
@@ -498,10 +531,21 @@ class TableSpec(BaseModel):
 
     @property
     def fingerprint_columns(self) -> tuple[str, ...]:
-        """The columns whose hash goes into a window's fingerprint."""
+        """The columns whose hash goes into a window's fingerprint.
+
+        Every column when reconciliation compares rows, and for a WAL table without a change
+        column (whose fallback to reconciliation must see updates).
+        """
         if self.reconcile is not None and self.reconcile.compare is ReconcileCompare.ROWS:
             return self.read_columns
+        if self.wal and self.change_column is None:
+            return self.read_columns
         return self.primary_key
+
+    @property
+    def wal(self) -> bool:
+        """Whether the table's changes are learned from the source's WAL."""
+        return self.incremental is not None and self.incremental.mode is IncrementalMode.WAL
 
     @property
     def fingerprint_sees_updates(self) -> bool:

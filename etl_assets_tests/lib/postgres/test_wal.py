@@ -26,15 +26,7 @@ from etl_assets.lib.postgres.wal import (
     wal_problems,
 )
 from etl_assets.lib.table.windows import Grain
-from etl_assets_tests.support import run_sql
-
-
-def run_flushed(conninfo: str, statement: str, params: tuple[object, ...] = ()) -> None:
-    """Run and commit with the commit flushed: a slot is read only up to flushed WAL, and the
-    test server commits asynchronously."""
-    with psycopg.connect(conninfo, autocommit=True) as connection:
-        connection.execute("SET synchronous_commit = on")
-        connection.execute(statement, params)  # pyright: ignore[reportArgumentType]
+from etl_assets_tests.support import run_flushed, run_sql
 
 
 def text(value: str) -> bytes:
