@@ -49,7 +49,7 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Generator[ServerAddre
     server = EmbeddedPostgres(tmp_path_factory.mktemp("postgres"))
     # Two-phase commit on, so the sensor tests can hold a prepared transaction open; logical
     # decoding on, for the WAL tests.
-    server.start(extra_settings=["-c max_prepared_transactions=8", "-c wal_level=logical"])
+    server.start(extra_settings=["-c max_prepared_transactions=8"])
     try:
         yield server.address
     finally:

@@ -176,6 +176,9 @@ class WalEvaluation:
     notes: tuple[str, ...]
     slot: SlotState
     fallback: bool = False
+    """The slot was too far behind to read: the tick reconciled instead (said as an error)."""
+    warning: str | None = None
+    """Something the operator must act on, said as a warning."""
 
 
 def describe_slot(source: WalSource, state: SlotState) -> str:
@@ -276,6 +279,15 @@ def evaluate_wal(
     )
     requests = list(tick.requests)
     notes = [describe_slot(source, state), tick.note]
+    warning = None
+    if state.retained_bytes > source.settings.max_unread_wal_mb * MB:
+        warning = (
+            f"slot {source.slot} retains {state.retained_bytes / MB:.1f} MB of WAL, past the "
+            f"limit of {source.settings.max_unread_wal_mb} MB, though it has read up to "
+            f"{lsn_text(state.confirmed_flush_lsn)}: a transaction open since before that "
+            "position holds it (pg_stat_activity's oldest xact_start); moving the slot cannot "
+            "free it"
+        )
     next_cursor = tick.cursor
     if tick.cursor.range_end is None:
         # Windows close only between drained ranges, so a range reads the same each time.
@@ -284,7 +296,7 @@ def evaluate_wal(
         next_cursor = replace(next_cursor, closed_through=closed_through)
         if closed:
             notes.append(f"{len(closed)} windows closed")
-    return WalEvaluation(tuple(requests), next_cursor, tuple(notes), state)
+    return WalEvaluation(tuple(requests), next_cursor, tuple(notes), state, warning=warning)
 
 
 def _touched(
@@ -472,6 +484,8 @@ def build_wal_sensor(source: WalSource, source_key: str) -> dg.SensorDefinition:
                 context.log.error(note)
             else:
                 context.log.info(note)
+        if evaluation.warning:
+            context.log.warning(evaluation.warning)
         requests = [
             dg.RunRequest(
                 run_key=r.run_key,
@@ -481,7 +495,8 @@ def build_wal_sensor(source: WalSource, source_key: str) -> dg.SensorDefinition:
             )
             for r in evaluation.requests
         ]
-        skip = None if requests else "; ".join(evaluation.notes)
+        said = [*evaluation.notes, *([evaluation.warning] if evaluation.warning else [])]
+        skip = None if requests else "; ".join(said)
         return dg.SensorResult(
             run_requests=requests, cursor=evaluation.cursor.to_json(), skip_reason=skip
         )

@@ -149,6 +149,8 @@ class EmbeddedPostgres:
             "-c synchronous_commit=off",
             "-c full_page_writes=off",
             "-c max_connections=200",
+            # Logical decoding, so a WAL sensor can read a slot of the source's changes.
+            "-c wal_level=logical",
             *extra_settings,
         ]
         self._pg_ctl("start", "-w", "-t", "60", "-l", str(self.log_file), "-o", " ".join(settings))

@@ -65,6 +65,8 @@ CREATE TABLE web.page_views (
     is_bot      boolean NOT NULL
 );
 CREATE INDEX ON web.page_views (viewed_at);
+-- Its WAL sensor learns a deleted row's window from the old row, which must carry viewed_at.
+ALTER TABLE web.page_views REPLICA IDENTITY FULL;
 """
 
 # h(g, salt) is a deterministic 31-bit pseudo-random integer of the row number.
@@ -145,14 +147,18 @@ def seed_demo(conninfo: str, reader_password: str) -> None:
 def create_reader_role(
     connection: psycopg.Connection, password: str, schemas: tuple[str, ...]
 ) -> None:
-    """A login role that can only read `schemas` and the activity view: all extraction needs."""
+    """A login role that can only read `schemas`, the activity view and replication slots.
+
+    That is all extraction needs: `REPLICATION` lets the WAL sensor read its slot (on RDS the
+    same comes from `GRANT rds_replication`).
+    """
     role = sql.Identifier(READER_ROLE)
     exists = connection.execute(
         "SELECT 1 FROM pg_roles WHERE rolname = %s", (READER_ROLE,)
     ).fetchone()
     verb = sql.SQL("ALTER") if exists else sql.SQL("CREATE")
     connection.execute(
-        sql.SQL("{verb} ROLE {role} LOGIN PASSWORD {password}").format(
+        sql.SQL("{verb} ROLE {role} LOGIN REPLICATION PASSWORD {password}").format(
             verb=verb, role=role, password=sql.Literal(password)
         )
     )

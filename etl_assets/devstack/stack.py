@@ -16,9 +16,12 @@ from pathlib import Path
 
 from pyiceberg.catalog import Catalog, load_catalog
 
+from etl_assets.components.postgres_tables import declared_sources
 from etl_assets.devstack.postgres import EmbeddedPostgres
 from etl_assets.devstack.s3 import LocalS3, S3Endpoint, create_bucket
 from etl_assets.devstack.seed import READER_ROLE, seed_demo
+from etl_assets.lib.postgres.session import ConnectionSettings
+from etl_assets.lib.postgres.wal_admin import setup_wal
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SOURCE_DATABASE = "shop"
@@ -100,6 +103,22 @@ def environment_applied(environment: Mapping[str, str]) -> Generator[None]:
         os.environ.update(saved)
 
 
+def set_up_wal(conninfo: str) -> None:
+    """Create the publication and slot of each declared source with WAL tables.
+
+    As `etl-assets wal setup` does, by the superuser, who owns the demo tables.
+    """
+    for component in declared_sources():
+        wal = component.wal_source()
+        if wal is not None:
+            setup_wal(
+                ConnectionSettings(conninfo=conninfo),
+                wal.slot,
+                wal.publication,
+                [t.watched for t in wal.tables],
+            )
+
+
 @contextmanager
 def dev_stack(base_dir: Path, *, seed: bool = True) -> Generator[DevStack]:
     """Start everything in a fresh `base_dir`, with its environment applied to this process."""
@@ -114,6 +133,7 @@ def dev_stack(base_dir: Path, *, seed: bool = True) -> Generator[DevStack]:
         reader_password = secrets.token_urlsafe(18)
         if seed:
             seed_demo(postgres.address.conninfo(SOURCE_DATABASE), reader_password)
+            set_up_wal(postgres.address.conninfo(SOURCE_DATABASE))
         create_bucket(s3, LAKE_BUCKET)
         dagster_home = base_dir / "dagster_home"
         dagster_home.mkdir()

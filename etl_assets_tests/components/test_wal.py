@@ -11,6 +11,7 @@ import polars as pl
 import psycopg
 import pytest
 
+from etl_assets.components import wal as wal_component
 from etl_assets.components.incremental import recorded_fingerprints
 from etl_assets.components.table_assets import raw_asset_key, table_partitions
 from etl_assets.components.wal import (
@@ -343,5 +344,33 @@ def test_a_truncate_reloads_every_window_known_so_far(pipeline: Pipeline) -> Non
         tick = lake.tick(cursor)
         assert [r.key for r in tick.requests] == [lake.key(d) for d in range(5, 0, -1)]
         assert {r.reason for r in tick.requests} == {"wal"}
+    finally:
+        lake.close()
+
+
+def test_the_fallback_waits_for_transactions_open_at_its_position(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(wal_component, "OPEN_TRANSACTIONS_WAIT_SECONDS", 1.0)
+    lake = WalLake(pipeline, max_unread_wal_mb=1)
+    try:
+        run_sql(pipeline.conninfo, "CREATE TABLE noise (id int, pad text)")
+        lake.write("INSERT INTO events VALUES (1, %s, 'a')", (lake.at(30),))
+        cursor = started(lake)
+        lake.load(lake.key(30))
+        with psycopg.connect(pipeline.conninfo) as open_writer:
+            open_writer.execute("INSERT INTO events VALUES (2, %s, 'open')", (lake.at(30),))
+            lake.write(
+                "INSERT INTO noise SELECT g, repeat('x', 500) FROM generate_series(1, 10000) g"
+            )
+            waiting = lake.tick(cursor)
+            assert waiting.fallback
+            assert waiting.requests == ()
+            assert waiting.cursor == cursor  # the slot stays where it was
+            assert "waiting for transactions" in waiting.notes[0]
+            open_writer.commit()
+        tick = lake.tick(cursor)
+        assert tick.fallback
+        assert [(r.key, r.reason) for r in tick.requests] == [(lake.key(30), "wal-fallback")]
     finally:
         lake.close()

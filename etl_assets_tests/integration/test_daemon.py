@@ -44,7 +44,14 @@ from etl_assets.devstack.verify import compare_table_partition
 from etl_assets.lib.incremental import ChangeCursor
 from etl_assets.lib.table.spec import TableSpec
 from etl_assets.resources.reporting import DATA_VERSION_TAG
-from etl_assets_tests.support import graphql, healthy_daemons, query, run_sql, wait_for
+from etl_assets_tests.support import (
+    graphql,
+    healthy_daemons,
+    query,
+    run_flushed,
+    run_sql,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -782,3 +789,103 @@ def test_curated_partitions_follow_the_raw_partitions_they_read_under_the_daemon
     # Once the curated runs are done, the automation asks for nothing more.
     settled = curated_runs(instance)
     assert follow(running, settled, time.time()) == set()
+
+
+WAL_SENSOR = Instigator("sensor", "postgres_shop__wal", location="etl_assets")
+TICK_LOGS = """
+query($selector: SensorSelector!) {
+  sensorOrError(sensorSelector: $selector) {
+    ... on Sensor { sensorState { ticks(limit: 50) { logEvents { events { message } } } } }
+  }
+}
+"""
+
+
+def wal_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
+    """Every run the WAL sensor requested so far."""
+    return list(
+        instance.get_runs(filters=dg.RunsFilter(tags={"dagster/sensor_name": WAL_SENSOR.name}))
+    )
+
+
+def kill_mid_tick(running: Running) -> bool:
+    """Turn the sensor on and SIGKILL the daemon while a tick is being evaluated.
+
+    False if every tick ended before it could be caught.
+    """
+    WAL_SENSOR.start(running)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if any(tick["status"] == "STARTED" for tick in WAL_SENSOR.ticks(running)[:1]):
+            running.daemon.kill()
+            running.daemon.wait(timeout=60)
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_the_wal_sensor_reloads_exactly_the_touched_days_across_a_daemon_killed_mid_tick(
+    running: Running,
+) -> None:
+    source = running.stack.source_conninfo()
+    instance = running.instance()
+    load(running, PAGE_VIEWS, "2026-10-02", "2026-10-05")
+    first = WAL_SENSOR.first_tick(running)  # takes note of the slot and the days so far
+    assert first["status"] == "SKIPPED", first
+    assert first["runIds"] == []
+    assert "MB of WAL retained" in first["skipReason"]
+    # Since then (page views hold Berlin wall-clock time, and days are Berlin days):
+    # a view of 2026-10-02 was erased, one moved from 2026-10-03 to 2026-10-05, and 60,000
+    # views were inserted into 2026-10-10, which makes the next tick long enough to be killed.
+    first_view = (
+        " (SELECT view_id FROM web.page_views WHERE viewed_at >= %s AND viewed_at < %s"
+        " ORDER BY view_id LIMIT 1)"
+    )
+    run_flushed(
+        source,
+        "DELETE FROM web.page_views WHERE view_id =" + first_view,
+        ("2026-10-02", "2026-10-03"),
+    )
+    run_flushed(
+        source,
+        "UPDATE web.page_views SET viewed_at = '2026-10-05 12:00' WHERE view_id =" + first_view,
+        ("2026-10-03", "2026-10-04"),
+    )
+    run_flushed(
+        source,
+        "INSERT INTO web.page_views (view_id, viewed_at, session_id, url, is_bot)"
+        " SELECT md5(g::text || 'late')::uuid, '2026-10-10 08:00', md5(g::text)::uuid, '/', false"
+        " FROM generate_series(1, 60000) AS g",
+    )
+    killed = kill_mid_tick(running)
+    running.daemon = start_daemon(
+        running.stack, log=running.log("daemon-after-kill.log"), workspace=running.workspace
+    )
+    touched = {"2026-10-02", "2026-10-03", "2026-10-05", "2026-10-10"}
+    wait_for(
+        lambda: {run.tags["dagster/partition"] for run in wal_runs(instance)} >= touched,
+        300,
+        "the WAL sensor's runs after the daemon's restart",
+        poll=2,
+    )
+    runs = wait_for_runs(instance, [run.run_id for run in wal_runs(instance)])
+    WAL_SENSOR.stop(running)
+    assert killed, "no tick was caught being evaluated"
+    # Each touched day exactly once, under one run key; no other day.
+    partitions = sorted(run.tags["dagster/partition"] for run in runs)
+    assert partitions == sorted(touched)
+    assert len({run.tags["dagster/run_key"] for run in runs}) == len(runs)
+    assert {run.status for run in runs} == {dg.DagsterRunStatus.SUCCESS}
+    assert {run.tags[REASON_TAG] for run in runs} == {"wal"}
+    page_views = declared_tables()["raw/shop/web/page_views"]
+    lake = f"{LAKE_BUCKET}/{LAKE_PREFIX}"
+    for key in sorted(touched):
+        comparison = compare_table_partition(
+            source, running.stack.s3, lake, asset="/".join(PAGE_VIEWS), table=page_views, key=key
+        )
+        assert comparison.equal, (key, comparison.describe())
+    # Every tick that ended says how much WAL the slot keeps.
+    logs = graphql(running.port, TICK_LOGS, {"selector": WAL_SENSOR.selector()})
+    ticks = logs["sensorOrError"]["sensorState"]["ticks"]
+    messages = [e["message"] for t in ticks for e in t["logEvents"]["events"]]
+    assert any("MB of WAL retained" in m for m in messages), messages
