@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import time
 import uuid
 
 import dagster as dg
+import polars as pl
 import psycopg
 import pytest
 from psycopg import sql
@@ -445,3 +447,58 @@ def test_a_range_run_with_a_downstream_asset_in_it_feeds_that_asset(source: Sour
     # One output for the range: Dagster's one version for both partitions.
     versions = {latest_data_version(source, key) for key in keys}
     assert len(versions) == 1
+
+
+def test_a_partitioned_table_is_followed_by_its_change_column(pipeline: Pipeline) -> None:
+    run_sql(
+        pipeline.conninfo,
+        """
+        CREATE TABLE ledger (
+            id         int,
+            booked_at  timestamptz NOT NULL,
+            updated_at timestamptz NOT NULL DEFAULT now(),
+            v          text,
+            PRIMARY KEY (id, booked_at)
+        ) PARTITION BY RANGE (booked_at);
+        CREATE TABLE ledger_old PARTITION OF ledger
+            FOR VALUES FROM (MINVALUE) TO (now() - interval '3 days');
+        CREATE TABLE ledger_new PARTITION OF ledger
+            FOR VALUES FROM (now() - interval '3 days') TO (MAXVALUE);
+        """,
+    )
+    today = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    table = revised(
+        spec(
+            table="ledger",
+            partition_column="booked_at",
+            columns=("id", "booked_at", "updated_at", "v"),
+            start=(today - dt.timedelta(days=10)).replace(tzinfo=None),
+            end=None,
+        ),
+        incremental=IncrementalSpec(change_column="updated_at", settle_lag=dt.timedelta(seconds=1)),
+    )
+    old, new = today - dt.timedelta(days=5, hours=-12), today - dt.timedelta(days=2, hours=-12)
+    run_sql(
+        pipeline.conninfo,
+        "INSERT INTO ledger (id, booked_at, v) VALUES (1, %s, 'a'), (2, %s, 'b')",
+        (old, new),
+    )
+    built = build_table_assets(SOURCE, table, None)
+    settings = ConnectionSettings(conninfo=pipeline.conninfo)
+
+    def tick(cursor: ChangeCursor) -> TickPlan:
+        return evaluate_changes(table, built.partitions_def, settings, cursor, purpose="test")
+
+    first = tick(ChangeCursor())
+    keys = [day.strftime("%Y-%m-%d") for day in (old, new)]
+    for key in keys:
+        pipeline.materialize(table, partition=key)
+    run_sql(pipeline.conninfo, "UPDATE ledger SET v = 'changed', updated_at = now() WHERE id = 1")
+    plan = tick(first.cursor)
+    assert requested(plan) == [(keys[0], "changed")]
+    pipeline.materialize(table, partition=keys[0])
+    lake = pl.read_parquet(io.BytesIO(pipeline.partition_bytes(table, keys[0])))
+    assert lake.select("id", "v").rows() == [(1, "changed")]
+    assert query(pipeline.conninfo, "SELECT tableoid::regclass::text FROM ledger WHERE id = 1") == [
+        ("ledger_old",)
+    ]

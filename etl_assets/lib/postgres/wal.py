@@ -367,15 +367,15 @@ def _table_problems(
                 "  WHERE i.indrelid = c.oid AND CASE c.relreplident WHEN 'd' THEN i.indisprimary"
                 "  ELSE i.indisreplident END), false),"
                 " EXISTS (SELECT FROM pg_publication_tables p WHERE p.pubname = {publication}"
-                "  AND p.schemaname = {schema} AND p.tablename = {table})"
+                "  AND format('%I.%I', p.schemaname, p.tablename)::regclass IN"
+                "  (SELECT {relation}::regclass"
+                "   UNION ALL SELECT relid FROM pg_partition_tree({relation}::regclass)))"
                 " FROM pg_class c WHERE c.oid = {relation}::regclass OR c.oid IN"
                 " (SELECT relid FROM pg_partition_tree({relation}::regclass) WHERE isleaf)"
                 " ORDER BY c.oid <> {relation}::regclass, c.relname"
             ).format(
                 column=sql.Literal(table.partition_column),
                 publication=sql.Literal(publication),
-                schema=sql.Literal(table.schema),
-                table=sql.Literal(table.table),
                 relation=sql.Literal(table.relation.identifier().as_string()),
             )
         )

@@ -3,12 +3,14 @@
 import datetime as dt
 import struct
 import uuid
+from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from etl_assets.devstack.postgres import EmbeddedPostgres
 from etl_assets.lib.errors import ExtractError
 from etl_assets.lib.postgres.session import ConnectionSettings, Snapshot
 from etl_assets.lib.postgres.sql import BoundKind
@@ -285,3 +287,38 @@ def test_the_slot_is_peeked_in_whole_transactions_and_advanced_past_them(source_
             assert slot_state(snapshot, "no_such_slot") is None
     finally:
         run_sql(source_db, "SELECT pg_drop_replication_slot(%s)", (slot,))
+
+
+def test_a_partitioned_table_must_be_published_through_its_root(source_db: str) -> None:
+    run_sql(
+        source_db,
+        "CREATE TABLE payments (id bigint, paid_at timestamptz NOT NULL, PRIMARY KEY (id, paid_at))"
+        " PARTITION BY RANGE (paid_at);"
+        "CREATE TABLE payments_2026 PARTITION OF payments"
+        " FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');"
+        "CREATE PUBLICATION etl_shop FOR TABLE payments;",
+    )
+    tables = [WatchedTable("public", "payments", "paid_at")]
+    settings = ConnectionSettings(conninfo=source_db)
+    with Snapshot(settings, "test wal") as snapshot:
+        problems = wal_problems(snapshot, "etl_shop", tables)
+    assert problems == [
+        "publication 'etl_shop' publishes a partitioned table's changes under its partitions' "
+        "names: ALTER PUBLICATION etl_shop SET (publish_via_partition_root = true)"
+    ]
+
+
+def test_a_server_without_logical_decoding_is_told_how_to_turn_it_on(tmp_path: Path) -> None:
+    server = EmbeddedPostgres(tmp_path / "postgres")
+    server.start(extra_settings=["-c wal_level=replica"])
+    try:
+        conninfo = server.address.conninfo("postgres")
+        with Snapshot(ConnectionSettings(conninfo=conninfo), "test wal") as snapshot:
+            problems = wal_problems(snapshot, "etl_shop", [])
+    finally:
+        server.stop()
+    assert problems[0] == (
+        "wal_level is 'replica': set wal_level = logical and restart the server (on RDS and "
+        "Aurora: rds.logical_replication = 1; Cloud SQL: cloudsql.logical_decoding = on; "
+        "Azure: wal_level = logical)"
+    )
