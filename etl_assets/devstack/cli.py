@@ -78,6 +78,8 @@ def dev(state_dir: Path, port: int, *, demo_runs: bool = True) -> int:
             _say(f"port {port} was taken on 127.0.0.1 while the demo ran: pass another --port")
             return 1
         processes = [start_webserver(stack, port), start_daemon(stack)]
+        for sensor in stack.wal_sensors:
+            _say(f"WAL sensor ready to turn on under Automation: {sensor}")
         _say(f"\nDagster UI: http://127.0.0.1:{port}  (Ctrl-C stops everything)")
         _say(f"environment for your own shell: source {state_dir / 'stack.env'}\n")
         stop = threading.Event()

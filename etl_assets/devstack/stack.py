@@ -41,6 +41,8 @@ class DevStack:
     s3: S3Endpoint
     environment: Mapping[str, str]
     dagster_home: Path
+    wal_sensors: tuple[str, ...] = ()
+    """The WAL sensors whose slots the stack set up, ready to be turned on."""
 
     def source_conninfo(self) -> str:
         """Superuser connection to the demo source database."""
@@ -103,20 +105,21 @@ def environment_applied(environment: Mapping[str, str]) -> Generator[None]:
         os.environ.update(saved)
 
 
-def set_up_wal(conninfo: str) -> None:
+def set_up_wal(conninfo: str) -> list[str]:
     """Create the publication and slot of each declared source with WAL tables.
 
-    As `etl-assets wal setup` does, by the superuser, who owns the demo tables.
+    As `etl-assets wal setup` does, by the superuser, who owns the demo tables. Returns the WAL
+    sensors that can now be turned on, one line each.
     """
+    ready: list[str] = []
     for component in declared_sources():
         wal = component.wal_source()
         if wal is not None:
-            setup_wal(
-                ConnectionSettings(conninfo=conninfo),
-                wal.slot,
-                wal.publication,
-                [t.watched for t in wal.tables],
-            )
+            tables = [t.watched for t in wal.tables]
+            setup_wal(ConnectionSettings(conninfo=conninfo), wal.slot, wal.publication, tables)
+            names = ", ".join(f"{t.schema}.{t.table}" for t in tables)
+            ready.append(f"postgres_{wal.source}__wal (slot {wal.slot}: {names})")
+    return ready
 
 
 @contextmanager
@@ -133,7 +136,9 @@ def dev_stack(base_dir: Path, *, seed: bool = True) -> Generator[DevStack]:
         reader_password = secrets.token_urlsafe(18)
         if seed:
             seed_demo(postgres.address.conninfo(SOURCE_DATABASE), reader_password)
-            set_up_wal(postgres.address.conninfo(SOURCE_DATABASE))
+            wal_sensors = set_up_wal(postgres.address.conninfo(SOURCE_DATABASE))
+        else:
+            wal_sensors = []
         create_bucket(s3, LAKE_BUCKET)
         dagster_home = base_dir / "dagster_home"
         dagster_home.mkdir()
@@ -150,4 +155,5 @@ def dev_stack(base_dir: Path, *, seed: bool = True) -> Generator[DevStack]:
             s3=s3,
             environment=environment,
             dagster_home=dagster_home,
+            wal_sensors=tuple(wal_sensors),
         )

@@ -101,6 +101,10 @@ def test_dev_serves_the_ui_and_daemon_until_interrupted(tmp_path: Path) -> None:
         assert process.returncode == 0, output[-5000:]
         assert "does not match the name" not in output  # the dg project names its location
         assert "source pools: postgres_shop=3" in output
+        assert (
+            "WAL sensor ready to turn on under Automation: postgres_shop__wal"
+            " (slot etl_assets_shop: web.page_views)" in output
+        )
         assert "stopped the webserver, the daemon, S3 and Postgres" in output
         assert not port_in_use(port)
         assert not port_in_use(pg_port)
