@@ -27,7 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import dagster as dg
 from pydantic import Field
@@ -45,13 +45,12 @@ from etl_assets.lib.postgres.changes import fingerprint_windows
 from etl_assets.lib.postgres.session import ConnectionSettings, Snapshot
 from etl_assets.lib.postgres.sql import BoundKind
 from etl_assets.lib.postgres.wal import (
-    ChangeKind,
+    MessageTally,
     SlotState,
     WalChange,
     WatchedTable,
     advance_slot,
     decode_pgoutput,
-    last_commit_end,
     local_window_start,
     lsn_text,
     open_transactions,
@@ -64,12 +63,12 @@ from etl_assets.lib.postgres.wal import (
 from etl_assets.lib.table.spec import TableSpec
 from etl_assets.lib.table.windows import PartitionWindow
 from etl_assets.lib.wal_tick import (
+    ChangeSummary,
     TouchedWindow,
     WalCursor,
     WalRequest,
     plan_wal_tick,
-    touched_windows,
-    truncated_tables,
+    summarize_changes,
 )
 
 SLOT_NAME = r"^[a-z_][a-z0-9_]{0,62}$"
@@ -196,10 +195,10 @@ class _SlotRead:
 
     state: SlotState
     now: dt.datetime
-    changes: tuple[WalChange, ...] = ()
+    summary: ChangeSummary | None = None
+    """The windows the changes touch (None when the slot was too far behind to read)."""
     end: int = 0
     """The LSN through which the changes are complete."""
-    kinds: Mapping[str, BoundKind] = field(default_factory=dict[str, BoundKind])
 
 
 def _read_slot(source: WalSource, settings: ConnectionSettings, cursor: WalCursor) -> _SlotRead:
@@ -227,27 +226,34 @@ def _read_slot(source: WalSource, settings: ConnectionSettings, cursor: WalCurso
         position = source_position(snapshot)
         if state.pending_bytes > source.settings.max_unread_wal_mb * MB:
             return _SlotRead(state, position.now)
+        kinds = {t.name: snapshot.plan(t.spec).partition_bound for t in source.tables}
+        keys_of = {t.name: _keys_of(t, kinds[t.name]) for t in source.tables}
+        limit = source.settings.max_changes_per_tick
         if cursor.range_end is not None:
-            messages = peek_changes(
-                snapshot, source.slot, source.publication, upto_lsn=cursor.range_end
+            # Draining: exactly the same range again, nothing past it.
+            tally = MessageTally(
+                peek_changes(snapshot, source.slot, source.publication, upto_lsn=cursor.range_end)
             )
-            end = cursor.range_end
-        else:
-            limit = source.settings.max_changes_per_tick
-            messages = peek_changes(
+            summary = summarize_changes(
+                (c for c in decode_pgoutput(tally) if c.commit_end_lsn <= cursor.range_end),
+                keys_of,
+            )
+            return _SlotRead(state, position.now, summary, cursor.range_end)
+        tally = MessageTally(
+            peek_changes(
                 snapshot,
                 source.slot,
                 source.publication,
                 upto_lsn=position.flushed,
                 upto_changes=limit,
             )
-            last = last_commit_end(messages)
-            # Cut short by the count, the range ends at its last commit; otherwise every
-            # commit up to the flushed position was read.
-            end = last if len(messages) >= limit and last else max(position.flushed, last or 0)
-        changes = tuple(c for c in decode_pgoutput(messages) if c.commit_end_lsn <= end)
-        kinds = {t.name: snapshot.plan(t.spec).partition_bound for t in source.tables}
-    return _SlotRead(state, position.now, changes, end, kinds)
+        )
+        summary = summarize_changes(decode_pgoutput(tally), keys_of)
+    last = tally.last_commit_end
+    # Cut short by the count, the range ends at its last commit; otherwise every commit up to
+    # the flushed position was read.
+    end = last if tally.count >= limit and last else max(position.flushed, last or 0)
+    return _SlotRead(state, position.now, summary, end)
 
 
 def evaluate_wal(
@@ -265,12 +271,12 @@ def evaluate_wal(
     """
     read = _read_slot(source, settings, cursor)
     state = read.state
-    if state.pending_bytes > source.settings.max_unread_wal_mb * MB:
+    if read.summary is None:
         return _fall_back(source, settings, cursor, state, recorded)
     confirmed = cursor.confirmed if cursor.confirmed is not None else state.confirmed_flush_lsn
     range_end = read.end if read.end > confirmed else None
     closed_through = dict(cursor.closed_through)
-    touched = _touched(source, read.changes, read.kinds, closed_through) if range_end else []
+    touched = _touched(source, read.summary, closed_through) if range_end else []
     tick = plan_wal_tick(
         replace(cursor, confirmed=confirmed),
         touched,
@@ -299,50 +305,42 @@ def evaluate_wal(
     return WalEvaluation(tuple(requests), next_cursor, tuple(notes), state, warning=warning)
 
 
+def _keys_of(table: WalTable, kind: BoundKind) -> Callable[[WalChange], list[str]]:
+    """How a change to `table` names the partitions it touches: its old row's and new row's."""
+    spec = table.spec
+
+    def keys(change: WalChange) -> list[str]:
+        found: set[str] = set()
+        for row in (change.old, change.new):
+            value = change.value(spec.partition_column, row)
+            start = local_window_start(value, kind, spec.timezone, spec.grain)
+            if start is not None:
+                found |= keys_for_local_start(table.partitions_def, spec.timezone, start)
+        return sorted(found)
+
+    return keys
+
+
 def _touched(
-    source: WalSource,
-    changes: Sequence[WalChange],
-    kinds: Mapping[str, BoundKind],
-    closed_through: Mapping[str, dt.datetime],
+    source: WalSource, summary: ChangeSummary, closed_through: Mapping[str, dt.datetime]
 ) -> list[TouchedWindow]:
     """The closed windows the changes touch, each once, in order; a truncate touches them all.
 
     A window not closed yet is left to be loaded when it closes.
     """
-
-    def keys_of(table: WalTable) -> Callable[[WalChange], list[str]]:
-        spec = table.spec
-        column = spec.partition_column
-
-        def keys(change: WalChange) -> list[str]:
-            found: set[str] = set()
-            for row in (change.old, change.new):
-                start = local_window_start(
-                    change.value(column, row), kinds[table.name], spec.timezone, spec.grain
-                )
-                if start is not None:
-                    found |= keys_for_local_start(table.partitions_def, spec.timezone, start)
-            return sorted(found)
-
-        return keys
-
-    touched = touched_windows(changes, {t.name: keys_of(t) for t in source.tables})
-    emptied = set(truncated_tables(changes)) & {t.name for t in source.tables}
-    for name in emptied:
-        through = closed_through.get(name)
-        lsn = max(
-            c.commit_end_lsn
-            for c in changes
-            if c.kind is ChangeKind.TRUNCATE and f"{c.relation.schema}.{c.relation.table}" == name
-        )
-        if through is not None:
-            touched += [
-                TouchedWindow(name, key, lsn) for key in source.table(name).ended_keys(through)
-            ]
-    loaded = {name: set(source.table(name).ended_keys(end)) for name, end in closed_through.items()}
+    touched = list(summary.touched)
+    # A table the cursor knows but the source no longer declares is left out.
+    loaded = {
+        table.name: table.ended_keys(closed_through[table.name])
+        for table in source.tables
+        if table.name in closed_through
+    }
+    for name, lsn in summary.truncated.items():
+        touched += [TouchedWindow(name, key, lsn) for key in loaded.get(name, [])]
     newest: dict[tuple[str, str], int] = {}
+    closed = {name: set(keys) for name, keys in loaded.items()}
     for window in touched:
-        if window.key in loaded.get(window.table, set()):
+        if window.key in closed.get(window.table, set()):
             index = (window.table, window.key)
             newest[index] = max(newest.get(index, 0), window.lsn)
     return [TouchedWindow(table, key, lsn) for (table, key), lsn in sorted(newest.items())]

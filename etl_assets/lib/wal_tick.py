@@ -101,34 +101,37 @@ KeysOf = Callable[[WalChange], Iterable[str]]
 """The partition keys a change touches in its table: the old row's and the new row's."""
 
 
-def touched_windows(
-    changes: Iterable[WalChange], keys_of: Mapping[str, KeysOf]
-) -> list[TouchedWindow]:
-    """Every window the changes touch, once each, in order of table and key.
+@dataclass(frozen=True)
+class ChangeSummary:
+    """What a range of changes says, in as much memory as the windows it touches."""
+
+    touched: list[TouchedWindow]
+    """Every window an old or a new row falls in, once each, in order of table and key."""
+    truncated: dict[str, int]
+    """The tables a `TRUNCATE` emptied (every window of theirs changed), each with the end of
+    the last commit that truncated it."""
+
+
+def summarize_changes(changes: Iterable[WalChange], keys_of: Mapping[str, KeysOf]) -> ChangeSummary:
+    """The windows the changes touch and the tables they truncate, read in one pass.
 
     `keys_of` maps each watched table's qualified name to how its changes name partitions;
     changes to other tables are not this sensor's.
     """
     newest: dict[tuple[str, str], int] = {}
+    truncated: dict[str, int] = {}
     for change in changes:
         table = f"{change.relation.schema}.{change.relation.table}"
         keys = keys_of.get(table)
         if keys is None:
             continue
+        if change.kind is ChangeKind.TRUNCATE:
+            truncated[table] = max(truncated.get(table, 0), change.commit_end_lsn)
+            continue
         for key in keys(change):
             newest[table, key] = max(newest.get((table, key), 0), change.commit_end_lsn)
-    return [TouchedWindow(table, key, lsn) for (table, key), lsn in sorted(newest.items())]
-
-
-def truncated_tables(changes: Iterable[WalChange]) -> list[str]:
-    """The tables a `TRUNCATE` emptied: every window of theirs changed."""
-    return sorted(
-        {
-            f"{c.relation.schema}.{c.relation.table}"
-            for c in changes
-            if c.kind is ChangeKind.TRUNCATE
-        }
-    )
+    touched = [TouchedWindow(table, key, lsn) for (table, key), lsn in sorted(newest.items())]
+    return ChangeSummary(touched, truncated)
 
 
 def plan_wal_tick(
@@ -140,7 +143,7 @@ def plan_wal_tick(
 ) -> WalTick:
     """Decide one tick from the windows touched by the changes up to `range_end`.
 
-    `touched` must be in the order `touched_windows` gives, and `range_end` the end LSN of the
+    `touched` must be in the order `summarize_changes` gives, and `range_end` the end LSN of the
     last whole transaction read (None when the slot had nothing new). When the cursor is
     draining a range, the changes must be those of that same range.
     """

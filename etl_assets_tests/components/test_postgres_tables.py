@@ -215,3 +215,37 @@ def test_a_source_without_iceberg_tables_has_no_maintenance(sandbox: DefsFolderS
     defs = load(sandbox, defs_yaml(GOOD_TABLE))
     assert not list(defs.schedules or [])
     assert not list(defs.jobs or [])
+
+
+WAL_TABLE = GOOD_TABLE + "      incremental: {mode: wal, settle_lag: 5m}\n"
+
+
+def test_wal_tables_of_a_source_share_one_wal_sensor_and_have_no_change_sensor(
+    sandbox: DefsFolderSandbox,
+) -> None:
+    defs = load(sandbox, defs_yaml(WAL_TABLE))
+    sensors = {s.name: s for s in defs.sensors or []}
+    assert set(sensors) == {"postgres_shop__wal"}
+    sensor = sensors["postgres_shop__wal"]
+    assert sensor.required_resource_keys == {"postgres_shop_source"}
+    assert sensor.minimum_interval_seconds == 30
+    assert "slot etl_assets_shop" in (sensor.description or "")
+
+
+def test_a_sources_wal_settings_name_its_slot_and_are_validated(
+    sandbox: DefsFolderSandbox,
+) -> None:
+    source = "{name: shop, dsn_env: SHOP_DSN, wal: {slot: lake_slot, interval_seconds: 10}}"
+    defs = load(sandbox, defs_yaml(WAL_TABLE, source=source))
+    [sensor] = defs.sensors or []
+    assert "slot lake_slot" in (sensor.description or "")
+    assert sensor.minimum_interval_seconds == 10
+    bad = "{name: shop, dsn_env: SHOP_DSN, wal: {slot: Lake-Slot}}"
+    assert "should match pattern" in load_error(sandbox, defs_yaml(WAL_TABLE, source=bad))
+
+
+def test_change_column_mode_needs_its_change_column(sandbox: DefsFolderSandbox) -> None:
+    text = defs_yaml(GOOD_TABLE + "      incremental: {settle_lag: 5m}\n")
+    message = load_error(sandbox, text)
+    assert "table sales.orders" in message
+    assert "`change_column` is required in change_column mode" in message

@@ -42,6 +42,9 @@ from etl_assets.devstack.seed import READER_ROLE
 from etl_assets.devstack.stack import LAKE_BUCKET, LAKE_PREFIX, DevStack, dev_stack
 from etl_assets.devstack.verify import compare_table_partition
 from etl_assets.lib.incremental import ChangeCursor
+from etl_assets.lib.postgres.session import ConnectionSettings
+from etl_assets.lib.postgres.wal import WatchedTable
+from etl_assets.lib.postgres.wal_admin import drop_wal, setup_wal
 from etl_assets.lib.table.spec import TableSpec
 from etl_assets.resources.reporting import DATA_VERSION_TAG
 from etl_assets_tests.support import (
@@ -61,7 +64,11 @@ WATCHED_LOCATION = "watched"
 WATCHED_DECLARATION = """
 type: etl_assets.components.PostgresTablesComponent
 attributes:
-  source: {name: watched, dsn_env: ETL_SHOP_PG_DSN, password_env: ETL_SHOP_PG_PASSWORD}
+  source:
+    name: watched
+    dsn_env: ETL_SHOP_PG_DSN
+    password_env: ETL_SHOP_PG_PASSWORD
+    wal: {interval_seconds: 5}
   tables:
     - schema: app
       table: events
@@ -73,6 +80,14 @@ attributes:
       columns: [id, created_at, updated_at, v]
       incremental: {change_column: updated_at}
       reconcile: {cron: "* * * * *", partitions: 4}
+    - schema: app
+      table: history
+      partition_column: happened_at
+      grain: daily
+      start: "2025-09-01"
+      primary_key: [id]
+      columns: [id, happened_at, v]
+      incremental: {mode: wal, settle_lag: 1m}
 """
 WATCHED_DEFINITIONS = """
 from pathlib import Path
@@ -535,6 +550,19 @@ class Instigator:
         turn_off = TURN % {"type": "String", "mutation": mutation, "argument": "id"}
         self.mutate(running, turn_off, {"value": self.state(running)["id"]})
 
+    def next_tick(self, running: Running) -> dict[str, Any]:
+        """Turn it on, wait until a tick begun from now on has ended, and turn it off again."""
+        since = time.time()
+        self.start(running)
+
+        def ended() -> list[dict[str, Any]]:
+            ticks = self.ticks(running)
+            return [t for t in ticks if t["timestamp"] >= since and t["status"] != "STARTED"]
+
+        wait_for(lambda: bool(ended()), 180, f"a tick of {self.name}", poll=1)
+        self.stop(running)
+        return ended()[-1]
+
     def first_tick(self, running: Running) -> dict[str, Any]:
         """Turn it on, wait until its first tick has ended, and turn it off again."""
         self.start(running)
@@ -889,3 +917,73 @@ def test_the_wal_sensor_reloads_exactly_the_touched_days_across_a_daemon_killed_
     ticks = logs["sensorOrError"]["sensorState"]["ticks"]
     messages = [e["message"] for t in ticks for e in t["logEvents"]["events"]]
     assert any("MB of WAL retained" in m for m in messages), messages
+
+
+HISTORY = ["raw", "watched", "app", "history"]
+
+
+def test_a_delete_300_days_old_and_a_late_commit_reload_only_their_windows_under_the_daemon(
+    running: Running,
+) -> None:
+    source = running.stack.source_conninfo()
+    instance = running.instance()
+    today = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    old, recent = today - dt.timedelta(days=300), today - dt.timedelta(days=3)
+    with psycopg.connect(source, autocommit=True) as connection:
+        connection.execute("CREATE SCHEMA IF NOT EXISTS app")
+        connection.execute(
+            "CREATE TABLE app.history (id int PRIMARY KEY, happened_at timestamptz NOT NULL,"
+            " v text);"
+            "ALTER TABLE app.history REPLICA IDENTITY FULL"
+        )
+        role = sql.Identifier(READER_ROLE)
+        connection.execute(sql.SQL("GRANT USAGE ON SCHEMA app TO {}").format(role))
+        connection.execute(sql.SQL("GRANT SELECT ON app.history TO {}").format(role))
+    run_flushed(
+        source,
+        "INSERT INTO app.history VALUES (1, %s, 'erased'), (2, %s, 'kept'), (3, %s, 'recent')",
+        (old + dt.timedelta(hours=9), old + dt.timedelta(hours=15), recent + dt.timedelta(hours=9)),
+    )
+    settings = ConnectionSettings(conninfo=source)
+    watched = [WatchedTable("app", "history", "happened_at")]
+    setup_wal(settings, "etl_assets_watched", "etl_assets_watched", watched)
+    keys = [day.strftime("%Y-%m-%d") for day in (old, recent)]
+    sensor = Instigator("sensor", "postgres_watched__wal")
+    try:
+        with psycopg.connect(source) as late:
+            late.execute("SET synchronous_commit = on")
+            # A transaction with a row of the recent day, still open while that day is loaded.
+            late.execute(
+                "INSERT INTO app.history VALUES (4, %s, 'late')", (recent + dt.timedelta(hours=23),)
+            )
+            launched = [
+                launch_run(running, {"dagster/partition": key}, HISTORY, WATCHED_LOCATION)
+                for key in keys
+            ]
+            assert {run.status for run in wait_for_runs(instance, launched)} == {
+                dg.DagsterRunStatus.SUCCESS
+            }
+            first = sensor.next_tick(running)  # takes note of the slot and the days so far
+            assert first["status"] == "SKIPPED", first
+            late.commit()
+        run_flushed(source, "DELETE FROM app.history WHERE id = 1")
+        tick = sensor.next_tick(running)
+        assert tick["status"] == "SUCCESS", tick
+        runs = wait_for_runs(instance, tick["runIds"])
+        # Those two windows and only those were read again.
+        assert requested(runs) == {(key, "wal", dg.DagsterRunStatus.SUCCESS) for key in keys}
+        lake = f"{LAKE_BUCKET}/{LAKE_PREFIX}"
+        history = PostgresTablesComponent.resolve_from_yaml(
+            yaml.safe_dump(yaml.safe_load(WATCHED_DECLARATION)["attributes"])
+        ).tables[1]
+        rows = {}
+        for key in keys:
+            comparison = compare_table_partition(
+                source, running.stack.s3, lake, asset="/".join(HISTORY), table=history, key=key
+            )
+            assert comparison.equal, comparison.describe()
+            rows[key] = comparison.source_rows
+        # The erased row is gone from the lake, and the late one is in it.
+        assert rows == {keys[0]: 1, keys[1]: 2}
+    finally:
+        drop_wal(settings, "etl_assets_watched", "etl_assets_watched")

@@ -9,8 +9,7 @@ from etl_assets.lib.wal_tick import (
     TouchedWindow,
     WalCursor,
     plan_wal_tick,
-    touched_windows,
-    truncated_tables,
+    summarize_changes,
 )
 
 ORDERS = WalRelation(1, "shop", "orders", ("id", "day"), "f")
@@ -45,12 +44,13 @@ def test_every_window_a_change_touches_is_named_once_in_order() -> None:
         change(ChangeKind.INSERT, None, "2026-10-09", NOTES),  # not watched
         change(ChangeKind.TRUNCATE, None, None),
     ]
-    assert touched_windows(changes, {"shop.orders": days}) == [
+    summary = summarize_changes(iter(changes), {"shop.orders": days})  # one pass
+    assert summary.touched == [
         TouchedWindow("shop.orders", "2025-12-06", 200),
         TouchedWindow("shop.orders", "2026-10-01", 300),
         TouchedWindow("shop.orders", "2026-10-03", 100),
     ]
-    assert truncated_tables(changes) == ["shop.orders"]
+    assert summary.truncated == {"shop.orders": 100}
 
 
 def test_a_bulk_change_is_drained_over_ticks_without_skipping_or_repeating() -> None:

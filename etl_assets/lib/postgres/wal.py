@@ -432,38 +432,51 @@ def peek_changes(
     *,
     upto_lsn: int | None = None,
     upto_changes: int | None = None,
-) -> list[bytes]:
+) -> Iterator[bytes]:
     """The slot's messages past its confirmed position, without consuming them.
 
     Whole transactions only: the server stops after the transaction in which `upto_changes`
-    was reached, or at the first commit past `upto_lsn`.
+    was reached, or at the first commit past `upto_lsn`. The messages stream in batches, so a
+    transaction of millions of rows is read in bounded memory; nothing else may run on the
+    session until they have all been read.
     """
-    rows = snapshot.query(
-        q.render(
-            sql.SQL(
-                "SELECT data FROM pg_logical_slot_peek_binary_changes({slot}, {lsn}, {changes},"
-                " 'proto_version', '1', 'publication_names', {publication})"
-            ).format(
-                slot=sql.Literal(slot),
-                lsn=sql.SQL("NULL") if upto_lsn is None else sql.Literal(lsn_text(upto_lsn)),
-                changes=sql.Literal(upto_changes),
-                publication=sql.Literal(publication),
-            )
+    statement = q.render(
+        sql.SQL(
+            "SELECT data FROM pg_logical_slot_peek_binary_changes({slot}, {lsn}, {changes},"
+            " 'proto_version', '1', 'publication_names', {publication})"
+        ).format(
+            slot=sql.Literal(slot),
+            lsn=sql.SQL("NULL") if upto_lsn is None else sql.Literal(lsn_text(upto_lsn)),
+            changes=sql.Literal(upto_changes),
+            publication=sql.Literal(publication),
         )
     )
-    return [bytes(data) for (data,) in rows]
+    for batch in snapshot.stream(statement):
+        for data in batch.column(0).to_pylist():
+            if data is not None:  # the column is NOT NULL; this only narrows its type
+                yield bytes(data)
 
 
-def last_commit_end(messages: Sequence[bytes]) -> int | None:
-    """The end LSN of the last transaction whose `Commit` is among `messages` (None if none)."""
-    for data in reversed(messages):
-        if data[:1] == b"C":
-            reader = _Reader(data)
-            reader.byte()
-            reader.int8()  # flags
-            reader.int64()  # the commit record's LSN
-            return reader.int64()
-    return None
+class MessageTally:
+    """Counts the messages passing through it, and notes the end of the last commit among them."""
+
+    def __init__(self, messages: Iterable[bytes]) -> None:
+        self._messages = messages
+        self.count = 0
+        self.last_commit_end: int | None = None
+        """The end LSN of the last transaction whose `Commit` passed (None if none)."""
+
+    def __iter__(self) -> Iterator[bytes]:
+        """The messages, unchanged."""
+        for data in self._messages:
+            self.count += 1
+            if data[:1] == b"C":
+                reader = _Reader(data)
+                reader.byte()
+                reader.int8()  # flags
+                reader.int64()  # the commit record's LSN
+                self.last_commit_end = reader.int64()
+            yield data
 
 
 @dataclass(frozen=True)

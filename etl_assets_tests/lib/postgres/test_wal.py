@@ -17,6 +17,7 @@ from etl_assets.lib.postgres.sql import BoundKind
 from etl_assets.lib.postgres.wal import (
     UNCHANGED_TOAST,
     ChangeKind,
+    MessageTally,
     WatchedTable,
     advance_slot,
     decode_pgoutput,
@@ -100,6 +101,17 @@ def test_each_committed_row_change_is_decoded_with_its_old_and_new_values() -> N
     assert delete.value("placed_at", delete.old) == "2025-12-06 00:00:00+00"
     assert delete.value("note", delete.old) is None
     assert truncate.relation.table == "orders"
+
+
+def test_a_tally_counts_the_messages_and_notes_the_last_commit_passing_through() -> None:
+    oid = struct.pack(">I", 16384)
+    insert = b"I" + oid + b"N" + row("1", "2026-10-01 12:00:00+00", "new")
+    messages = [begin(), RELATION, insert, commit(5000), begin(), insert, commit(7000), begin()]
+    tally = MessageTally(iter(messages))
+    assert tally.last_commit_end is None
+    assert len(list(decode_pgoutput(tally))) == 2
+    assert tally.count == len(messages)
+    assert tally.last_commit_end == 7000
 
 
 def test_a_row_of_an_undescribed_table_is_refused() -> None:
