@@ -366,9 +366,12 @@ def _table_problems(
                 "  ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)"
                 "  WHERE i.indrelid = c.oid AND CASE c.relreplident WHEN 'd' THEN i.indisprimary"
                 "  ELSE i.indisreplident END), false),"
-                " EXISTS (SELECT FROM pg_publication_tables p WHERE p.pubname = {publication}"
-                "  AND format('%I.%I', p.schemaname, p.tablename)::regclass IN"
-                "  (SELECT {relation}::regclass"
+                # Joined by name: casting a name to regclass would look up every published
+                # table's schema, and a role without USAGE on one (pg_toast) would be refused.
+                " EXISTS (SELECT FROM pg_publication_tables p"
+                "  JOIN pg_namespace pn ON pn.nspname = p.schemaname"
+                "  JOIN pg_class pc ON pc.relnamespace = pn.oid AND pc.relname = p.tablename"
+                "  WHERE p.pubname = {publication} AND pc.oid IN (SELECT {relation}::regclass"
                 "   UNION ALL SELECT relid FROM pg_partition_tree({relation}::regclass)))"
                 " FROM pg_class c WHERE c.oid = {relation}::regclass OR c.oid IN"
                 " (SELECT relid FROM pg_partition_tree({relation}::regclass) WHERE isleaf)"

@@ -257,6 +257,31 @@ def test_a_role_without_replication_is_told_how_to_get_it(source_db: str) -> Non
     assert problems[0].startswith("the role cannot read replication slots: ALTER ROLE")
 
 
+def test_a_reader_role_with_replication_finds_nothing_missing(source_db: str) -> None:
+    # As the sensor's role: not a superuser, and without USAGE on pg_toast (whose tables the
+    # catalog queries must never name).
+    role = f"reader_{uuid.uuid4().hex[:8]}"
+    run_sql(
+        source_db,
+        sql.SQL(
+            "CREATE ROLE {role} LOGIN REPLICATION PASSWORD 'pw';"
+            "CREATE TABLE orders (id bigint PRIMARY KEY, placed_at timestamptz NOT NULL,"
+            " note text);"
+            "ALTER TABLE orders REPLICA IDENTITY FULL;"
+            "GRANT SELECT ON orders TO {role};"
+            "CREATE PUBLICATION etl_shop FOR TABLE orders WITH (publish_via_partition_root);"
+        )
+        .format(role=sql.Identifier(role))
+        .as_string(),
+    )
+    conninfo = make_conninfo(source_db, user=role, password="pw")
+    with Snapshot(ConnectionSettings(conninfo=conninfo), "test wal") as snapshot:
+        problems = wal_problems(
+            snapshot, "etl_shop", [WatchedTable("public", "orders", "placed_at")]
+        )
+    assert problems == []
+
+
 def test_the_slot_is_peeked_in_whole_transactions_and_advanced_past_them(source_db: str) -> None:
     slot = f"test_{uuid.uuid4().hex[:12]}"
     run_sql(
