@@ -76,6 +76,19 @@ def run_sql(conninfo: str, statement: str, params: Sequence[Any] | None = None) 
         connection.execute(statement, params)  # pyright: ignore[reportArgumentType]
 
 
+def evaluate_sensor(
+    sensor: dg.SensorDefinition,
+    instance: dg.DagsterInstance,
+    resources: Mapping[str, Any],
+    cursor: str | None,
+) -> dg.SensorResult:
+    """One tick of `sensor` from `cursor`, evaluated as the daemon evaluates it."""
+    with dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor) as context:
+        result = sensor(context)
+    assert isinstance(result, dg.SensorResult)
+    return result
+
+
 def run_flushed(conninfo: str, statement: str, params: Sequence[Any] = ()) -> None:
     """Run and commit with the commit flushed: a slot is read only up to flushed WAL, and the
     test server commits asynchronously."""

@@ -41,7 +41,8 @@ def failing_partitions(
     """The partitions whose latest run from this sensor failed, with how many failed in a row.
 
     Run retries count: a retried run carries its parent's sensor tag. A partition materialized
-    after its failed run (from the UI, a backfill, the reconcile schedule) is not failing.
+    after its failed run (from the UI, a backfill, the reconcile schedule) is not failing. Runs
+    of the sensor that target other assets (a WAL sensor serves several) are not counted.
     """
     records = instance.get_run_records(
         filters=dg.RunsFilter(tags={SENSOR_NAME_TAG: sensor_name}), limit=FAILING_RUNS_TO_READ
@@ -53,6 +54,8 @@ def failing_partitions(
         run = record.dagster_run
         key = run.tags.get(PARTITION_TAG)
         if key is None or key in settled:
+            continue
+        if run.asset_selection is not None and asset_key not in run.asset_selection:
             continue
         if run.status == dg.DagsterRunStatus.FAILURE:
             failed_in_a_row[key] = failed_in_a_row.get(key, 0) + 1

@@ -34,6 +34,8 @@ from pydantic import Field
 
 from etl_assets.components.incremental import (
     REASON_TAG,
+    describe_failing,
+    failing_partitions,
     keys_for_local_start,
     recorded_fingerprints,
     source_settings,
@@ -226,7 +228,7 @@ def _read_slot(source: WalSource, settings: ConnectionSettings, cursor: WalCurso
         position = source_position(snapshot)
         if state.pending_bytes > source.settings.max_unread_wal_mb * MB:
             return _SlotRead(state, position.now)
-        kinds = {t.name: snapshot.plan(t.spec).partition_bound for t in source.tables}
+        kinds = {t.name: snapshot.partition_bound(t.spec) for t in source.tables}
         keys_of = {t.name: _keys_of(t, kinds[t.name]) for t in source.tables}
         limit = source.settings.max_changes_per_tick
         if cursor.range_end is not None:
@@ -453,9 +455,10 @@ def build_wal_sensor(source: WalSource, source_key: str) -> dg.SensorDefinition:
     It reads the source through the `PostgresSource` resource under `source_key`.
     """
     by_name = {t.name: t for t in source.tables}
+    sensor_name = f"postgres_{source.source}__wal"
 
     @dg.sensor(
-        name=f"postgres_{source.source}__wal",
+        name=sensor_name,
         asset_selection=[t.asset_key for t in source.tables],
         minimum_interval_seconds=source.settings.interval_seconds,
         required_resource_keys={source_key},
@@ -482,8 +485,13 @@ def build_wal_sensor(source: WalSource, source_key: str) -> dg.SensorDefinition:
                 context.log.error(note)
             else:
                 context.log.info(note)
-        if evaluation.warning:
-            context.log.warning(evaluation.warning)
+        warnings = [evaluation.warning] if evaluation.warning else []
+        for table in source.tables:
+            failing = failing_partitions(context.instance, sensor_name, table.asset_key)
+            if failing:
+                warnings.append(f"{table.asset_key.to_user_string()}: {describe_failing(failing)}")
+        for warning in warnings:
+            context.log.warning(warning)
         requests = [
             dg.RunRequest(
                 run_key=r.run_key,
@@ -493,8 +501,7 @@ def build_wal_sensor(source: WalSource, source_key: str) -> dg.SensorDefinition:
             )
             for r in evaluation.requests
         ]
-        said = [*evaluation.notes, *([evaluation.warning] if evaluation.warning else [])]
-        skip = None if requests else "; ".join(said)
+        skip = None if requests else "; ".join([*evaluation.notes, *warnings])
         return dg.SensorResult(
             run_requests=requests, cursor=evaluation.cursor.to_json(), skip_reason=skip
         )

@@ -7,18 +7,24 @@ import io
 import uuid
 from collections.abc import Generator, Sequence
 
+import dagster as dg
 import polars as pl
 import psycopg
 import pytest
 
 from etl_assets.components import wal as wal_component
-from etl_assets.components.incremental import recorded_fingerprints
-from etl_assets.components.table_assets import raw_asset_key, table_partitions
+from etl_assets.components.incremental import REASON_TAG, SENSOR_NAME_TAG, recorded_fingerprints
+from etl_assets.components.table_assets import (
+    postgres_source_key,
+    raw_asset_key,
+    table_partitions,
+)
 from etl_assets.components.wal import (
     WalEvaluation,
     WalSettings,
     WalSource,
     WalTable,
+    build_wal_sensor,
     evaluate_wal,
 )
 from etl_assets.lib.errors import WalNotReadyError
@@ -26,7 +32,16 @@ from etl_assets.lib.postgres.session import ConnectionSettings
 from etl_assets.lib.postgres.wal_admin import drop_wal, setup_wal
 from etl_assets.lib.table.spec import IncrementalSpec, TableSpec
 from etl_assets.lib.wal_tick import WalCursor
-from etl_assets_tests.support import SOURCE, Pipeline, query, revised, run_flushed, run_sql, spec
+from etl_assets_tests.support import (
+    SOURCE,
+    Pipeline,
+    evaluate_sensor,
+    query,
+    revised,
+    run_flushed,
+    run_sql,
+    spec,
+)
 
 DAY = dt.timedelta(days=1)
 EVENTS = """
@@ -374,3 +389,39 @@ def test_the_fallback_waits_for_transactions_open_at_its_position(
         assert [(r.key, r.reason) for r in tick.requests] == [(lake.key(30), "wal-fallback")]
     finally:
         lake.close()
+
+
+def test_the_sensor_requests_each_touched_window_and_names_one_that_keeps_failing(
+    wal_lake: WalLake,
+) -> None:
+    sensor = build_wal_sensor(wal_lake.wal, postgres_source_key(SOURCE))
+    resources = wal_lake.pipeline.resources(wal_lake.table)
+    instance = wal_lake.pipeline.instance
+
+    def tick(cursor: str | None) -> dg.SensorResult:
+        return evaluate_sensor(sensor, instance, resources, cursor)
+
+    wal_lake.write("INSERT INTO events VALUES (1, %s, 'a')", (wal_lake.at(20),))
+    first = tick(None)
+    assert first.run_requests == []
+    assert "MB of WAL retained" in str(first.skip_reason)
+    wal_lake.write("UPDATE events SET v = 'b' WHERE id = 1")
+    second = tick(first.cursor)
+    [request] = second.run_requests or []
+    key = wal_lake.key(20)
+    assert request.partition_key == key
+    assert request.asset_selection == [wal_lake.wal.tables[0].asset_key]
+    assert request.tags[REASON_TAG] == "wal"
+
+    # The requested run fails (the source lost a declared column), as the daemon would run it.
+    run_sql(wal_lake.pipeline.conninfo, "ALTER TABLE events RENAME COLUMN v TO v_gone")
+    tags = {SENSOR_NAME_TAG: sensor.name, "dagster/run_key": request.run_key or ""}
+    failed = wal_lake.pipeline.materialize(
+        wal_lake.table, partition=key, tags=tags, raise_on_error=False
+    )
+    assert not failed.success
+    # The sensor still reads the slot (only the partition column matters to it), has nothing
+    # new to request, and says which partition keeps failing.
+    quiet = tick(second.cursor)
+    assert quiet.run_requests == []
+    assert f"latest run failed for {key} (1 failed run in a row)" in str(quiet.skip_reason)

@@ -26,7 +26,15 @@ from etl_assets.lib.incremental import ChangeCursor, TickPlan
 from etl_assets.lib.postgres.session import ConnectionSettings
 from etl_assets.lib.table.spec import IncrementalSpec, ReconcileSpec, TableSpec
 from etl_assets.lib.table.windows import Grain
-from etl_assets_tests.support import SOURCE, Pipeline, query, revised, run_sql, spec
+from etl_assets_tests.support import (
+    SOURCE,
+    Pipeline,
+    evaluate_sensor,
+    query,
+    revised,
+    run_sql,
+    spec,
+)
 
 HOUR = dt.timedelta(hours=1)
 
@@ -223,12 +231,7 @@ def test_a_failed_partition_is_visible_and_requested_again_after_new_changes(
     instance = source.pipeline.instance
 
     def tick(cursor: str | None) -> dg.SensorResult:
-        with dg.build_sensor_context(
-            instance=instance, resources=resources, cursor=cursor
-        ) as context:
-            result = sensor(context)
-        assert isinstance(result, dg.SensorResult)
-        return result
+        return evaluate_sensor(sensor, instance, resources, cursor)
 
     first = tick(None)
     run_sql(source.pipeline.conninfo, "UPDATE events SET v = 'a', updated_at = now() WHERE id = 6")

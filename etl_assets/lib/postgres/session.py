@@ -37,7 +37,7 @@ from etl_assets.lib.postgres.catalog import (
     types_query,
     unique_indexes_query,
 )
-from etl_assets.lib.postgres.types import TablePlan, plan_table
+from etl_assets.lib.postgres.types import TablePlan, partition_column_bound, plan_table
 from etl_assets.lib.table.spec import TableSpec
 
 # Settings that make every text rendering (`as: text`, timetz) the same whatever the server's
@@ -287,6 +287,13 @@ class Snapshot:
             spec.partition_column,
             primary_key=spec.primary_key,
             unique_indexes=catalog.unique_indexes,
+        )
+
+    def partition_bound(self, spec: TableSpec) -> q.BoundKind:
+        """How the table's live partition column compares with window bounds."""
+        catalog = self.catalog(q.Relation(spec.table_schema, spec.table))
+        return partition_column_bound(
+            catalog.relation, catalog.columns, catalog.types, spec.partition_column
         )
 
     def stream(self, statement: str, depth: int | None = None) -> Iterator[pa.RecordBatch]:

@@ -578,6 +578,25 @@ def _aliased(expression: sql.Composable, alias: str) -> sql.Composable:
     return sql.SQL("{} AS {}").format(expression, sql.Identifier(alias))
 
 
+def partition_column_bound(
+    relation: Relation,
+    live_columns: Sequence[CatalogColumn],
+    types: Mapping[int, CatalogType],
+    partition_column: str,
+) -> BoundKind:
+    """How the live partition column compares with window bounds, the rest left unplanned.
+
+    What a change's partition value means does not depend on the other columns' contract.
+    """
+    for column in live_columns:
+        if column.name == partition_column:
+            return Planner(relation, types).partition_bound(column)
+    raise SchemaDriftError(
+        f"table {relation.schema}.{relation.table} has no column {partition_column!r} (or is not "
+        "visible to the connecting role)"
+    )
+
+
 def plan_table(
     relation: Relation,
     live_columns: Sequence[CatalogColumn],
