@@ -31,6 +31,7 @@ import botocore.exceptions
 from psycopg import sql
 
 from etl_assets.cli import wal
+from etl_assets.cli.settings import env_settings
 from etl_assets.components.postgres_tables import declared_pools
 from etl_assets.lib.lake.cleanup import abort_stale_uploads
 from etl_assets.lib.lake.iceberg import catalog_tables, maintain
@@ -44,7 +45,7 @@ from etl_assets.lib.postgres.introspect import (
     report_table,
     yaml_entry,
 )
-from etl_assets.lib.postgres.session import ConnectionSettings, Snapshot
+from etl_assets.lib.postgres.session import Snapshot
 from etl_assets.lib.postgres.sql import Relation, render
 from etl_assets.lib.table.windows import Grain, parse_duration
 from etl_assets.resources.catalog import IcebergCatalog
@@ -147,7 +148,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
 
 def _introspect(args: argparse.Namespace, out: TextIO) -> int:
     try:
-        settings = _settings(args.dsn_env, args.password_env)
+        settings = env_settings(args.dsn_env, args.password_env)
         with Snapshot(settings, "etl-assets introspect") as snapshot:
             if args.table is None:
                 _list_tables(snapshot, out)
@@ -265,20 +266,6 @@ def _iceberg_maintenance(args: argparse.Namespace, out: TextIO) -> int:
         print(f"etl-assets lake iceberg-maintenance: {error}", file=sys.stderr)  # noqa: T201
         return 2
     return 0
-
-
-def _settings(dsn_env: str | None, password_env: str | None) -> ConnectionSettings:
-    dsn = ""
-    if dsn_env:
-        if dsn_env not in os.environ:
-            raise ValueError(f"environment variable {dsn_env} is not set")
-        dsn = os.environ[dsn_env]
-    password = None
-    if password_env:
-        if password_env not in os.environ:
-            raise ValueError(f"environment variable {password_env} is not set")
-        password = os.environ[password_env]
-    return ConnectionSettings(conninfo=dsn, password=password, statement_timeout_ms=60_000)
 
 
 def _relation(name: str) -> Relation:

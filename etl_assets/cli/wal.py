@@ -15,11 +15,11 @@ publication takes the tables' owner, and a slot the `REPLICATION` attribute.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from typing import TextIO
 
+from etl_assets.cli.settings import env_settings
 from etl_assets.components.postgres_tables import PostgresTablesComponent, declared_sources
 from etl_assets.components.wal import MB, WalSource, describe_slot
 from etl_assets.lib.errors import EtlAssetsError
@@ -63,8 +63,7 @@ def run_wal(
         try:
             settings = _settings(component, args.dsn_env, args.password_env)
             if args.action == "setup":
-                tables = [t.watched for t in wal.tables]
-                for line in setup_wal(settings, wal.slot, wal.publication, tables):
+                for line in setup_wal(settings, wal.slot, wal.publication, wal.watched):
                     out.write(f"  {line}\n")
             elif args.action == "drop":
                 for line in drop_wal(settings, wal.slot, wal.publication):
@@ -85,7 +84,7 @@ def run_wal(
 
 def _status(settings: ConnectionSettings, wal: WalSource, out: TextIO) -> list[str]:
     with Snapshot(settings, "etl-assets wal status") as snapshot:
-        problems = wal_problems(snapshot, wal.publication, [t.watched for t in wal.tables])
+        problems = wal_problems(snapshot, wal.publication, wal.watched)
         state = slot_state(snapshot, wal.slot)
     if state is None:
         problems.append(f"slot {wal.slot} does not exist: run `etl-assets wal setup`")
@@ -102,14 +101,7 @@ def _status(settings: ConnectionSettings, wal: WalSource, out: TextIO) -> list[s
 def _settings(
     component: PostgresTablesComponent, dsn_env: str | None, password_env: str | None
 ) -> ConnectionSettings:
-    dsn_name = dsn_env or component.source.dsn_env
-    password_name = password_env or (None if dsn_env else component.source.password_env)
-    if dsn_name not in os.environ:
-        raise ValueError(f"environment variable {dsn_name} is not set")
-    if password_name and password_name not in os.environ:
-        raise ValueError(f"environment variable {password_name} is not set")
-    return ConnectionSettings(
-        conninfo=os.environ[dsn_name],
-        password=os.environ[password_name] if password_name else None,
-        statement_timeout_ms=60_000,
-    )
+    """Another role's variables when given, else the source's declared ones."""
+    if dsn_env:
+        return env_settings(dsn_env, password_env)
+    return env_settings(component.source.dsn_env, password_env or component.source.password_env)

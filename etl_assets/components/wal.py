@@ -132,10 +132,10 @@ class WalTable:
         """The table as the slot's readiness checks take it."""
         return WatchedTable(self.spec.table_schema, self.spec.table, self.spec.partition_column)
 
-    def ended_keys(self, through: dt.datetime) -> list[str]:
-        """The keys of the windows ended by `through`, oldest first."""
+    def ended_windows(self, through: dt.datetime) -> list[PartitionWindow]:
+        """The windows ended by `through`, oldest first."""
         return [
-            w.key
+            PartitionWindow(w.key, w.start, w.end)
             for w in tick_windows(self.partitions_def, through, None, set())
             if w.end <= through
         ]
@@ -163,9 +163,10 @@ class WalSource:
             tuple(tables),
         )
 
-    def table(self, name: str) -> WalTable:
-        """The watched table called `schema.table`."""
-        return next(t for t in self.tables if t.name == name)
+    @property
+    def watched(self) -> list[WatchedTable]:
+        """The tables as the slot's readiness checks and set-up take them."""
+        return [t.watched for t in self.tables]
 
 
 @dataclass(frozen=True)
@@ -209,7 +210,7 @@ def _read_slot(source: WalSource, settings: ConnectionSettings, cursor: WalCurso
     No changes are read when the slot is too far behind: the caller falls back.
     """
     with Snapshot(settings, f"etl-assets wal sensor {source.source}") as snapshot:
-        problems = wal_problems(snapshot, source.publication, [t.watched for t in source.tables])
+        problems = wal_problems(snapshot, source.publication, source.watched)
         state = slot_state(snapshot, source.slot)
         if state is None:
             problems.append(
@@ -326,26 +327,17 @@ def _keys_of(table: WalTable, kind: BoundKind) -> Callable[[WalChange], list[str
 def _touched(
     source: WalSource, summary: ChangeSummary, closed_through: Mapping[str, dt.datetime]
 ) -> list[TouchedWindow]:
-    """The closed windows the changes touch, each once, in order; a truncate touches them all.
+    """The closed windows the changes touch (see `ChangeSummary.closed`).
 
-    A window not closed yet is left to be loaded when it closes.
+    A table the cursor knows but the source no longer declares is left out.
     """
-    touched = list(summary.touched)
-    # A table the cursor knows but the source no longer declares is left out.
-    loaded = {
-        table.name: table.ended_keys(closed_through[table.name])
-        for table in source.tables
-        if table.name in closed_through
-    }
-    for name, lsn in summary.truncated.items():
-        touched += [TouchedWindow(name, key, lsn) for key in loaded.get(name, [])]
-    newest: dict[tuple[str, str], int] = {}
-    closed = {name: set(keys) for name, keys in loaded.items()}
-    for window in touched:
-        if window.key in closed.get(window.table, set()):
-            index = (window.table, window.key)
-            newest[index] = max(newest.get(index, 0), window.lsn)
-    return [TouchedWindow(table, key, lsn) for (table, key), lsn in sorted(newest.items())]
+    return summary.closed(
+        {
+            table.name: [w.key for w in table.ended_windows(closed_through[table.name])]
+            for table in source.tables
+            if table.name in closed_through
+        }
+    )
 
 
 def _newly_closed(
@@ -419,12 +411,7 @@ def _fall_back(
         through = cursor.closed_through.get(table.name)
         if through is None:
             continue
-        keys = set(table.ended_keys(through))
-        windows = [
-            PartitionWindow(w.key, w.start, w.end)
-            for w in tick_windows(table.partitions_def, through, None, set())
-            if w.key in keys
-        ]
+        windows = table.ended_windows(through)
         _, current = fingerprint_windows(settings, table.spec, _fixed(windows), purpose)
         published = {k: v for k, v in recorded(table, list(current)).items() if v is not None}
         # A window never loaded is left to the backfill, as the slot's changes would leave it.

@@ -115,9 +115,8 @@ def set_up_wal(conninfo: str) -> list[str]:
     for component in declared_sources():
         wal = component.wal_source()
         if wal is not None:
-            tables = [t.watched for t in wal.tables]
-            setup_wal(ConnectionSettings(conninfo=conninfo), wal.slot, wal.publication, tables)
-            names = ", ".join(f"{t.schema}.{t.table}" for t in tables)
+            setup_wal(ConnectionSettings(conninfo=conninfo), wal.slot, wal.publication, wal.watched)
+            names = ", ".join(t.name for t in wal.tables)
             ready.append(f"postgres_{wal.source}__wal (slot {wal.slot}: {names})")
     return ready
 

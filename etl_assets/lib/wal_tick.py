@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from etl_assets.lib.postgres.wal import ChangeKind, WalChange, lsn_text, parse_lsn
@@ -110,6 +110,21 @@ class ChangeSummary:
     truncated: dict[str, int]
     """The tables a `TRUNCATE` emptied (every window of theirs changed), each with the end of
     the last commit that truncated it."""
+
+    def closed(self, closed_keys: Mapping[str, Sequence[str]]) -> list[TouchedWindow]:
+        """The touched windows among each table's closed ones (`closed_keys`), in order.
+
+        A truncated table touches all of its closed windows. A window not closed yet is left
+        out: it is loaded whole when it closes.
+        """
+        newest: dict[tuple[str, str], int] = {}
+        for window in self.touched:
+            if window.key in closed_keys.get(window.table, ()):
+                newest[window.table, window.key] = window.lsn
+        for table, lsn in self.truncated.items():
+            for key in closed_keys.get(table, ()):
+                newest[table, key] = max(newest.get((table, key), 0), lsn)
+        return [TouchedWindow(table, key, lsn) for (table, key), lsn in sorted(newest.items())]
 
 
 def summarize_changes(changes: Iterable[WalChange], keys_of: Mapping[str, KeysOf]) -> ChangeSummary:

@@ -148,9 +148,7 @@ def decode_pgoutput(messages: Iterable[bytes]) -> Iterator[WalChange]:
         if tag == "B":
             pending = []
         elif tag == "C":
-            reader.int8()  # flags
-            reader.int64()  # the commit record's LSN
-            end = reader.int64()
+            end = _commit_end(reader)
             for kind, relation, old, new in pending:
                 yield WalChange(kind, relation, old, new, end)
             pending = []
@@ -186,6 +184,13 @@ def decode_pgoutput(messages: Iterable[bytes]) -> Iterator[WalChange]:
                     (ChangeKind.TRUNCATE, _relation(relations, reader.uint32()), None, None)
                 )
         # Type ("Y"), Origin ("O") and logical messages ("M") say nothing about windows.
+
+
+def _commit_end(reader: _Reader) -> int:
+    """From a `Commit` message past its tag: where the committing transaction's record ends."""
+    reader.int8()  # flags
+    reader.int64()  # the commit record's LSN
+    return reader.int64()
 
 
 def _relation(relations: dict[int, WalRelation], oid: int) -> WalRelation:
@@ -274,29 +279,35 @@ class SlotState:
     """The server's current WAL position when this was read."""
 
 
-def read_readiness(snapshot: Snapshot, publication: str) -> tuple[str, bool, bool]:
-    """`wal_level`, whether the role may read slots, and whether the publication exists."""
+def read_readiness(snapshot: Snapshot, publication: str) -> tuple[str, bool, bool, bool]:
+    """What the server and the publication allow.
+
+    `wal_level`, whether the role may read slots, whether the publication exists, and whether
+    it publishes partitioned tables under their own names.
+    """
     rows = snapshot.query(
         q.render(
             sql.SQL(
                 "SELECT current_setting('wal_level'),"
                 " (SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user),"
-                " EXISTS (SELECT FROM pg_publication WHERE pubname = {})"
-            ).format(sql.Literal(publication))
+                " EXISTS (SELECT FROM pg_publication WHERE pubname = {publication}),"
+                " coalesce((SELECT pubviaroot FROM pg_publication"
+                "  WHERE pubname = {publication}), false)"
+            ).format(publication=sql.Literal(publication))
         )
     )
-    level, replication, published = rows[0]
-    return str(level), bool(replication), bool(published)
+    level, replication, published, via_root = rows[0]
+    return str(level), bool(replication), bool(published), bool(via_root)
 
 
 def wal_problems(snapshot: Snapshot, publication: str, tables: Sequence[WatchedTable]) -> list[str]:
     """What stops the slot from saying which windows changed, each naming its fix.
 
     Empty when `wal_level` is logical, the role has `REPLICATION`, the publication exists and
-    holds every table, and each table's replica identity carries its partition column (a
-    delete's old row must say which window it was in).
+    holds every table (a partitioned one under its own name), and each table's replica identity
+    carries its partition column (a delete's old row must say which window it was in).
     """
-    level, replication, published = read_readiness(snapshot, publication)
+    level, replication, published, via_root = read_readiness(snapshot, publication)
     problems: list[str] = []
     if level != "logical":
         problems.append(
@@ -314,9 +325,14 @@ def wal_problems(snapshot: Snapshot, publication: str, tables: Sequence[WatchedT
             f"publication {publication!r} does not exist: run `etl-assets wal setup` or "
             f"CREATE PUBLICATION {publication} FOR TABLE ... WITH (publish_via_partition_root)"
         )
+    partitioned = False
     for table in tables:
-        problems += _table_problems(snapshot, publication, table, check_membership=published)
-    if published and _has_partitioned(snapshot, tables) and not _via_root(snapshot, publication):
+        table_problems, is_partitioned = _table_problems(
+            snapshot, publication, table, check_membership=published
+        )
+        problems += table_problems
+        partitioned = partitioned or is_partitioned
+    if published and partitioned and not via_root:
         problems.append(
             f"publication {publication!r} publishes a partitioned table's changes under its "
             "partitions' names: ALTER PUBLICATION "
@@ -325,37 +341,10 @@ def wal_problems(snapshot: Snapshot, publication: str, tables: Sequence[WatchedT
     return problems
 
 
-def _has_partitioned(snapshot: Snapshot, tables: Sequence[WatchedTable]) -> bool:
-    if not tables:
-        return False
-    names = sql.SQL(", ").join(sql.Literal(t.relation.identifier().as_string()) for t in tables)
-    return bool(
-        snapshot.scalar(
-            q.render(
-                sql.SQL(
-                    "SELECT EXISTS (SELECT FROM pg_class WHERE relkind = 'p'"
-                    " AND oid = ANY (ARRAY[{}]::regclass[]))"
-                ).format(names)
-            )
-        )
-    )
-
-
-def _via_root(snapshot: Snapshot, publication: str) -> bool:
-    return bool(
-        snapshot.scalar(
-            q.render(
-                sql.SQL("SELECT pubviaroot FROM pg_publication WHERE pubname = {}").format(
-                    sql.Literal(publication)
-                )
-            )
-        )
-    )
-
-
 def _table_problems(
     snapshot: Snapshot, publication: str, table: WatchedTable, *, check_membership: bool
-) -> list[str]:
+) -> tuple[list[str], bool]:
+    """The table's own problems, and whether it is partitioned."""
     name = f"{table.schema}.{table.table}"
     rows = snapshot.query(
         q.render(
@@ -400,7 +389,7 @@ def _table_problems(
             "deleted row cannot say which window it was in: ALTER TABLE "
             f"{leaf} REPLICA IDENTITY FULL (or USING INDEX an index including it)"
         )
-    return problems
+    return problems, bool(rows) and rows[0][2] == "p"
 
 
 def slot_state(snapshot: Snapshot, slot: str) -> SlotState | None:
@@ -476,9 +465,7 @@ class MessageTally:
             if data[:1] == b"C":
                 reader = _Reader(data)
                 reader.byte()
-                reader.int8()  # flags
-                reader.int64()  # the commit record's LSN
-                self.last_commit_end = reader.int64()
+                self.last_commit_end = _commit_end(reader)
             yield data
 
 

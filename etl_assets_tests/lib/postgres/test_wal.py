@@ -32,6 +32,12 @@ from etl_assets.lib.table.windows import Grain
 from etl_assets_tests.support import run_flushed, run_sql
 
 
+def problems_of(conninfo: str, tables: list[WatchedTable]) -> list[str]:
+    """What stops a slot of publication `etl_shop` on these tables, as the sensor reads it."""
+    with Snapshot(ConnectionSettings(conninfo=conninfo), "test wal") as snapshot:
+        return wal_problems(snapshot, "etl_shop", tables)
+
+
 def text(value: str) -> bytes:
     return value.encode() + b"\x00"
 
@@ -217,9 +223,7 @@ def test_what_stops_the_slot_is_named_with_its_fix(source_db: str) -> None:
         WatchedTable("public", "orders", "placed_at"),
         WatchedTable("public", "payments", "paid_at"),
     ]
-    settings = ConnectionSettings(conninfo=source_db)
-    with Snapshot(settings, "test wal") as snapshot:
-        problems = wal_problems(snapshot, "etl_shop", tables)
+    problems = problems_of(source_db, tables)
     assert problems == [
         "publication 'etl_shop' does not exist: run `etl-assets wal setup` or CREATE PUBLICATION "
         "etl_shop FOR TABLE ... WITH (publish_via_partition_root)",
@@ -236,8 +240,7 @@ def test_what_stops_the_slot_is_named_with_its_fix(source_db: str) -> None:
         "ALTER TABLE payments_2025 REPLICA IDENTITY DEFAULT;"
         "CREATE PUBLICATION etl_shop FOR TABLE payments WITH (publish_via_partition_root);",
     )
-    with Snapshot(settings, "test wal") as snapshot:
-        problems = wal_problems(snapshot, "etl_shop", tables)
+    problems = problems_of(source_db, tables)
     # The payments' primary key includes paid_at; the orders are not published yet.
     assert problems == [
         "public.orders is not in publication 'etl_shop': ALTER PUBLICATION etl_shop ADD TABLE "
@@ -252,8 +255,7 @@ def test_a_role_without_replication_is_told_how_to_get_it(source_db: str) -> Non
         sql.SQL("CREATE ROLE {} LOGIN PASSWORD 'pw'").format(sql.Identifier(role)).as_string(),
     )
     conninfo = make_conninfo(source_db, user=role, password="pw")
-    with Snapshot(ConnectionSettings(conninfo=conninfo), "test wal") as snapshot:
-        problems = wal_problems(snapshot, "etl_shop", [])
+    problems = problems_of(conninfo, [])
     assert problems[0].startswith("the role cannot read replication slots: ALTER ROLE")
 
 
@@ -336,9 +338,7 @@ def test_a_partitioned_table_must_be_published_through_its_root(source_db: str) 
         "CREATE PUBLICATION etl_shop FOR TABLE payments;",
     )
     tables = [WatchedTable("public", "payments", "paid_at")]
-    settings = ConnectionSettings(conninfo=source_db)
-    with Snapshot(settings, "test wal") as snapshot:
-        problems = wal_problems(snapshot, "etl_shop", tables)
+    problems = problems_of(source_db, tables)
     assert problems == [
         "publication 'etl_shop' publishes a partitioned table's changes under its partitions' "
         "names: ALTER PUBLICATION etl_shop SET (publish_via_partition_root = true)"
@@ -350,8 +350,7 @@ def test_a_server_without_logical_decoding_is_told_how_to_turn_it_on(tmp_path: P
     server.start(extra_settings=["-c wal_level=replica"])
     try:
         conninfo = server.address.conninfo("postgres")
-        with Snapshot(ConnectionSettings(conninfo=conninfo), "test wal") as snapshot:
-            problems = wal_problems(snapshot, "etl_shop", [])
+        problems = problems_of(conninfo, [])
     finally:
         server.stop()
     assert problems[0] == (
